@@ -1,0 +1,1 @@
+//! Kata-compatible agent protocol.
