@@ -461,14 +461,12 @@ impl CniResult {
     }
 
     /// The interfaces placed in the given sandbox (netns path), with their index.
-    pub fn sandbox_interfaces<'a>(
-        &'a self,
-        sandbox: &'a str,
-    ) -> impl Iterator<Item = (usize, &'a ResultInterface)> + 'a {
+    pub fn sandbox_interfaces(&self, sandbox: &str) -> Vec<(usize, &ResultInterface)> {
         self.interfaces
             .iter()
             .enumerate()
-            .filter(move |(_, i)| i.sandbox.as_deref() == Some(sandbox))
+            .filter(|(_, i)| i.sandbox.as_deref() == Some(sandbox))
+            .collect()
     }
 }
 
