@@ -18,6 +18,16 @@
 //! without a cache entry). The cache entry is written *before* the first plugin runs, so an
 //! ADD interrupted by a crash is still listed by [`CniConfig::cached_attachments`] and
 //! cleaned up by [`CniConfig::gc`].
+//!
+//! The operations are `async` and need a Tokio runtime with the I/O and time drivers
+//! (`#[tokio::main]` / `Runtime::new()` enable them); a [`CniConfig`] is cheap to clone and
+//! may run operations for different attachments concurrently. The spec forbids concurrent
+//! operations on the *same* attachment, and GC concurrently with ADD/DEL of its network:
+//! that ordering is the caller's.
+//!
+//! To run the plugins in the network namespace the program was started in (where the
+//! `bridge` plugin should put `cni0`) whatever thread calls, open it once at start-up:
+//! `CniConfig::default().with_plugin_netns_path(Path::new("/proc/self/ns/net"))`.
 
 mod cache;
 mod conf;

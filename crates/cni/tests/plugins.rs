@@ -524,3 +524,46 @@ async fn missing_plugin_fails_before_anything_runs() {
         .to_string();
     assert!(e.contains("/opt/cni/bin, /usr/lib/cni"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_concurrent_adds_get_distinct_addresses() {
+    let env = Env::new("ten");
+    let list = env.load("10-ten.conflist", &bridge_conflist(&env, "tennet", &[]));
+    let cni = env.cni();
+    let pid = std::process::id();
+    let pods: Vec<Netns> = (0..10)
+        .map(|i| Netns::new(format!("cnit-ten-{pid}-p{i}")))
+        .collect();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, pod) in pods.iter().enumerate() {
+        let (cni, list) = (cni.clone(), list.clone());
+        let rt = Runtime::new(format!("tenc{i}"), pod.path(), "eth0");
+        set.spawn(async move { cni.add(&list, &rt).await.map(|r| (i, r)) });
+    }
+    let mut addrs = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let (i, r) = r.unwrap().unwrap();
+        let a = r.ips[0].address.to_string();
+        assert_eq!(pods[i].addrs("eth0"), vec![a.clone()]);
+        addrs.push(a);
+    }
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 10, "{addrs:?}");
+    assert_eq!(env.reservations("tennet").len(), 10);
+    assert_eq!(env.cache_entries().len(), 10);
+
+    for (i, pod) in pods.iter().enumerate() {
+        let (cni, list) = (cni.clone(), list.clone());
+        let rt = Runtime::new(format!("tenc{i}"), pod.path(), "eth0");
+        set.spawn(async move { cni.del(&list, &rt).await.map(|()| (i, Default::default())) });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert!(env.reservations("tennet").is_empty());
+    assert!(env.cache_entries().is_empty());
+    assert!(pods.iter().all(|p| !p.has_link("eth0")));
+    let rules = env.host.nat_rules();
+    assert!(!rules.contains("tenc"), "{rules}");
+}
