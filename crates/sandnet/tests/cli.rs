@@ -118,14 +118,24 @@ fn bad_input_gets_one_clear_line() {
         &env.sandnet(&["attach", "--netns", &p.pod.name, "--model", "bridged"]),
         &["unknown interworking model", "bridged"],
     );
-    assert!(env.sandnet(&["attach", "--netns", &p.pod.name]).status.success());
+    assert!(env
+        .sandnet(&["attach", "--netns", &p.pod.name])
+        .status
+        .success());
     let links = p.pod.link_names();
     assert_fails_with(
         &env.sandnet(&["attach", "--netns", &p.pod.name]),
         &[&p.pod.name, "already attached"],
     );
-    assert_eq!(p.pod.link_names(), links, "a refused attach changes nothing");
-    assert!(env.sandnet(&["detach", "--netns", &p.pod.name]).status.success());
+    assert_eq!(
+        p.pod.link_names(),
+        links,
+        "a refused attach changes nothing"
+    );
+    assert!(env
+        .sandnet(&["detach", "--netns", &p.pod.name])
+        .status
+        .success());
     // Nothing attached: still success (teardown is idempotent), and it says so.
     let before = p.pod.ip_json(&["link", "show"]);
     let o = env.sandnet(&["detach", "--netns", &p.pod.name]);
