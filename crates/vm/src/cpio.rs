@@ -48,7 +48,9 @@ fn check_name(name: &str) -> io::Result<()> {
         || name.starts_with('/')
         || name.contains('\0')
         || name == TRAILER
-        || name.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -171,7 +173,9 @@ pub fn read_archive(data: &[u8]) -> io::Result<Vec<Entry>> {
     let mut pos = 0usize;
     let mut out = Vec::new();
     loop {
-        let h = data.get(pos..pos + 110).ok_or_else(|| bad("truncated header"))?;
+        let h = data
+            .get(pos..pos + 110)
+            .ok_or_else(|| bad("truncated header"))?;
         if &h[..6] != MAGIC {
             return Err(bad("bad magic"));
         }
@@ -259,7 +263,10 @@ mod tests {
         child.stdin.take().unwrap().write_all(&bytes).unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "etc\netc/a b\netc/l\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "etc\netc/a b\netc/l\n"
+        );
     }
 
     proptest! {

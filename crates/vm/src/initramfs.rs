@@ -73,14 +73,19 @@ fn elf_is_dynamic(d: &[u8]) -> bool {
 }
 
 fn valid_module_name(n: &str) -> bool {
-    !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Inputs {
     fn load(spec: &InitramfsSpec) -> Result<Inputs> {
         let init = read(&spec.init)?;
         if init.is_empty() {
-            return Err(VmError::Initramfs(format!("init {} is empty", spec.init.display())));
+            return Err(VmError::Initramfs(format!(
+                "init {} is empty",
+                spec.init.display()
+            )));
         }
         if init.starts_with(b"\x7fELF") && elf_is_dynamic(&init) {
             return Err(VmError::Initramfs(format!(
@@ -314,7 +319,10 @@ mod tests {
         assert_eq!(find("dev/console"), Some(EntryKind::CharDev(5, 1)));
         assert_eq!(find("tmp"), Some(EntryKind::Dir));
         if spec.busybox.is_some() {
-            assert_eq!(find("bin/sh"), Some(EntryKind::Symlink("/bin/busybox".into())));
+            assert_eq!(
+                find("bin/sh"),
+                Some(EntryKind::Symlink("/bin/busybox".into()))
+            );
             assert!(matches!(find("bin/busybox"), Some(EntryKind::File(_))));
         }
         // Same inputs: same file, same bytes (deterministic build too).

@@ -147,7 +147,10 @@ fn u64_at(d: &[u8], off: usize) -> std::result::Result<usize, String> {
 }
 
 /// Returns the bytes of the named section of a little-endian ELF64 file.
-pub(crate) fn elf_section<'a>(d: &'a [u8], want: &str) -> std::result::Result<Option<&'a [u8]>, String> {
+pub(crate) fn elf_section<'a>(
+    d: &'a [u8],
+    want: &str,
+) -> std::result::Result<Option<&'a [u8]>, String> {
     if d.get(..4) != Some(b"\x7fELF") {
         return Err("not an ELF file (compressed module?)".into());
     }
@@ -242,7 +245,11 @@ pub(crate) fn load_order(mods: Vec<KernelModule>) -> Result<Vec<KernelModule>> {
                 out.push(m);
             }
             None => {
-                let left: Vec<_> = by_name.keys().filter(|n| !done.contains(*n)).cloned().collect();
+                let left: Vec<_> = by_name
+                    .keys()
+                    .filter(|n| !done.contains(*n))
+                    .cloned()
+                    .collect();
                 let path = by_name
                     .values()
                     .find(|m| !done.contains(&m.name))
@@ -280,10 +287,21 @@ mod tests {
             m("virtio", &[]),
             m("virtio_console", &["virtio", "virtio_ring"]),
         ];
-        let names: Vec<_> = load_order(mods).unwrap().into_iter().map(|m| m.name).collect();
+        let names: Vec<_> = load_order(mods)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
         assert_eq!(
             names,
-            ["virtio", "virtio_ring", "failover", "net_failover", "virtio_net", "virtio_console"]
+            [
+                "virtio",
+                "virtio_ring",
+                "failover",
+                "net_failover",
+                "virtio_net",
+                "virtio_console"
+            ]
         );
     }
 

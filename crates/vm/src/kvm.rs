@@ -56,7 +56,10 @@ impl Accel {
                 let _ = tx.send(run_probe_vm());
             });
         if let Err(e) = spawned {
-            return (Accel::Tcg, format!("could not start the KVM probe thread: {e}"));
+            return (
+                Accel::Tcg,
+                format!("could not start the KVM probe thread: {e}"),
+            );
         }
         match rx.recv_timeout(timeout) {
             Ok(Ok(())) => (Accel::Kvm, "a KVM test vCPU ran to hlt".into()),
@@ -95,7 +98,12 @@ struct UserspaceMemoryRegion {
     userspace_addr: u64,
 }
 
-fn ioctl(fd: &impl AsRawFd, req: libc::c_ulong, arg: libc::c_ulong, what: &str) -> Result<i32, String> {
+fn ioctl(
+    fd: &impl AsRawFd,
+    req: libc::c_ulong,
+    arg: libc::c_ulong,
+    what: &str,
+) -> Result<i32, String> {
     // SAFETY: plain KVM ioctls whose argument is either an integer or a pointer to a live,
     // correctly sized struct (checked by the callers).
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) };

@@ -14,7 +14,9 @@ pub mod qemu;
 pub mod qmp;
 
 pub use error::{Result, VmError};
-pub use initramfs::{Initramfs, InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_INITRAMFS_CACHE, MODULE_LIST_PATH};
+pub use initramfs::{
+    Initramfs, InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_INITRAMFS_CACHE, MODULE_LIST_PATH,
+};
 pub use kernel::{GuestKernel, KernelModule, DEFAULT_KERNEL_DIR};
 pub use kvm::Accel;
 pub use qemu::{

@@ -190,7 +190,10 @@ impl VmSpec {
             file(fw, "firmware")?;
         }
         if self.vcpus == 0 || self.vcpus > 255 {
-            return Err(VmError::InvalidSpec(format!("{} vCPUs (need 1..=255)", self.vcpus)));
+            return Err(VmError::InvalidSpec(format!(
+                "{} vCPUs (need 1..=255)",
+                self.vcpus
+            )));
         }
         if self.memory_mib < 64 {
             return Err(VmError::InvalidSpec(format!(
@@ -239,18 +242,34 @@ impl VmSpec {
     pub fn qemu_args(&self, paths: &StatePaths) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
-        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
         push(&["-machine", &self.machine, "-accel", self.accel.as_str()]);
         let cpu = match self.accel {
             Accel::Kvm => "host",
             Accel::Tcg => "qemu64,+rdrand",
         };
         push(&["-cpu", cpu]);
-        push(&["-smp", &self.vcpus.to_string(), "-m", &self.memory_mib.to_string()]);
+        push(&[
+            "-smp",
+            &self.vcpus.to_string(),
+            "-m",
+            &self.memory_mib.to_string(),
+        ]);
         if let Some(fw) = &self.firmware {
             push(&["-bios", &path_str(fw)]);
         }
-        push(&["-kernel", &path_str(&self.kernel), "-initrd", &path_str(&self.initrd)]);
+        push(&[
+            "-kernel",
+            &path_str(&self.kernel),
+            "-initrd",
+            &path_str(&self.initrd),
+        ]);
         push(&["-append", &self.kernel_args]);
         push(&[
             "-chardev",
@@ -268,7 +287,10 @@ impl VmSpec {
             "-device",
             "virtio-serial-pci,id=virtio-serial0,romfile=",
             "-chardev",
-            &format!("socket,id=agent,path={},server=on,wait=off", esc(&paths.agent)),
+            &format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                esc(&paths.agent)
+            ),
             "-device",
             &format!("virtserialport,chardev=agent,id=agent0,name={AGENT_PORT_NAME}"),
         ]);
@@ -297,7 +319,11 @@ impl VmSpec {
                 netdev.push_str(&format!(",fds={}", fds(&n.tap_fds)));
             }
             if !n.vhost_fds.is_empty() {
-                let key = if n.vhost_fds.len() == 1 { "vhostfd" } else { "vhostfds" };
+                let key = if n.vhost_fds.len() == 1 {
+                    "vhostfd"
+                } else {
+                    "vhostfds"
+                };
                 netdev.push_str(&format!(",vhost=on,{key}={}", fds(&n.vhost_fds)));
             }
             let mut dev = format!(
@@ -312,7 +338,10 @@ impl VmSpec {
             push(&["-netdev", &netdev, "-device", &dev]);
         }
         if let Some(cid) = self.vsock_cid {
-            push(&["-device", &format!("vhost-vsock-pci,id=vsock0,guest-cid={cid}")]);
+            push(&[
+                "-device",
+                &format!("vhost-vsock-pci,id=vsock0,guest-cid={cid}"),
+            ]);
         }
         push(&["-pidfile", &path_str(&paths.pid)]);
         a.extend(self.extra_args.iter().cloned());
@@ -376,8 +405,9 @@ pub struct Qemu;
 
 impl Qemu {
     /// Starts QEMU for `spec` inside `netns` (when given), with exactly the NIC fds inherited,
-    /// stdout/stderr in `state_dir/qemu.log`, and waits until its QMP socket exists. The NIC
-    /// fds are closed in this process once the child has them. QEMU is killed if this fails.
+    /// stdout/stderr in `state_dir/qemu.log`, and waits until QEMU answers on its QMP socket
+    /// (the connection is kept: [`QemuProcess::qmp`]). The NIC fds are closed in this process
+    /// once the child has them. QEMU is killed if this fails.
     pub async fn spawn(
         spec: VmSpec,
         netns: Option<BorrowedFd<'_>>,
@@ -393,8 +423,11 @@ impl Qemu {
                 Err(e) => return Err(VmError::io("removing stale", stale, e)),
             }
         }
-        let log = std::fs::File::create(&paths.log).map_err(|e| VmError::io("creating", &paths.log, e))?;
-        let log2 = log.try_clone().map_err(|e| VmError::io("duplicating", &paths.log, e))?;
+        let log = std::fs::File::create(&paths.log)
+            .map_err(|e| VmError::io("creating", &paths.log, e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| VmError::io("duplicating", &paths.log, e))?;
         let args = spec.qemu_args(&paths);
         let inherit: Vec<RawFd> = spec
             .nics
@@ -451,10 +484,14 @@ impl Qemu {
             paths,
             child_fds,
             started,
+            qmp: None,
         };
-        if let Err(e) = proc.wait_for_qmp(READY_TIMEOUT).await {
-            let _ = proc.kill().await;
-            return Err(e);
+        match proc.wait_ready(READY_TIMEOUT).await {
+            Ok(q) => proc.qmp = Some(q),
+            Err(e) => {
+                let _ = proc.kill().await;
+                return Err(e);
+            }
         }
         tracing::info!(pid, ms = started.elapsed().as_millis() as u64, "QEMU up");
         Ok(proc)
@@ -469,6 +506,7 @@ pub struct QemuProcess {
     paths: StatePaths,
     child_fds: Vec<ChildNicFds>,
     started: Instant,
+    qmp: Option<QmpClient>,
 }
 
 impl QemuProcess {
@@ -497,14 +535,16 @@ impl QemuProcess {
         tail(&self.paths.log, lines)
     }
 
-    async fn wait_for_qmp(&mut self, timeout: Duration) -> Result<()> {
+    /// Waits for the QMP socket, then connects and negotiates: QEMU answers only once its
+    /// devices exist and its main loop runs, so a bad device argument shows up here as an exit.
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<QmpClient> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.try_wait()? {
                 return Err(self.exited_error(st));
             }
             if std::fs::symlink_metadata(&self.paths.qmp).is_ok() {
-                return Ok(());
+                break;
             }
             if Instant::now() >= deadline {
                 return Err(VmError::Timeout {
@@ -513,6 +553,28 @@ impl QemuProcess {
                 });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let qmp_path = self.paths.qmp.clone();
+        tokio::select! {
+            st = self.child.wait() => {
+                let st = st.map_err(|e| VmError::io("waiting for", &self.paths.log, e))?;
+                Err(self.exited_error(st))
+            }
+            r = tokio::time::timeout(left, QmpClient::connect(&qmp_path)) => match r {
+                Ok(Ok(c)) => Ok(c),
+                Ok(Err(e)) => {
+                    // Connection dropped: most likely QEMU is exiting; prefer that story.
+                    if let Ok(Some(st)) = self.wait_timeout(Duration::from_millis(500)).await {
+                        return Err(self.exited_error(st));
+                    }
+                    Err(e)
+                }
+                Err(_) => Err(VmError::Timeout {
+                    what: format!("QMP greeting on {}", qmp_path.display()),
+                    ms: timeout.as_millis(),
+                }),
+            }
         }
     }
 
@@ -524,7 +586,17 @@ impl QemuProcess {
         }
     }
 
-    /// Connects a QMP client to this QEMU.
+    /// The QMP connection made while starting (QEMU's monitor serves one client at a time).
+    pub fn qmp(&self) -> Option<&QmpClient> {
+        self.qmp.as_ref()
+    }
+
+    /// Takes the QMP connection out, e.g. to hand it to another task.
+    pub fn take_qmp(&mut self) -> Option<QmpClient> {
+        self.qmp.take()
+    }
+
+    /// Connects a new QMP client; only works once the previous one was dropped.
     pub async fn connect_qmp(&self) -> Result<QmpClient> {
         QmpClient::connect(&self.paths.qmp).await
     }
@@ -588,7 +660,11 @@ mod tests {
         s.firmware = None;
         let (a, b, c) = (fd(), fd(), fd());
         let (ra, rb, rc) = (a.as_raw_fd(), b.as_raw_fd(), c.as_raw_fd());
-        s.nics.push(NicSpec::new("eth0", "02:00:00:00:00:01".parse().unwrap(), a));
+        s.nics.push(NicSpec::new(
+            "eth0",
+            "02:00:00:00:00:01".parse().unwrap(),
+            a,
+        ));
         s.nics.push(NicSpec {
             id: "eth1".into(),
             mac: "02:00:00:00:00:02".parse().unwrap(),
@@ -598,15 +674,24 @@ mod tests {
         });
         let args = s.qemu_args(&StatePaths::new(Path::new("/run/s,1")));
         let joined = args.join(" ");
-        assert!(joined.contains(&format!("-netdev tap,id=eth0-netdev,fd={ra} ")), "{joined}");
-        assert!(joined.contains(&format!("tap,id=eth1-netdev,fds={rb}:{rc} ")), "{joined}");
+        assert!(
+            joined.contains(&format!("-netdev tap,id=eth0-netdev,fd={ra} ")),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(&format!("tap,id=eth1-netdev,fds={rb}:{rc} ")),
+            "{joined}"
+        );
         assert!(joined.contains("virtio-net-pci,id=eth1,netdev=eth1-netdev,mac=02:00:00:00:00:02,romfile=,mq=on,vectors=6"));
-        assert!(joined.contains("virtio-net-pci,id=eth0,netdev=eth0-netdev,mac=02:00:00:00:00:01,romfile= "));
+        assert!(joined
+            .contains("virtio-net-pci,id=eth0,netdev=eth0-netdev,mac=02:00:00:00:00:01,romfile= "));
         assert!(joined.contains("socket,id=qmp,path=/run/s,,1/qmp.sock,server=on,wait=off"));
         assert!(joined.contains("pcie-root-port,id=rp3,bus=pcie.0,chassis=4,slot=4"));
         assert!(joined.contains("name=agent.channel.0"));
         assert!(args.windows(2).any(|w| w[0] == "-initrd" && w[1] == "/i,x"));
-        assert!(args.windows(2).any(|w| w[0] == "-cpu" && w[1] == "qemu64,+rdrand"));
+        assert!(args
+            .windows(2)
+            .any(|w| w[0] == "-cpu" && w[1] == "qemu64,+rdrand"));
     }
 
     #[test]

@@ -107,7 +107,12 @@ fn dispatch(line: &[u8], pending: &Pending, events: &broadcast::Sender<QmpEvent>
     let reply = if let Some(r) = v.get("return") {
         Ok(r.clone())
     } else if let Some(e) = v.get("error") {
-        let s = |k| e.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let s = |k| {
+            e.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         Err((s("class"), s("desc")))
     } else {
         Err(("ProtocolError".into(), format!("unexpected reply {v}")))
@@ -141,8 +146,12 @@ impl QmpClient {
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (events, _) = broadcast::channel(256);
         let reader = {
-            let (stream, pending, events, closed) =
-                (stream.clone(), pending.clone(), events.clone(), closed.clone());
+            let (stream, pending, events, closed) = (
+                stream.clone(),
+                pending.clone(),
+                events.clone(),
+                closed.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     while let Some(i) = buf.iter().position(|&b| b == b'\n') {
@@ -285,7 +294,8 @@ impl QmpClient {
 
     /// Runs `command` with `args` and returns its `return` value.
     pub async fn execute(&self, command: &str, args: Option<Value>) -> Result<Value> {
-        self.execute_inner(command, args, None, COMMAND_TIMEOUT).await
+        self.execute_inner(command, args, None, COMMAND_TIMEOUT)
+            .await
     }
 
     /// `query-status`.
@@ -304,9 +314,14 @@ impl QmpClient {
     /// `getfd`: hands `fd` to QEMU under `name` (sent with `SCM_RIGHTS` on the command itself).
     pub async fn getfd(&self, name: &str, fd: BorrowedFd<'_>) -> Result<()> {
         valid_id(name)?;
-        self.execute_inner("getfd", Some(json!({ "fdname": name })), Some(fd), COMMAND_TIMEOUT)
-            .await
-            .map(|_| ())
+        self.execute_inner(
+            "getfd",
+            Some(json!({ "fdname": name })),
+            Some(fd),
+            COMMAND_TIMEOUT,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `closefd`: drops an fd QEMU holds under `name`.
@@ -317,7 +332,12 @@ impl QmpClient {
     }
 
     /// `netdev_add` of a tap backend using fds already passed with [`QmpClient::getfd`].
-    pub async fn netdev_add_tap(&self, id: &str, fd_names: &[String], vhost_fd_names: &[String]) -> Result<()> {
+    pub async fn netdev_add_tap(
+        &self,
+        id: &str,
+        fd_names: &[String],
+        vhost_fd_names: &[String],
+    ) -> Result<()> {
         valid_id(id)?;
         let mut args = json!({ "type": "tap", "id": id });
         match fd_names {
@@ -355,12 +375,14 @@ impl QmpClient {
     /// come (the guest did not release the device in time, or has no driver for it).
     pub async fn device_del(&self, id: &str, timeout: Duration) -> Result<bool> {
         let mut rx = self.subscribe();
-        self.execute("device_del", Some(json!({ "id": id }))).await?;
+        self.execute("device_del", Some(json!({ "id": id })))
+            .await?;
         let wait = async {
             loop {
                 match rx.recv().await {
-                    Ok(ev) if ev.event == "DEVICE_DELETED"
-                        && ev.data.get("device").and_then(Value::as_str) == Some(id) =>
+                    Ok(ev)
+                        if ev.event == "DEVICE_DELETED"
+                            && ev.data.get("device").and_then(Value::as_str) == Some(id) =>
                     {
                         return true
                     }
