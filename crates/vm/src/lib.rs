@@ -3,7 +3,10 @@
 //!
 //! Typical use: [`GuestKernel::locate`] the kernel fetched by `scripts/guest-kernel.sh`, build
 //! the image with [`Initramfs::build_cached`], pick [`Accel::detect`], fill a [`VmSpec`] with
-//! [`NicSpec`]s and [`Qemu::spawn`] it inside the pod netns, then [`QemuProcess::connect_qmp`].
+//! [`NicSpec`]s and [`Qemu::spawn`] it inside the pod netns; the returned process holds a
+//! negotiated [`QmpClient`] ([`QemuProcess::qmp`]) for hot plug.
+
+#![warn(missing_docs)]
 
 pub mod cpio;
 mod error;

@@ -7,23 +7,30 @@ use sandnet_vm::{Accel, NicSpec, Qemu, VmError, VmSpec};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn boots_and_pings_over_cold_plugged_tap() {
+/// Boots the test guest with eth0 on a tap of `queues` queues and checks ping both ways.
+async fn boot_and_ping(test: &str, queues: usize, vcpus: u32) {
     let kernel = guest_kernel();
-    let scratch = TempDir::new("boot-ping");
+    let scratch = TempDir::new(test);
     let initrd = test_initramfs(&kernel, scratch.path());
-    let ns = Netns::new("boot-ping");
-    let tap = ns.open_tap("tap0");
+    let ns = Netns::new(test);
+    let taps = ns.open_tap_queues("tap0", queues);
     ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "tap0"]);
     ns.ip(&["link", "set", "tap0", "up"]);
 
     let (accel, why) = Accel::detect();
     eprintln!("accelerator: {} ({why})", accel.as_str());
     let mut spec = VmSpec::new(kernel.boot_image(), &initrd, accel);
+    spec.vcpus = vcpus;
     spec.kernel_args
         .push_str(" sandnet.ip=10.77.0.2/24 sandnet.peer=10.77.0.1");
     let mac = "02:aa:bb:cc:dd:01".parse().unwrap();
-    spec.nics.push(NicSpec::new("eth0", mac, tap));
+    spec.nics.push(NicSpec {
+        id: "eth0".into(),
+        mac,
+        tap_fds: taps,
+        vhost_fds: vec![],
+        queues: queues as u32,
+    });
 
     let state = scratch.path().join("state");
     let t0 = Instant::now();
@@ -31,7 +38,8 @@ async fn boots_and_pings_over_cold_plugged_tap() {
         .await
         .expect("spawn");
     let qmp_ready = t0.elapsed();
-    assert_eq!(qemu.child_fds().len(), 1);
+    assert_eq!(qemu.child_fds()[0].tap_fds.len(), queues);
+    assert!(qemu.paths().agent.exists(), "agent socket missing");
     let console = qemu.paths().console.clone();
     let ok = wait_for_text(&console, "SANDNET-PING-OK", Duration::from_secs(60)).await;
     let log = std::fs::read_to_string(&console).unwrap_or_default();
@@ -41,10 +49,15 @@ async fn boots_and_pings_over_cold_plugged_tap() {
         qemu.log_tail(20)
     );
     eprintln!(
-        "QMP socket after {qmp_ready:?}; guest pinged host {:?} after spawn; console:\n{log}",
+        "[{test}] QMP ready after {qmp_ready:?}; guest pinged host {:?} after spawn; console:\n{log}",
         t0.elapsed()
     );
     assert!(!log.contains("SANDNET-INSMOD-FAIL"), "{log}");
+    let rx_queues = format!("rx-{}", queues - 1);
+    assert!(
+        log.contains(&rx_queues),
+        "guest NIC lacks {rx_queues}: {log}"
+    );
     // And the host side reaches the guest.
     assert!(
         ns.exec_ok(&["ping", "-c", "1", "-W", "2", "10.77.0.2"]),
@@ -65,6 +78,17 @@ async fn boots_and_pings_over_cold_plugged_tap() {
     assert_eq!(pid, qemu.pid());
     qemu.kill().await.unwrap();
     qemu.kill().await.unwrap(); // idempotent
+    assert!(qemu.try_wait().unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boots_and_pings_over_cold_plugged_tap() {
+    boot_and_ping("boot-ping", 1, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boots_with_a_multiqueue_tap() {
+    boot_and_ping("boot-mq", 2, 2).await;
 }
 
 #[tokio::test]

@@ -95,25 +95,39 @@ impl Netns {
     /// Creates tap `name` inside the netns (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR) and returns its fd;
     /// the tap lives as long as the fd (and QEMU's copy of it).
     pub fn open_tap(&self, name: &str) -> OwnedFd {
+        self.open_tap_queues(name, 1).remove(0)
+    }
+
+    /// Like [`Netns::open_tap`] with `queues` fds (IFF_MULTI_QUEUE when more than one).
+    pub fn open_tap_queues(&self, name: &str, queues: usize) -> Vec<OwnedFd> {
         let ns = self.file.try_clone().expect("dup netns fd");
         let name = name.to_string();
-        std::thread::spawn(move || -> OwnedFd {
+        std::thread::spawn(move || -> Vec<OwnedFd> {
             // SAFETY: setns on this short-lived thread only.
             let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
             assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            let tun = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/net/tun")
-                .expect("open /dev/net/tun");
-            let mut ifr = [0u8; 40];
-            ifr[..name.len()].copy_from_slice(name.as_bytes());
-            let flags: libc::c_short = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as _;
-            ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-            // SAFETY: TUNSETIFF reads a 40-byte struct ifreq.
-            let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, ifr.as_mut_ptr()) };
-            assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
-            OwnedFd::from(tun)
+            let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+            if queues > 1 {
+                flags |= libc::IFF_MULTI_QUEUE;
+            }
+            (0..queues)
+                .map(|_| {
+                    let tun = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open("/dev/net/tun")
+                        .expect("open /dev/net/tun");
+                    let mut ifr = [0u8; 40];
+                    ifr[..name.len()].copy_from_slice(name.as_bytes());
+                    ifr[16..18].copy_from_slice(&(flags as libc::c_short).to_ne_bytes());
+                    // SAFETY: TUNSETIFF reads a 40-byte struct ifreq.
+                    let r = unsafe {
+                        libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, ifr.as_mut_ptr())
+                    };
+                    assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+                    OwnedFd::from(tun)
+                })
+                .collect()
         })
         .join()
         .expect("tap thread")
@@ -156,7 +170,7 @@ if [ -n "$IP" ]; then
   while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
   ip addr add "$IP" dev eth0
   ip link set eth0 up
-  echo "SANDNET-NET $(cut -d' ' -f1 /proc/uptime)"
+  echo "SANDNET-NET $(cut -d' ' -f1 /proc/uptime) queues: $(ls /sys/class/net/eth0/queues | tr '\n' ' ')"
   i=0
   while [ $i -lt 100 ]; do
     if ping -c 1 -W 1 "$PEER" >/dev/null 2>&1; then
