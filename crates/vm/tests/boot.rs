@@ -53,6 +53,16 @@ async fn boot_and_ping(test: &str, queues: usize, vcpus: u32) {
         t0.elapsed()
     );
     assert!(!log.contains("SANDNET-INSMOD-FAIL"), "{log}");
+    let ready = wait_for_text(&console, "SANDNET-READY", Duration::from_secs(10)).await;
+    assert!(ready.is_some());
+    let log = std::fs::read_to_string(&console).unwrap_or_default();
+    assert!(
+        log.contains("SANDNET-PORT agent.channel.0 /dev/vport"),
+        "agent port not visible in the guest: {log}"
+    );
+    for l in log.lines().filter(|l| l.starts_with("SANDNET-PORT")) {
+        eprintln!("[{test}] {l}");
+    }
     let rx_queues = format!("rx-{}", queues - 1);
     assert!(
         log.contains(&rx_queues),

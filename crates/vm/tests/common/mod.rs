@@ -180,6 +180,9 @@ if [ -n "$IP" ]; then
     i=$((i+1))
   done
 fi
+for p in /sys/class/virtio-ports/*; do
+  [ -e "$p/name" ] && echo "SANDNET-PORT $(cat $p/name) /dev/${p##*/} $(ls /dev/${p##*/} 2>&1)"
+done
 echo SANDNET-READY
 # Report links appearing and disappearing (hot plug).
 seen=" $(ls /sys/class/net | tr '\n' ' ')"
