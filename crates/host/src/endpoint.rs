@@ -105,6 +105,7 @@ mod tests {
             parent: None,
             master: None,
             alias: alias.map(str::to_string),
+            group: 0,
         }
     }
 

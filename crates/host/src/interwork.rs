@@ -19,7 +19,7 @@ use crate::nl::Netlink;
 use crate::scan::{link_detail, scan_detail, ScanResult};
 use crate::{tap, tc};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkInfo, LinkMessage, MacVtapMode,
+    InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVtapMode,
 };
 use sandnet_model::{LinkKind, MacAddr, Route};
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,10 @@ use std::str::FromStr;
 
 /// Where attach state lives by default.
 pub const DEFAULT_STATE_DIR: &str = "/run/sandnet/attach";
+
+/// The link group sandnet puts its taps and macvtaps in (`"snet"`), so that detach can
+/// delete them all with one request (one unregister instead of one per link).
+pub const LINK_GROUP: u32 = 0x736e_6574;
 
 /// Upper bound on queues per endpoint (virtio-net's own limit is far higher; this keeps a
 /// typo from opening thousands of fds).
@@ -306,6 +310,10 @@ pub async fn attach_scanned(
         }
     }
 
+    let with_ingress = match opts.model {
+        Model::TcFilter => tc::ingress_qdisc_indexes(nl).await?,
+        _ => Default::default(),
+    };
     let mut plan = Vec::with_capacity(eps.len());
     for e in eps {
         let tap_name = match opts.model {
@@ -318,8 +326,7 @@ pub async fn attach_scanned(
                 e.name, other.interface.kind
             )));
         }
-        let created_qdisc =
-            opts.model == Model::TcFilter && !tc::has_ingress_qdisc(nl, e.index).await?;
+        let created_qdisc = opts.model == Model::TcFilter && !with_ingress.contains(&e.index);
         plan.push(PlannedEndpoint {
             routes: scan.routes_via(&e.name),
             tap_name,
@@ -339,34 +346,63 @@ pub async fn attach_scanned(
     };
     save_state(&opts.state_dir, &state)?;
 
-    let mut attached = Vec::with_capacity(state.endpoints.len());
-    for p in &state.endpoints {
-        let r = match opts.model {
-            Model::TcFilter => attach_tcfilter(ns, nl, p, opts.queues).await,
-            Model::Macvtap => attach_macvtap(ns, nl, p, opts, id).await,
-            Model::None => unreachable!("handled above"),
-        };
+    // Taps are opened in one trip into the namespace; then every endpoint is configured
+    // concurrently (the kernel serialises under RTNL, but the round trips overlap).
+    let mut tap_fds: Vec<Option<Result<Vec<OwnedFd>>>> = match opts.model {
+        Model::TcFilter => {
+            let to = tap::TapOptions {
+                queues: opts.queues,
+                vnet_hdr: true,
+            };
+            ns.run(|| {
+                state
+                    .endpoints
+                    .iter()
+                    .map(|p| Some(tap::open_tap(&p.tap_name, to)))
+                    .collect()
+            })?
+        }
+        _ => state.endpoints.iter().map(|_| None).collect(),
+    };
+    let results = futures::future::join_all(state.endpoints.iter().zip(tap_fds.iter_mut()).map(
+        |(p, fds)| async move {
+            match opts.model {
+                Model::TcFilter => match fds.take() {
+                    Some(Ok(fds)) => attach_tcfilter(nl, p, fds).await,
+                    Some(Err(e)) => Err(e),
+                    None => Err(HostError::InvalidArgument("no tap fds".into())),
+                },
+                _ => attach_macvtap(ns, nl, p, opts, id).await,
+            }
+        },
+    ))
+    .await;
+    let mut attached = Vec::with_capacity(results.len());
+    let mut failure = None;
+    for (p, r) in state.endpoints.iter().zip(results) {
         match r {
             Ok(a) => attached.push(a),
-            Err(e) => {
-                drop(attached);
-                let e = match nl.link_by_index(p.endpoint.index).await {
-                    Ok(None) => HostError::LinkNotFound(p.endpoint.name.clone()),
-                    _ => e,
-                };
-                let mut report = DetachReport::default();
-                let undo_errors = undo(nl, &state, &opts.state_dir, &mut report).await;
-                if undo_errors.is_empty() {
-                    remove_state(&opts.state_dir, id)?;
-                } else {
-                    tracing::error!(
-                        "rollback after a failed attach left work undone (state kept for detach): {}",
-                        HostError::Multiple(undo_errors)
-                    );
-                }
-                return Err(e);
-            }
+            Err(e) if failure.is_none() => failure = Some((p, e)),
+            Err(_) => {}
         }
+    }
+    if let Some((p, e)) = failure {
+        drop(attached);
+        let e = match nl.link_by_index(p.endpoint.index).await {
+            Ok(None) => HostError::LinkNotFound(p.endpoint.name.clone()),
+            _ => e,
+        };
+        let mut report = DetachReport::default();
+        let undo_errors = undo(nl, &state, &opts.state_dir, &mut report).await;
+        if undo_errors.is_empty() {
+            remove_state(&opts.state_dir, id)?;
+        } else {
+            tracing::error!(
+                "rollback after a failed attach left work undone (state kept for detach): {}",
+                HostError::Multiple(undo_errors)
+            );
+        }
+        return Err(e);
     }
     state.complete = true;
     save_state(&opts.state_dir, &state)?;
@@ -374,33 +410,30 @@ pub async fn attach_scanned(
 }
 
 async fn attach_tcfilter(
-    ns: &NetNs,
     nl: &Netlink,
     p: &PlannedEndpoint,
-    queues: u16,
+    fds: Vec<OwnedFd>,
 ) -> Result<AttachedEndpoint> {
     let e = &p.endpoint;
     let name = p.tap_name.as_str();
-    let fds = ns.run(|| {
-        tap::open_tap(
-            name,
-            tap::TapOptions {
-                queues,
-                vnet_hdr: true,
-            },
-        )
-    })??;
     let t = nl
         .link_by_name(name)
         .await?
         .ok_or_else(|| HostError::LinkNotFound(name.to_string()))?;
     let ti = t.header.index;
     // Mark it before making it persistent: until then it vanishes with our fds.
-    nl.set_alias(ti, &format!("{ALIAS_PREFIX}tcfilter:{}", e.index), name)
-        .await?;
+    nl.set_link(
+        ti,
+        vec![
+            LinkAttribute::IfAlias(format!("{ALIAS_PREFIX}tcfilter:{}", e.index)),
+            LinkAttribute::Mtu(e.mtu),
+            LinkAttribute::Group(LINK_GROUP),
+        ],
+        Some((LinkFlags::Up, LinkFlags::Up)),
+        || format!("configure tap {name}"),
+    )
+    .await?;
     tap::set_persist(&fds[0], name, true)?;
-    nl.set_mtu(ti, e.mtu, name).await?;
-    nl.set_up(ti, true, name).await?;
     tc::add_ingress_qdisc(nl, e.index, &e.name).await?;
     tc::add_ingress_qdisc(nl, ti, name).await?;
     tc::add_redirect(nl, e.index, ti, &e.name, name).await?;
@@ -436,6 +469,7 @@ async fn attach_macvtap(
         LinkAttribute::Link(e.index),
         LinkAttribute::Address(e.mac.octets().to_vec()),
         LinkAttribute::Mtu(e.mtu),
+        LinkAttribute::Group(LINK_GROUP),
         LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::MacVtap),
             LinkInfo::Data(InfoData::MacVtap(vec![InfoMacVtap::Mode(
@@ -450,12 +484,19 @@ async fn attach_macvtap(
         .await?
         .ok_or_else(|| HostError::LinkNotFound(name.to_string()))?;
     let ti = t.header.index;
-    nl.set_alias(ti, &format!("{ALIAS_PREFIX}macvtap:{}", e.index), name)
-        .await?;
+    nl.set_link(
+        ti,
+        vec![LinkAttribute::IfAlias(format!(
+            "{ALIAS_PREFIX}macvtap:{}",
+            e.index
+        ))],
+        Some((LinkFlags::Up, LinkFlags::Up)),
+        || format!("configure macvtap {name}"),
+    )
+    .await?;
     for a in &e.addresses {
         nl.del_address(e.index, *a, &e.name).await?;
     }
-    nl.set_up(ti, true, name).await?;
     let devt = ns.run(|| tap::macvtap_devt_in_current_netns(name, ti))??;
     let (device, _) = tap::macvtap_device_path(ti, devt, &dev_dir(&opts.state_dir, id))?;
     let fds = tap::open_macvtap(&device, opts.queues)?;
@@ -479,17 +520,24 @@ async fn undo(
     report: &mut DetachReport,
 ) -> Vec<HostError> {
     let mut errors = Vec::new();
-    for p in st.endpoints.iter().rev() {
-        let r = match st.model {
-            Model::TcFilter => undo_tcfilter(nl, p, report).await,
-            Model::Macvtap => undo_macvtap(nl, p, report).await,
-            Model::None => Ok(()),
-        };
-        if let Err(e) = r {
-            errors.push(e);
+    if st.model == Model::TcFilter {
+        for p in st.endpoints.iter().rev() {
+            if let Err(e) = undo_tc_on_link(nl, p, report).await {
+                errors.push(e);
+            }
         }
     }
-    if let Err(e) = sweep(nl, report).await {
+    if let Err(e) = delete_our_links(nl, Some(st), report).await {
+        errors.push(e);
+    }
+    if st.model == Model::Macvtap {
+        for p in st.endpoints.iter().rev() {
+            if let Err(e) = restore_link(nl, p, report).await {
+                errors.push(e);
+            }
+        }
+    }
+    if let Err(e) = sweep_filters(nl, report).await {
         errors.push(e);
     }
     let d = dev_dir(state_dir, st.netns_id);
@@ -502,50 +550,82 @@ async fn undo(
     errors
 }
 
-async fn undo_tcfilter(nl: &Netlink, p: &PlannedEndpoint, report: &mut DetachReport) -> Result<()> {
+/// tcfilter, pod side: the ingress qdisc if sandnet made it and nobody else uses it,
+/// otherwise just sandnet's filters.
+async fn undo_tc_on_link(
+    nl: &Netlink,
+    p: &PlannedEndpoint,
+    report: &mut DetachReport,
+) -> Result<()> {
     let e = &p.endpoint;
-    for f in tc::our_filters(nl, e.index).await? {
-        tc::del_filter(nl, &f).await?;
+    let f = tc::ingress_summary(nl, e.index).await?;
+    if p.created_qdisc && f.others == 0 {
+        if !f.ours.is_empty() {
+            tc::del_ingress_qdisc(nl, e.index, &e.name).await?;
+            report
+                .actions
+                .push(format!("removed ingress qdisc and redirect on {}", e.name));
+        } else {
+            // Attach may have died between adding the qdisc and the filter.
+            tc::del_ingress_qdisc(nl, e.index, &e.name).await?;
+        }
+        return Ok(());
+    }
+    for x in &f.ours {
+        tc::del_filter(nl, x).await?;
         report
             .actions
             .push(format!("removed redirect filter on {}", e.name));
     }
-    if let Some(t) = nl.link_by_name(&p.tap_name).await? {
-        let d = link_detail(&t);
-        if is_ours(d.alias.as_deref()) {
-            nl.del_link(d.index, &p.tap_name).await?;
-            report.actions.push(format!("deleted tap {}", p.tap_name));
-        }
+    Ok(())
+}
+
+/// Deletes every link that is sandnet's: marked with the alias, or (with a plan) the
+/// planned macvtap on its link wearing the link's original MAC — unmarked only if attach
+/// died between creating and marking it. When sandnet's links are all of their group,
+/// they go in one request.
+async fn delete_our_links(
+    nl: &Netlink,
+    plan: Option<&AttachState>,
+    report: &mut DetachReport,
+) -> Result<()> {
+    let links: Vec<_> = nl.links().await?.iter().map(link_detail).collect();
+    let ours: Vec<_> = links
+        .iter()
+        .filter(|d| {
+            is_ours(d.alias.as_deref())
+                || plan.is_some_and(|st| {
+                    st.endpoints.iter().any(|p| {
+                        d.interface.name == p.tap_name
+                            && d.interface.kind == LinkKind::Macvtap
+                            && d.parent == Some(p.endpoint.index)
+                            && d.interface.mac == Some(p.endpoint.mac)
+                    })
+                })
+        })
+        .collect();
+    let group_all_ours = links
+        .iter()
+        .filter(|d| d.group == LINK_GROUP)
+        .all(|d| ours.iter().any(|o| o.index == d.index));
+    if group_all_ours && ours.iter().any(|d| d.group == LINK_GROUP) {
+        nl.del_link_group(LINK_GROUP).await?;
     }
-    if p.created_qdisc
-        && tc::has_ingress_qdisc(nl, e.index).await?
-        && tc::count_filters(nl, e.index).await? == 0
-    {
-        tc::del_ingress_qdisc(nl, e.index, &e.name).await?;
+    for d in &ours {
+        if !(group_all_ours && d.group == LINK_GROUP) {
+            nl.del_link(d.index, &d.interface.name).await?;
+        }
         report
             .actions
-            .push(format!("removed ingress qdisc on {}", e.name));
+            .push(format!("deleted {} {}", d.interface.kind, d.interface.name));
     }
     Ok(())
 }
 
-async fn undo_macvtap(nl: &Netlink, p: &PlannedEndpoint, report: &mut DetachReport) -> Result<()> {
+/// macvtap: gives the link back its MAC, its addresses and the routes the kernel dropped
+/// with them.
+async fn restore_link(nl: &Netlink, p: &PlannedEndpoint, report: &mut DetachReport) -> Result<()> {
     let e = &p.endpoint;
-    if let Some(t) = nl.link_by_name(&p.tap_name).await? {
-        let d = link_detail(&t);
-        // Unmarked only if attach died between creating and marking it: then it is still
-        // recognisable as the macvtap on this link wearing the link's original MAC.
-        let ours = is_ours(d.alias.as_deref())
-            || (d.interface.kind == LinkKind::Macvtap
-                && d.parent == Some(e.index)
-                && d.interface.mac == Some(e.mac));
-        if ours {
-            nl.del_link(d.index, &p.tap_name).await?;
-            report
-                .actions
-                .push(format!("deleted macvtap {}", p.tap_name));
-        }
-    }
     let Some(l) = nl.link_by_index(e.index).await? else {
         return Ok(());
     };
@@ -584,25 +664,15 @@ async fn undo_macvtap(nl: &Netlink, p: &PlannedEndpoint, report: &mut DetachRepo
     Ok(())
 }
 
-/// Removes whatever still carries sandnet's marks: aliased links and cookie-marked filters.
-async fn sweep(nl: &Netlink, report: &mut DetachReport) -> Result<()> {
-    let links = nl.links().await?;
-    for l in &links {
-        let d = link_detail(l);
-        if is_ours(d.alias.as_deref()) {
-            nl.del_link(d.index, &d.interface.name).await?;
-            report
-                .actions
-                .push(format!("deleted {} {}", d.interface.kind, d.interface.name));
-        }
-    }
-    for l in &links {
-        let d = link_detail(l);
-        for f in tc::our_filters(nl, d.index).await? {
+/// Removes sandnet's filters wherever they still are (only devices with an ingress qdisc
+/// can have any).
+async fn sweep_filters(nl: &Netlink, report: &mut DetachReport) -> Result<()> {
+    for index in tc::ingress_qdisc_indexes(nl).await? {
+        for f in tc::ingress_summary(nl, index).await?.ours {
             tc::del_filter(nl, &f).await?;
             report
                 .actions
-                .push(format!("removed redirect filter on {}", d.interface.name));
+                .push(format!("removed redirect filter on link {index}"));
         }
     }
     Ok(())
@@ -619,10 +689,16 @@ pub async fn detach(ns: &NetNs, state_dir: &Path) -> Result<DetachReport> {
     let mut report = DetachReport::default();
     let errors = match &st {
         Some(st) => undo(&nl, st, state_dir, &mut report).await,
-        None => match sweep(&nl, &mut report).await {
-            Ok(()) => vec![],
-            Err(e) => vec![e],
-        },
+        None => {
+            let mut errors = vec![];
+            if let Err(e) = delete_our_links(&nl, None, &mut report).await {
+                errors.push(e);
+            }
+            if let Err(e) = sweep_filters(&nl, &mut report).await {
+                errors.push(e);
+            }
+            errors
+        }
     };
     if !errors.is_empty() {
         return Err(HostError::Multiple(errors));

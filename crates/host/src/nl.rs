@@ -248,6 +248,22 @@ impl Netlink {
         }
     }
 
+    /// Deletes every link of a link group in one request (one unregister for all of them,
+    /// which is far cheaper than one request per link).
+    pub async fn del_link_group(&self, group: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::Group(group));
+        match self
+            .ack(RouteNetlinkMessage::DelLink(msg), 0, || {
+                format!("delete link group {group}")
+            })
+            .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            r => r,
+        }
+    }
+
     /// Creates a link from a complete `RTM_NEWLINK` message (fails if the name exists).
     pub async fn add_link(&self, msg: LinkMessage, what: impl FnOnce() -> String) -> Result<()> {
         self.ack(

@@ -38,6 +38,8 @@ pub struct LinkDetail {
     pub master: Option<u32>,
     /// `IFLA_IFALIAS`, which marks links sandnet created.
     pub alias: Option<String>,
+    /// `IFLA_GROUP`, the link group.
+    pub group: u32,
 }
 
 /// A namespace's complete scan.
@@ -163,6 +165,7 @@ pub fn link_detail(l: &LinkMessage) -> LinkDetail {
     let mut parent = None;
     let mut master = None;
     let mut alias = None;
+    let mut group = 0;
     let mut info_kind: Option<&InfoKind> = None;
     let mut macvtap = false;
     for a in &l.attributes {
@@ -173,6 +176,7 @@ pub fn link_detail(l: &LinkMessage) -> LinkDetail {
             LinkAttribute::Link(p) if *p != 0 => parent = Some(*p),
             LinkAttribute::Controller(m) if *m != 0 => master = Some(*m),
             LinkAttribute::IfAlias(s) if !s.is_empty() => alias = Some(s.clone()),
+            LinkAttribute::Group(g) => group = *g,
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     match i {
@@ -219,6 +223,7 @@ pub fn link_detail(l: &LinkMessage) -> LinkDetail {
         parent,
         master,
         alias,
+        group,
     }
 }
 

@@ -6,7 +6,7 @@
 //! [`COOKIE`] (`TCA_ACT_COOKIE`), so sandnet's filters are recognisable from the namespace
 //! itself, without guessing at names or priorities.
 
-use crate::error::{HostError, Result};
+use crate::error::Result;
 use crate::nl::Netlink;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::tc::{
@@ -73,23 +73,27 @@ pub async fn add_ingress_qdisc(nl: &Netlink, index: u32, name: &str) -> Result<b
     }
 }
 
-/// Whether a device has an ingress qdisc.
-pub async fn has_ingress_qdisc(nl: &Netlink, index: u32) -> Result<bool> {
+/// The indexes of every device that has an ingress qdisc (one dump for the namespace).
+pub async fn ingress_qdisc_indexes(nl: &Netlink) -> Result<std::collections::HashSet<u32>> {
     let msgs = nl
         .dump(
-            RouteNetlinkMessage::GetQueueDiscipline(tc_message(index)),
-            || format!("list qdiscs of link {index}"),
+            RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+            || "list qdiscs".to_string(),
         )
         .await?;
-    Ok(msgs.iter().any(|m| match m {
-        RouteNetlinkMessage::NewQueueDiscipline(q) => {
-            q.header.index == index as i32
-                && q.attributes
+    Ok(msgs
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewQueueDiscipline(q)
+                if q.attributes
                     .iter()
-                    .any(|a| matches!(a, TcAttribute::Kind(k) if k == "ingress"))
-        }
-        _ => false,
-    }))
+                    .any(|a| matches!(a, TcAttribute::Kind(k) if k == "ingress")) =>
+            {
+                Some(q.header.index as u32)
+            }
+            _ => None,
+        })
+        .collect())
 }
 
 /// Removes a device's ingress qdisc (and so every filter on it); absent is not an error.
@@ -212,33 +216,33 @@ fn our_redirect_target(f: &TcMessage) -> Option<u32> {
     None
 }
 
-/// sandnet's filters on a device's ingress.
-pub async fn our_filters(nl: &Netlink, index: u32) -> Result<Vec<OurFilter>> {
-    Ok(ingress_filters(nl, index)
-        .await?
-        .into_iter()
-        .filter_map(|(f, ours)| {
-            ours.map(|to| OurFilter {
+/// A device's ingress filters: sandnet's, and how many others there are (u32's own
+/// hash-table entries are not counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngressFilters {
+    /// sandnet's filters.
+    pub ours: Vec<OurFilter>,
+    /// How many filters belong to someone else.
+    pub others: usize,
+}
+
+/// Lists a device's ingress filters.
+pub async fn ingress_summary(nl: &Netlink, index: u32) -> Result<IngressFilters> {
+    let mut out = IngressFilters::default();
+    for (f, ours) in ingress_filters(nl, index).await? {
+        match ours {
+            Some(to) => out.ours.push(OurFilter {
                 index,
                 prio: (f.header.info >> 16) as u16,
                 handle: u32::from(f.header.handle),
                 redirect_to: to,
-            })
-        })
-        .collect())
-}
-
-/// How many filter nodes (sandnet's or not) a device's ingress has, not counting u32's
-/// own hash-table entries.
-pub async fn count_filters(nl: &Netlink, index: u32) -> Result<usize> {
-    Ok(ingress_filters(nl, index)
-        .await?
-        .iter()
-        .filter(|(f, _)| {
+            }),
             // u32 reports its hash table (handle 800:) as well as the nodes in it.
-            u32::from(f.header.handle) & 0xfff != 0 || !is_u32(f)
-        })
-        .count())
+            None if is_u32(&f) && u32::from(f.header.handle) & 0xfff == 0 => {}
+            None => out.others += 1,
+        }
+    }
+    Ok(out)
 }
 
 fn is_u32(f: &TcMessage) -> bool {
@@ -263,9 +267,4 @@ pub async fn del_filter(nl: &Netlink, f: &OurFilter) -> Result<()> {
         Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => Ok(()),
         r => r,
     }
-}
-
-/// Makes sure an error from a tc step names the device when the device is gone.
-pub fn device_gone(name: &str) -> HostError {
-    HostError::LinkNotFound(name.to_string())
 }
