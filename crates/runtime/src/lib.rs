@@ -1,1 +1,3 @@
 //! sandnet's runtime: configuration, the sandbox lifecycle and its persisted state.
+
+pub mod config;
