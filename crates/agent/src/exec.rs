@@ -108,9 +108,9 @@ impl Reaper {
         let mut child = {
             let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
             let child = cmd.spawn().map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => AgentError::NotFound(format!(
-                    "exec: {prog}: command not found"
-                )),
+                std::io::ErrorKind::NotFound => {
+                    AgentError::NotFound(format!("exec: {prog}: command not found"))
+                }
                 _ => AgentError::io(format!("exec: {prog}"), e),
             })?;
             w.insert(child.id() as i32, tx);

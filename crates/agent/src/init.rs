@@ -16,7 +16,13 @@ pub fn mount_pseudo_fs() {
     let table: [(&str, &str, &str, MsFlags, Option<&str>); 6] = [
         ("proc", "/proc", "proc", nodev, None),
         ("sysfs", "/sys", "sysfs", nodev, None),
-        ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755")),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
         (
             "devpts",
             "/dev/pts",
@@ -24,8 +30,20 @@ pub fn mount_pseudo_fs() {
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             Some("gid=5,mode=620,ptmxmode=666"),
         ),
-        ("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")),
-        ("tmpfs", "/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
     ];
     for (src, target, fstype, flags, data) in table {
         if let Err(e) = std::fs::create_dir_all(target) {
@@ -56,8 +74,10 @@ pub fn use_console() {
 }
 
 /// Loads the modules listed in `list` (paths relative to `root`) with `finit_module(2)`,
-/// in order; an already loaded module (`EEXIST`) is fine. Returns how many were loaded;
-/// failures are logged and the rest are still tried.
+/// in order; an already loaded module (`EEXIST`) is fine. A module whose dependencies are
+/// not loaded yet (`ENOENT`: unknown symbol) is retried after the others, pass after pass
+/// while some progress is made, so a list in the wrong order still loads. Returns how many
+/// were loaded; failures are logged and the rest are still tried.
 pub fn load_modules(root: &Path, list: &Path) -> usize {
     let text = match std::fs::read_to_string(list) {
         Ok(t) => t,
@@ -67,19 +87,42 @@ pub fn load_modules(root: &Path, list: &Path) -> usize {
             return 0;
         }
     };
+    let mut pending: Vec<std::path::PathBuf> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| root.join(l.trim_start_matches('/')))
+        .collect();
     let mut n = 0;
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+    loop {
+        let mut retry = Vec::new();
+        let mut progress = false;
+        let mut last_err = Vec::new();
+        for path in pending {
+            match load_module(&path) {
+                Ok(true) => {
+                    n += 1;
+                    progress = true;
+                }
+                Ok(false) => tracing::debug!(module = %path.display(), "already loaded"),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && path.exists() => {
+                    last_err.push((path.clone(), e));
+                    retry.push(path);
+                }
+                Err(e) => {
+                    tracing::warn!(module = %path.display(), error = %e, "module not loaded")
+                }
+            }
         }
-        let path = root.join(line.trim_start_matches('/'));
-        match load_module(&path) {
-            Ok(true) => n += 1,
-            Ok(false) => tracing::debug!(module = %path.display(), "already loaded"),
-            Err(e) => tracing::warn!(module = %path.display(), error = %e, "module not loaded"),
+        if retry.is_empty() || !progress {
+            for (p, e) in last_err {
+                tracing::warn!(module = %p.display(), error = %e,
+                    "module not loaded (missing dependency?)");
+            }
+            return n;
         }
+        pending = retry;
     }
-    n
 }
 
 /// Loads one module file; `Ok(false)` if it was already loaded.

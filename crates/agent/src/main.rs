@@ -112,7 +112,11 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
     if pid1 {
         let t = std::time::Instant::now();
         let n = init::load_modules(Path::new("/"), Path::new(init::MODULES_LIST));
-        tracing::info!(loaded = n, ms = t.elapsed().as_millis() as u64, "kernel modules");
+        tracing::info!(
+            loaded = n,
+            ms = t.elapsed().as_millis() as u64,
+            "kernel modules"
+        );
     }
     let nl = sandnet_host::Netlink::connect_current().context("opening netlink")?;
     let net = net::NetApplier::new(nl, Duration::from_millis(args.link_wait_ms));
@@ -171,7 +175,10 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
             }
         }
         if servers.is_empty() {
-            bail!("neither a virtio-serial port named {} nor vsock to serve on", serial::AGENT_PORT_NAME);
+            bail!(
+                "neither a virtio-serial port named {} nor vsock to serve on",
+                serial::AGENT_PORT_NAME
+            );
         }
     }
 

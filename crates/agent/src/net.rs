@@ -90,9 +90,12 @@ impl NetApplier {
     async fn rename(&self, index: u32, from: &str, to: &str) -> Result<()> {
         use netlink_packet_route::link::LinkAttribute;
         self.nl
-            .set_link(index, vec![LinkAttribute::IfName(to.to_string())], None, || {
-                format!("rename link {from} to {to}")
-            })
+            .set_link(
+                index,
+                vec![LinkAttribute::IfName(to.to_string())],
+                None,
+                || format!("rename link {from} to {to}"),
+            )
             .await?;
         Ok(())
     }
@@ -303,9 +306,12 @@ impl NetApplier {
             msg.header.flags = NeighbourFlags::from_bits_retain(n.flags);
             msg.header.kind = RouteType::Unspec;
             msg.attributes
-                .push(NeighbourAttribute::Destination(NeighbourAddress::from(n.ip)));
-            msg.attributes
-                .push(NeighbourAttribute::LinkLayerAddress(n.mac.octets().to_vec()));
+                .push(NeighbourAttribute::Destination(NeighbourAddress::from(
+                    n.ip,
+                )));
+            msg.attributes.push(NeighbourAttribute::LinkLayerAddress(
+                n.mac.octets().to_vec(),
+            ));
             self.nl
                 .ack(
                     RouteNetlinkMessage::NewNeighbour(msg),

@@ -7,6 +7,7 @@
 //! (the host disconnected) and ttrpc has dropped it, waits for the next host connection.
 
 use futures::StreamExt;
+use sandnet_agent_proto::ttrpc::r#async::transport::Listener;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,6 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
-use sandnet_agent_proto::ttrpc::r#async::transport::Listener;
 
 /// The name the host gives the agent's port (`-device virtserialport,name=...`), as Kata.
 pub const AGENT_PORT_NAME: &str = "agent.channel.0";
@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn finds_port_by_name() {
         let root = std::env::temp_dir().join(format!("sandnet-vports-{}", std::process::id()));
-        for (dev, name) in [("vport1p1", "org.qemu.guest_agent.0"), ("vport2p1", AGENT_PORT_NAME)] {
+        for (dev, name) in [
+            ("vport1p1", "org.qemu.guest_agent.0"),
+            ("vport2p1", AGENT_PORT_NAME),
+        ] {
             let d = root.join("class/virtio-ports").join(dev);
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("name"), format!("{name}\n")).unwrap();

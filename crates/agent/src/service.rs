@@ -50,10 +50,9 @@ impl agent_ttrpc::AgentService for Agent {
     ) -> ttrpc::Result<types::Interface> {
         let t = Instant::now();
         let r = async {
-            let p = req
-                .interface
-                .as_ref()
-                .ok_or_else(|| AgentError::Invalid("UpdateInterface: interface is missing".into()))?;
+            let p = req.interface.as_ref().ok_or_else(|| {
+                AgentError::Invalid("UpdateInterface: interface is missing".into())
+            })?;
             let want = convert::interface_from_proto(p)?;
             let got = self.net.update_interface(&want).await?;
             Ok(convert::interface_to_proto(&got))

@@ -6,9 +6,7 @@ mod common;
 use common::AgentNs;
 use sandnet_agent_proto::ttrpc::Code;
 use sandnet_agent_proto::{agent, agent_ttrpc, types};
-use sandnet_model::{
-    Dns, Family, Interface, LinkKind, Neighbor, NeighborState, Route, RouteScope,
-};
+use sandnet_model::{Dns, Family, Interface, LinkKind, Neighbor, NeighborState, Route, RouteScope};
 use std::time::Duration;
 
 const MAC_A: &str = "02:00:5e:10:00:01";
@@ -51,7 +49,9 @@ async fn update_interface_applies_and_keeps_foreign_addresses() {
     let env = AgentNs::new(
         "updif",
         &[
-            &["link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p"],
+            &[
+                "link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p",
+            ],
             &["link", "set", "d0p", "up"],
             &["addr", "add", "192.168.99.1/24", "dev", "d0"],
         ],
@@ -67,11 +67,7 @@ async fn update_interface_applies_and_keeps_foreign_addresses() {
         let l = env.link("eth0");
         assert_eq!(l["mtu"], 1400);
         assert_eq!(l["address"], MAC_A);
-        assert!(l["flags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f == "UP"));
+        assert!(l["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
         let a = env.addrs("eth0");
         for x in ["10.1.0.2/24", "fd00:1::2/64", "192.168.99.1/24"] {
             assert!(a.contains(&x.to_string()), "{x} missing from {a:?}");
@@ -102,9 +98,13 @@ async fn rename_swaps_with_a_clashing_link() {
     let env = AgentNs::new(
         "rename",
         &[
-            &["link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p"],
+            &[
+                "link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p",
+            ],
             &["link", "set", "d0p", "up"],
-            &["link", "add", "eth0", "address", MAC_B, "type", "veth", "peer", "name", "e0p"],
+            &[
+                "link", "add", "eth0", "address", MAC_B, "type", "veth", "peer", "name", "e0p",
+            ],
             &["link", "set", "eth0", "up"],
         ],
     );
@@ -124,29 +124,61 @@ async fn update_routes_orders_replaces_and_prunes() {
     let env = AgentNs::new(
         "routes",
         &[
-            &["link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p"],
+            &[
+                "link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p",
+            ],
             &["link", "set", "d0p", "up"],
         ],
     );
     let c = env.client().await;
-    c.update_interface(&iface("eth0", MAC_A, 1500, &["10.1.0.2/24", "fd00:1::2/64"]))
-        .await
-        .unwrap();
+    c.update_interface(&iface(
+        "eth0",
+        MAC_A,
+        1500,
+        &["10.1.0.2/24", "fd00:1::2/64"],
+    ))
+    .await
+    .unwrap();
     // Given gateway-first: the 10.4/16 route's gateway is only reachable through the
     // link route 10.2/16, so the agent must install link routes first.
     let routes = vec![
-        route("10.4.0.0/16", Some("10.2.0.1"), "eth0", RouteScope::Universe, None),
-        route("0.0.0.0/0", Some("10.1.0.1"), "eth0", RouteScope::Universe, None),
-        route("10.3.0.0/16", Some("10.1.0.1"), "eth0", RouteScope::Universe, Some(1300)),
+        route(
+            "10.4.0.0/16",
+            Some("10.2.0.1"),
+            "eth0",
+            RouteScope::Universe,
+            None,
+        ),
+        route(
+            "0.0.0.0/0",
+            Some("10.1.0.1"),
+            "eth0",
+            RouteScope::Universe,
+            None,
+        ),
+        route(
+            "10.3.0.0/16",
+            Some("10.1.0.1"),
+            "eth0",
+            RouteScope::Universe,
+            Some(1300),
+        ),
         route("10.2.0.0/16", None, "eth0", RouteScope::Link, None),
-        route("::/0", Some("fd00:1::1"), "eth0", RouteScope::Universe, None),
+        route(
+            "::/0",
+            Some("fd00:1::1"),
+            "eth0",
+            RouteScope::Universe,
+            None,
+        ),
     ];
     let mut first = None;
     for _ in 0..2 {
         let got = c.update_routes(&routes).await.unwrap();
         for r in &routes {
             assert!(
-                got.iter().any(|g| g.dest == r.dest && g.gateway == r.gateway),
+                got.iter()
+                    .any(|g| g.dest == r.dest && g.gateway == r.gateway),
                 "{r:?} not in {got:?}"
             );
         }
@@ -184,11 +216,20 @@ async fn update_routes_orders_replaces_and_prunes() {
         .unwrap();
     assert_eq!(r.gateway, Some("10.1.0.1".parse().unwrap()));
     assert_eq!(r.mtu, Some(1300));
-    let d6 = listed.iter().find(|r| r.dest.to_string() == "::/0").unwrap();
+    let d6 = listed
+        .iter()
+        .find(|r| r.dest.to_string() == "::/0")
+        .unwrap();
     assert_eq!(d6.family, Family::V6);
 
     // The request is the whole set for eth0: what is left out goes.
-    let fewer = vec![route("0.0.0.0/0", Some("10.1.0.1"), "eth0", RouteScope::Universe, Some(1400))];
+    let fewer = vec![route(
+        "0.0.0.0/0",
+        Some("10.1.0.1"),
+        "eth0",
+        RouteScope::Universe,
+        Some(1400),
+    )];
     c.update_routes(&fewer).await.unwrap();
     let v4 = env.ip_json(&["route", "show"]);
     let dsts: Vec<&str> = v4
@@ -202,7 +243,12 @@ async fn update_routes_orders_replaces_and_prunes() {
     assert!(!dsts.contains(&"10.4.0.0/16"), "{dsts:?}");
     // The kernel's own prefix route stays.
     assert!(dsts.contains(&"10.1.0.0/24"), "{dsts:?}");
-    let def = v4.as_array().unwrap().iter().find(|r| r["dst"] == "default").unwrap();
+    let def = v4
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dst"] == "default")
+        .unwrap();
     assert_eq!(def["metrics"][0]["mtu"], 1400, "replace semantics: {def}");
 }
 
@@ -211,7 +257,9 @@ async fn kata_encoded_default_route_with_empty_dest() {
     let env = AgentNs::new(
         "katart",
         &[
-            &["link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p"],
+            &[
+                "link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p",
+            ],
             &["link", "set", "d0p", "up"],
         ],
     );
@@ -251,7 +299,9 @@ async fn arp_neighbors_are_permanent_and_replaced() {
     let env = AgentNs::new(
         "neigh",
         &[
-            &["link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p"],
+            &[
+                "link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p",
+            ],
             &["link", "set", "d0p", "up"],
         ],
     );
@@ -270,9 +320,18 @@ async fn arp_neighbors_are_permanent_and_replaced() {
         c.add_arp_neighbors(std::slice::from_ref(&n)).await.unwrap();
     }
     let v = env.ip_json(&["neigh", "show", "dev", "eth0"]);
-    let e = v.as_array().unwrap().iter().find(|e| e["dst"] == "10.1.0.1").unwrap();
+    let e = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["dst"] == "10.1.0.1")
+        .unwrap();
     assert_eq!(e["lladdr"], "aa:bb:cc:dd:ee:01");
-    assert!(e["state"].as_array().unwrap().iter().any(|s| s == "PERMANENT"));
+    assert!(e["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "PERMANENT"));
     assert_eq!(v.as_array().unwrap().len(), 1);
     n.mac = "aa:bb:cc:dd:ee:02".parse().unwrap();
     c.add_arp_neighbors(&[n]).await.unwrap();
@@ -323,11 +382,18 @@ async fn exec_passes_output_and_exit_code_and_times_out() {
     assert_eq!(o.stderr, b"err\n");
     // It runs inside the agent's netns.
     let o = c
-        .exec(&["ip".into(), "-o".into(), "link".into()], Duration::from_secs(5))
+        .exec(
+            &["ip".into(), "-o".into(), "link".into()],
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     assert_eq!(o.exit_code, 0);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1, "only lo");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        1,
+        "only lo"
+    );
     let t = std::time::Instant::now();
     let e = c
         .exec(&["sleep".into(), "30".into()], Duration::from_millis(300))
@@ -367,7 +433,9 @@ async fn bad_requests_get_error_statuses_and_the_agent_keeps_serving() {
     let env = AgentNs::new(
         "bad",
         &[
-            &["link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p"],
+            &[
+                "link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p",
+            ],
             &["link", "set", "d0p", "up"],
         ],
     );
@@ -435,7 +503,14 @@ async fn bad_requests_get_error_statuses_and_the_agent_keeps_serving() {
     c.health_check().await.unwrap();
 
     // A malformed frame: a request whose payload is not an UpdateInterfaceRequest.
-    let resp = raw_frame(&env, b"/grpc.AgentService", b"UpdateInterface", &[0xff; 7], None).await;
+    let resp = raw_frame(
+        &env,
+        b"/grpc.AgentService",
+        b"UpdateInterface",
+        &[0xff; 7],
+        None,
+    )
+    .await;
     assert_ne!(resp, Code::OK);
     // An oversized message (over ttrpc's 4 MiB limit).
     let big = vec![0u8; (4 << 20) + 1];
@@ -468,7 +543,9 @@ async fn raw_frame(
         payload.to_vec()
     } else {
         let mut r = sandnet_agent_proto::ttrpc::Request::new();
-        r.service = String::from_utf8_lossy(service).trim_start_matches('/').to_string();
+        r.service = String::from_utf8_lossy(service)
+            .trim_start_matches('/')
+            .to_string();
         r.method = String::from_utf8_lossy(method).into_owned();
         r.payload = payload.to_vec();
         r.write_to_bytes().unwrap()
