@@ -8,7 +8,7 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::route::RouteType;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use sandnet_host::scan::{link_detail, scan_detail, LinkDetail};
+use sandnet_host::scan::{address_of, link_detail, route_from_message, scan_detail, LinkDetail};
 use sandnet_host::Netlink;
 use sandnet_model::{
     Family, Interface, IpNet, MacAddr, Neighbor, NeighborState, NetworkConfig, Route, IFF_NOARP,
@@ -185,11 +185,43 @@ impl NetApplier {
             )
             .await?;
         drop(state);
+        self.interface_now(index, &want.name).await
+    }
 
-        let now = scan_detail(&self.nl).await?;
-        now.link(index)
-            .map(|d| d.interface.clone())
-            .ok_or_else(|| AgentError::NotFound(format!("link {} vanished", want.name)))
+    /// One link as the scan sees it (same mapping, only that link's messages).
+    async fn interface_now(&self, index: u32, name: &str) -> Result<Interface> {
+        let link = self
+            .nl
+            .link_by_index(index)
+            .await?
+            .ok_or_else(|| AgentError::NotFound(format!("link {name} vanished")))?;
+        let mut iface = link_detail(&link).interface;
+        for a in self.nl.addresses().await? {
+            if a.header.index == index {
+                if let Some(net) = address_of(&a) {
+                    if !iface.addresses.contains(&net) {
+                        iface.addresses.push(net);
+                    }
+                }
+            }
+        }
+        Ok(iface)
+    }
+
+    /// The main-table routes as the scan sees them (only the route dump).
+    async fn routes_now(&self, index: &HashMap<String, u32>) -> Result<Vec<Route>> {
+        let names: HashMap<u32, String> = index
+            .iter()
+            .filter(|(n, _)| n.as_str() != "lo")
+            .map(|(n, i)| (*i, n.clone()))
+            .collect();
+        Ok(self
+            .nl
+            .routes()
+            .await?
+            .iter()
+            .filter_map(|r| route_from_message(r, &names))
+            .collect())
     }
 
     async fn index_of(&self) -> Result<HashMap<String, u32>> {
@@ -247,7 +279,7 @@ impl NetApplier {
             a.dest == b.dest && a.gateway == b.gateway && a.device == b.device
         };
 
-        let existing = scan_detail(&self.nl).await?.config.routes;
+        let existing = self.routes_now(&index).await?;
         // Remove gateway routes before link routes, the reverse of installing.
         let mut stale: Vec<&Route> = existing
             .iter()
@@ -273,7 +305,7 @@ impl NetApplier {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(scan_detail(&self.nl).await?.config.routes)
+        self.routes_now(&index).await
     }
 
     /// `AddARPNeighbors`: installs each entry (replace), with its state or permanent when
