@@ -42,6 +42,10 @@ async fn health_and_version() {
     let env = AgentNs::new("health", &[]);
     let c = env.client().await;
     assert!(c.version().await.unwrap().starts_with("sandnet-agent"));
+    // A client over an already-connected stream.
+    let s = tokio::net::UnixStream::connect(&env.sock).await.unwrap();
+    let c2 = sandnet_agent_proto::AgentClient::from_stream(s);
+    c2.health_check().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,4 +571,72 @@ async fn raw_frame(
     s.read_exact(&mut buf).await.unwrap();
     let r = sandnet_agent_proto::ttrpc::Response::parse_from_bytes(&buf).unwrap();
     r.status.code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_is_skipped_cleanly_where_disabled() {
+    let env = AgentNs::new(
+        "noipv6",
+        &[
+            &[
+                "link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p",
+            ],
+            &["link", "set", "d0p", "up"],
+        ],
+    );
+    // Per-namespace sysctl: only this test's netns loses IPv6.
+    common::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &env.ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+        ],
+    );
+    common::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &env.ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.d0.disable_ipv6=1",
+        ],
+    );
+    let c = env.client().await;
+    let got = c
+        .update_interface(&iface(
+            "eth0",
+            MAC_A,
+            1500,
+            &["10.1.0.2/24", "fd00:1::2/64"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(got.addresses, vec!["10.1.0.2/24".parse().unwrap()]);
+    let routes = c
+        .update_routes(&[
+            route(
+                "0.0.0.0/0",
+                Some("10.1.0.1"),
+                "eth0",
+                RouteScope::Universe,
+                None,
+            ),
+            route(
+                "::/0",
+                Some("fd00:1::1"),
+                "eth0",
+                RouteScope::Universe,
+                None,
+            ),
+        ])
+        .await
+        .unwrap();
+    assert!(routes.iter().all(|r| r.family == Family::V4), "{routes:?}");
+    assert!(routes.iter().any(|r| r.is_default()));
 }
