@@ -258,6 +258,37 @@ impl Netlink {
         .await
     }
 
+    /// Creates a veth pair `name` (here) ↔ `peer`, the peer placed in `peer_ns` when given
+    /// (by fd, so the pair never exists anywhere else).
+    pub async fn add_veth(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_ns: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<()> {
+        use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkInfo};
+        use std::os::fd::AsRawFd;
+        let mut peer_msg = LinkMessage::default();
+        peer_msg
+            .attributes
+            .push(LinkAttribute::IfName(peer.to_string()));
+        if let Some(fd) = peer_ns {
+            peer_msg
+                .attributes
+                .push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
+        }
+        let mut msg = LinkMessage::default();
+        msg.attributes = vec![
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+            ]),
+        ];
+        self.add_link(msg, || format!("create veth pair {name}/{peer}"))
+            .await
+    }
+
     /// All addresses of all families.
     pub async fn addresses(&self) -> Result<Vec<AddressMessage>> {
         let msgs = self

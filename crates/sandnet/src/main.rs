@@ -1,1 +1,72 @@
-fn main() {}
+//! `sandnet`: container networking for VM sandboxes, the way Kata Containers does it.
+
+mod demo;
+mod hostcmd;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Container networking for VM sandboxes.
+#[derive(Parser, Debug)]
+#[command(name = "sandnet", version, about)]
+struct Cli {
+    /// Root of sandnet's runtime state.
+    #[arg(
+        long,
+        global = true,
+        env = "SANDNET_STATE_DIR",
+        default_value = "/run/sandnet"
+    )]
+    state_dir: PathBuf,
+    /// Log filter (e.g. `info`, `sandnet_host=debug`); also `RUST_LOG`.
+    #[arg(long, global = true, env = "SANDNET_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Scan a network namespace: interfaces, addresses, routes, neighbours.
+    Scan(hostcmd::ScanArgs),
+    /// Connect every endpoint of a namespace to a tap (tcfilter) or macvtap.
+    Attach(hostcmd::AttachArgs),
+    /// Undo what attach did in a namespace (idempotent).
+    Detach(hostcmd::DetachArgs),
+    /// Show the host-side flow on a throw-away namespace: create, scan, attach, detach.
+    Demo(demo::DemoArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sandnet: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Scan(a) => hostcmd::scan(a).await,
+            Cmd::Attach(a) => hostcmd::attach(a, &cli.state_dir).await,
+            Cmd::Detach(a) => hostcmd::detach(a, &cli.state_dir).await,
+            Cmd::Demo(a) => demo::run(a, &cli.state_dir).await,
+        }
+    })
+}

@@ -1,1 +1,29 @@
-//! Hypervisor side.
+//! Hypervisor side of sandnet: the guest kernel and initramfs, the KVM probe, the QEMU command
+//! line and child process, and a QMP client for hot plug.
+//!
+//! Typical use: [`GuestKernel::locate`] the kernel fetched by `scripts/guest-kernel.sh`, build
+//! the image with [`Initramfs::build_cached`], pick [`Accel::detect`], fill a [`VmSpec`] with
+//! [`NicSpec`]s and [`Qemu::spawn`] it inside the pod netns; the returned process holds a
+//! negotiated [`QmpClient`] ([`QemuProcess::qmp`]) for hot plug.
+
+#![warn(missing_docs)]
+
+pub mod cpio;
+mod error;
+pub mod initramfs;
+pub mod kernel;
+pub mod kvm;
+pub mod qemu;
+pub mod qmp;
+
+pub use error::{Result, VmError};
+pub use initramfs::{
+    Initramfs, InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_INITRAMFS_CACHE, MODULE_LIST_PATH,
+};
+pub use kernel::{GuestKernel, KernelModule, DEFAULT_KERNEL_DIR};
+pub use kvm::Accel;
+pub use qemu::{
+    ChildNicFds, NicSpec, Qemu, QemuProcess, StatePaths, VmSpec, AGENT_PORT_NAME,
+    DEFAULT_KERNEL_ARGS, DEFAULT_QEMU, QBOOT_ROM,
+};
+pub use qmp::{QmpClient, QmpEvent, VmStatus};

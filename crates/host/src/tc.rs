@@ -1,0 +1,271 @@
+//! Traffic control over netlink: the ingress qdisc and the u32 match-all filter with a
+//! `mirred egress redirect` action that the `tcfilter` model puts on each side of a pair.
+//!
+//! This kernel has no `matchall` or `flower` classifier, so the filter is u32 with one
+//! zero-mask key (`match u8 0 0`), protocol `ETH_P_ALL`. Every action sandnet adds carries
+//! [`COOKIE`] (`TCA_ACT_COOKIE`), so sandnet's filters are recognisable from the namespace
+//! itself, without guessing at names or priorities.
+
+use crate::error::{HostError, Result};
+use crate::nl::Netlink;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::tc::{
+    TcAction, TcActionAttribute, TcActionGeneric, TcActionMirrorOption, TcActionOption,
+    TcActionType, TcAttribute, TcFilterU32Option, TcHandle, TcMessage, TcMirror,
+    TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use std::time::Duration;
+
+/// The cookie on every action sandnet adds.
+pub const COOKIE: &[u8] = b"sandnet/v1";
+
+/// `ETH_P_ALL` in network byte order, as `tcm_info`'s protocol half wants it.
+const ETH_P_ALL_BE: u32 = 0x0003u16.to_be() as u32;
+
+/// The ingress qdisc's handle `ffff:` (also the parent of filters attached to it).
+const INGRESS_HANDLE: u32 = 0xffff_0000;
+
+/// One filter sandnet added, as found in a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OurFilter {
+    /// Device the filter is on.
+    pub index: u32,
+    /// Priority (`pref`).
+    pub prio: u16,
+    /// The u32 node handle (e.g. `800::800`).
+    pub handle: u32,
+    /// Where its mirred action redirects to.
+    pub redirect_to: u32,
+}
+
+fn tc_message(index: u32) -> TcMessage {
+    let mut m = TcMessage::default();
+    m.header.index = index as i32;
+    m
+}
+
+/// Adds an ingress qdisc to a device. Returns `false` if one was already there. Retries
+/// `EBUSY` a few times, as Kata does.
+pub async fn add_ingress_qdisc(nl: &Netlink, index: u32, name: &str) -> Result<bool> {
+    let mut tries = 0;
+    loop {
+        let mut m = tc_message(index);
+        m.header.parent = TcHandle::INGRESS;
+        m.header.handle = TcHandle::from(INGRESS_HANDLE);
+        m.attributes.push(TcAttribute::Kind("ingress".into()));
+        match nl
+            .ack(
+                RouteNetlinkMessage::NewQueueDiscipline(m),
+                NLM_F_CREATE | NLM_F_EXCL,
+                || format!("add ingress qdisc on {name}"),
+            )
+            .await
+        {
+            Ok(()) => return Ok(true),
+            Err(e) if e.is_exists() => return Ok(false),
+            Err(e) if e.errno() == Some(libc::EBUSY) && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a device has an ingress qdisc.
+pub async fn has_ingress_qdisc(nl: &Netlink, index: u32) -> Result<bool> {
+    let msgs = nl
+        .dump(
+            RouteNetlinkMessage::GetQueueDiscipline(tc_message(index)),
+            || format!("list qdiscs of link {index}"),
+        )
+        .await?;
+    Ok(msgs.iter().any(|m| match m {
+        RouteNetlinkMessage::NewQueueDiscipline(q) => {
+            q.header.index == index as i32
+                && q.attributes
+                    .iter()
+                    .any(|a| matches!(a, TcAttribute::Kind(k) if k == "ingress"))
+        }
+        _ => false,
+    }))
+}
+
+/// Removes a device's ingress qdisc (and so every filter on it); absent is not an error.
+pub async fn del_ingress_qdisc(nl: &Netlink, index: u32, name: &str) -> Result<()> {
+    let mut m = tc_message(index);
+    m.header.parent = TcHandle::INGRESS;
+    m.header.handle = TcHandle::from(INGRESS_HANDLE);
+    match nl
+        .ack(RouteNetlinkMessage::DelQueueDiscipline(m), 0, || {
+            format!("delete ingress qdisc on {name}")
+        })
+        .await
+    {
+        Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => Ok(()),
+        r => r,
+    }
+}
+
+/// Adds `tc filter add dev FROM parent ffff: protocol all u32 match u8 0 0 action mirred
+/// egress redirect dev TO`, with sandnet's cookie on the action.
+pub async fn add_redirect(
+    nl: &Netlink,
+    from: u32,
+    to: u32,
+    from_name: &str,
+    to_name: &str,
+) -> Result<()> {
+    let mut m = tc_message(from);
+    m.header.parent = TcHandle::from(INGRESS_HANDLE);
+    m.header.info = ETH_P_ALL_BE;
+    m.attributes.push(TcAttribute::Kind("u32".into()));
+    let mut sel = TcU32Selector::default();
+    sel.flags = TcU32SelectorFlags::Terminal;
+    sel.nkeys = 1;
+    sel.keys = vec![TcU32Key::default()];
+    let mut mirror = TcMirror::default();
+    mirror.generic = TcActionGeneric::default();
+    mirror.generic.action = TcActionType::Stolen;
+    mirror.eaction = TcMirrorActionType::EgressRedir;
+    mirror.ifindex = to;
+    let mut action = TcAction::default();
+    action.tab = 1;
+    action.attributes = vec![
+        TcActionAttribute::Kind("mirred".into()),
+        TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
+            mirror,
+        ))]),
+        TcActionAttribute::Cookie(COOKIE.to_vec()),
+    ];
+    m.attributes.push(TcAttribute::Options(vec![
+        TcOption::U32(TcFilterU32Option::Selector(sel)),
+        TcOption::U32(TcFilterU32Option::Action(vec![action])),
+    ]));
+    nl.ack(
+        RouteNetlinkMessage::NewTrafficFilter(m),
+        NLM_F_CREATE | NLM_F_EXCL,
+        || format!("add redirect filter {from_name} -> {to_name}"),
+    )
+    .await
+}
+
+/// Every filter on a device's ingress, with whether it is one of sandnet's.
+async fn ingress_filters(nl: &Netlink, index: u32) -> Result<Vec<(TcMessage, Option<u32>)>> {
+    let mut m = tc_message(index);
+    m.header.parent = TcHandle::from(INGRESS_HANDLE);
+    let msgs = match nl
+        .dump(RouteNetlinkMessage::GetTrafficFilter(m), || {
+            format!("list filters of link {index}")
+        })
+        .await
+    {
+        Ok(v) => v,
+        // No ingress qdisc, or no such device: no filters.
+        Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewTrafficFilter(f) => {
+                let ours = our_redirect_target(&f);
+                Some((f, ours))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// If the filter message carries a mirred action with sandnet's cookie, its target.
+fn our_redirect_target(f: &TcMessage) -> Option<u32> {
+    for a in &f.attributes {
+        let TcAttribute::Options(opts) = a else {
+            continue;
+        };
+        for o in opts {
+            let TcOption::U32(TcFilterU32Option::Action(actions)) = o else {
+                continue;
+            };
+            for act in actions {
+                let ours = act
+                    .attributes
+                    .iter()
+                    .any(|x| matches!(x, TcActionAttribute::Cookie(c) if c == COOKIE));
+                if !ours {
+                    continue;
+                }
+                for x in &act.attributes {
+                    if let TcActionAttribute::Options(aopts) = x {
+                        for ao in aopts {
+                            if let TcActionOption::Mirror(TcActionMirrorOption::Parms(p)) = ao {
+                                return Some(p.ifindex);
+                            }
+                        }
+                    }
+                }
+                return Some(0);
+            }
+        }
+    }
+    None
+}
+
+/// sandnet's filters on a device's ingress.
+pub async fn our_filters(nl: &Netlink, index: u32) -> Result<Vec<OurFilter>> {
+    Ok(ingress_filters(nl, index)
+        .await?
+        .into_iter()
+        .filter_map(|(f, ours)| {
+            ours.map(|to| OurFilter {
+                index,
+                prio: (f.header.info >> 16) as u16,
+                handle: u32::from(f.header.handle),
+                redirect_to: to,
+            })
+        })
+        .collect())
+}
+
+/// How many filter nodes (sandnet's or not) a device's ingress has, not counting u32's
+/// own hash-table entries.
+pub async fn count_filters(nl: &Netlink, index: u32) -> Result<usize> {
+    Ok(ingress_filters(nl, index)
+        .await?
+        .iter()
+        .filter(|(f, _)| {
+            // u32 reports its hash table (handle 800:) as well as the nodes in it.
+            u32::from(f.header.handle) & 0xfff != 0 || !is_u32(f)
+        })
+        .count())
+}
+
+fn is_u32(f: &TcMessage) -> bool {
+    f.attributes
+        .iter()
+        .any(|a| matches!(a, TcAttribute::Kind(k) if k == "u32"))
+}
+
+/// Deletes one of sandnet's filters; one already gone is not an error.
+pub async fn del_filter(nl: &Netlink, f: &OurFilter) -> Result<()> {
+    let mut m = tc_message(f.index);
+    m.header.parent = TcHandle::from(INGRESS_HANDLE);
+    m.header.handle = TcHandle::from(f.handle);
+    m.header.info = ((f.prio as u32) << 16) | ETH_P_ALL_BE;
+    m.attributes.push(TcAttribute::Kind("u32".into()));
+    match nl
+        .ack(RouteNetlinkMessage::DelTrafficFilter(m), 0, || {
+            format!("delete filter on link {} (pref {})", f.index, f.prio)
+        })
+        .await
+    {
+        Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => Ok(()),
+        r => r,
+    }
+}
+
+/// Makes sure an error from a tc step names the device when the device is gone.
+pub fn device_gone(name: &str) -> HostError {
+    HostError::LinkNotFound(name.to_string())
+}

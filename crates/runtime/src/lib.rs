@@ -1,0 +1,1 @@
+//! sandnet's runtime: configuration, the sandbox lifecycle and its persisted state.

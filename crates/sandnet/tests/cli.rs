@@ -1,0 +1,181 @@
+//! The `sandnet` command line as a user runs it: exit status, one-line errors, JSON.
+
+use sandnet_testkit::{unique, PodPair};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+struct Env {
+    state: PathBuf,
+}
+
+impl Env {
+    fn new(tag: &str) -> Env {
+        let state = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&state).unwrap();
+        Env { state }
+    }
+
+    fn sandnet(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sandnet"))
+            .args(args)
+            .env("SANDNET_STATE_DIR", &self.state)
+            .output()
+            .unwrap()
+    }
+
+    fn ok_json(&self, args: &[&str]) -> Value {
+        let o = self.sandnet(args);
+        assert!(
+            o.status.success(),
+            "sandnet {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Asserts a failure with exactly one line on stderr that contains every `needle`.
+fn assert_fails_with(o: &Output, needles: &[&str]) {
+    assert!(!o.status.success(), "expected failure");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{err:?} should mention {n:?}");
+    }
+}
+
+#[test]
+fn scan_json_is_the_contract() {
+    let p = PodPair::new("cliscan");
+    let env = Env::new("cliscan");
+    let v = env.ok_json(&["scan", "--netns", &p.pod.name, "--json"]);
+    let i = &v["interfaces"][0];
+    assert_eq!(i["name"], "eth0");
+    assert_eq!(i["kind"], "veth");
+    assert_eq!(i["mac"], p.pod_mac("eth0").as_str());
+    assert_eq!(i["mtu"], 1500);
+    assert_eq!(i["addresses"][0], "172.19.0.5/24");
+    let r = &v["routes"][0];
+    assert_eq!(r["dest"], "0.0.0.0/0");
+    assert_eq!(r["gateway"], "172.19.0.1");
+    assert_eq!(r["device"], "eth0");
+    assert!(v["neighbors"].is_array());
+    // The same namespace by path.
+    let by_path = env.ok_json(&["scan", "--netns", &p.pod.path(), "--json"]);
+    assert_eq!(by_path, v);
+    // Human output names the endpoint.
+    let o = env.sandnet(&["scan", "--netns", &p.pod.name]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("endpoint"));
+}
+
+#[test]
+fn attach_detach_json_tcfilter_and_macvtap() {
+    for model in ["tcfilter", "macvtap"] {
+        let p = PodPair::new("cliatt");
+        let env = Env::new("cliatt");
+        let links = p.pod.link_names();
+        let mac = p.pod_mac("eth0");
+        let v = env.ok_json(&["attach", "--netns", &p.pod.name, "--model", model, "--json"]);
+        let e = &v["endpoints"][0];
+        assert_eq!(e["name"], "eth0");
+        assert_eq!(e["kind"], "veth");
+        assert_eq!(e["mac"], mac.as_str());
+        assert_eq!(e["model"], model);
+        let tap = e["tap"].as_str().unwrap();
+        if model == "macvtap" {
+            assert!(tap.starts_with('/'), "{tap}");
+            assert!(std::path::Path::new(tap).exists());
+        } else {
+            assert!(p.pod.link(tap).is_some());
+        }
+        let o = env.sandnet(&["detach", "--netns", &p.pod.name]);
+        assert!(o.status.success());
+        assert_eq!(p.pod.link_names(), links);
+        assert_eq!(p.pod_mac("eth0"), mac);
+    }
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let env = Env::new("clibad");
+    assert_fails_with(
+        &env.sandnet(&["scan", "--netns", "sandnet-nope-404"]),
+        &["sandnet-nope-404", "does not exist"],
+    );
+    assert_fails_with(
+        &env.sandnet(&["attach", "--netns", "/etc/hostname"]),
+        &["/etc/hostname", "not a network namespace"],
+    );
+    let p = PodPair::new("clibad");
+    assert_fails_with(
+        &env.sandnet(&["attach", "--netns", &p.pod.name, "--model", "bridged"]),
+        &["unknown interworking model", "bridged"],
+    );
+    assert!(env
+        .sandnet(&["attach", "--netns", &p.pod.name])
+        .status
+        .success());
+    let links = p.pod.link_names();
+    assert_fails_with(
+        &env.sandnet(&["attach", "--netns", &p.pod.name]),
+        &[&p.pod.name, "already attached"],
+    );
+    assert_eq!(
+        p.pod.link_names(),
+        links,
+        "a refused attach changes nothing"
+    );
+    assert!(env
+        .sandnet(&["detach", "--netns", &p.pod.name])
+        .status
+        .success());
+    // Nothing attached: still success (teardown is idempotent), and it says so.
+    let before = p.pod.ip_json(&["link", "show"]);
+    let o = env.sandnet(&["detach", "--netns", &p.pod.name]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing attached"));
+    assert_eq!(p.pod.ip_json(&["link", "show"]), before);
+}
+
+#[test]
+fn sigkill_during_attach_then_detach_leaves_nothing() {
+    let p = PodPair::new("clikill");
+    for i in 1..24 {
+        p.add_veth(
+            &format!("eth{i}"),
+            &format!("vh{i}"),
+            &format!("10.{i}.0.5/24"),
+            &format!("10.{i}.0.1/24"),
+        );
+    }
+    let env = Env::new("clikill");
+    let links = p.pod.link_names();
+    for delay_ms in [2u64, 8, 20] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sandnet"))
+            .args(["attach", "--netns", &p.pod.name, "--model", "tcfilter"])
+            .env("SANDNET_STATE_DIR", &env.state)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let o = env.sandnet(&["detach", "--netns", &p.pod.name]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(p.pod.link_names(), links, "after a kill at {delay_ms} ms");
+        for l in &links {
+            let q = p.pod.tc_json(&["qdisc", "show", "dev", l]);
+            assert!(
+                !q.as_array().unwrap().iter().any(|q| q["kind"] == "ingress"),
+                "qdisc left on {l} after a kill at {delay_ms} ms"
+            );
+        }
+    }
+}
