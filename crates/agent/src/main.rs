@@ -1,1 +1,216 @@
-fn main() {}
+//! `sandnet-agent`: sandnet's guest agent.
+//!
+//! As PID 1 in a guest (no `--listen`): mounts `/proc`, `/sys`, `/dev`, `/dev/pts`, `/run`,
+//! `/tmp`, logs to `/dev/console`, loads the modules listed in `/etc/sandnet/modules`,
+//! reaps zombies, and serves the agent protocol on the virtio-serial port named
+//! `agent.channel.0` (and on vsock port 1024 when `/dev/vsock` exists).
+//!
+//! With `--listen unix:PATH` it serves on that unix socket instead and configures the
+//! network namespace it runs in (tests, or an agent outside a VM).
+
+mod error;
+mod exec;
+mod init;
+mod net;
+mod sandbox;
+mod serial;
+mod service;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use sandnet_agent_proto::ttrpc::r#async::Server;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// vsock port the agent listens on (Kata's agent uses 1024 too).
+const VSOCK_PORT: u32 = 1024;
+
+/// sandnet's guest agent (Kata agent protocol over ttrpc).
+#[derive(Parser, Debug)]
+#[command(name = "sandnet-agent", version)]
+struct Args {
+    /// Serve on this address instead of the guest's virtio-serial port: `unix:PATH`.
+    #[arg(long, value_name = "unix:PATH")]
+    listen: Option<String>,
+    /// Directory under which `etc/hostname` and `etc/resolv.conf` are written;
+    /// `sethostname(2)` is only called when this is `/`.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// How long UpdateInterface waits for a NIC with the requested MAC to appear.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    link_wait_ms: u64,
+    /// How long the guest mode waits for its virtio-serial port to appear.
+    #[arg(long, value_name = "MS", default_value_t = 30000)]
+    port_wait_ms: u64,
+    /// Log filter (tracing's env-filter syntax); `SANDNET_AGENT_LOG` overrides it.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() {
+    let pid1 = std::process::id() == 1;
+    if pid1 {
+        init::mount_pseudo_fs();
+        init::use_console();
+        if std::env::var_os("PATH").is_none() {
+            std::env::set_var("PATH", "/bin:/sbin:/usr/bin:/usr/sbin");
+        }
+    }
+    // The kernel hands init whatever command-line words it did not understand: as PID 1,
+    // arguments that do not parse are ignored rather than fatal.
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if !pid1 => e.exit(),
+        Err(_) => Args::parse_from(["sandnet-agent"]),
+    };
+    let filter = std::env::var("SANDNET_AGENT_LOG").unwrap_or_else(|_| args.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(!pid1)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fatal(pid1, anyhow::Error::from(e).context("tokio runtime")),
+    };
+    if let Err(e) = rt.block_on(run(args, pid1)) {
+        fatal(pid1, e);
+    }
+}
+
+fn fatal(pid1: bool, e: anyhow::Error) -> ! {
+    tracing::error!("sandnet-agent: {e:#}");
+    eprintln!("sandnet-agent: fatal: {e:#}");
+    if pid1 {
+        init::power_off();
+    }
+    std::process::exit(1);
+}
+
+fn unix_path(listen: &str) -> Result<PathBuf> {
+    let p = listen
+        .strip_prefix("unix://")
+        .or_else(|| listen.strip_prefix("unix:"))
+        .unwrap_or(listen);
+    if p.is_empty() {
+        bail!("--listen {listen:?}: expected unix:PATH");
+    }
+    Ok(PathBuf::from(p))
+}
+
+async fn run(args: Args, pid1: bool) -> Result<()> {
+    let reaper = exec::Reaper::start().context("installing the SIGCHLD reaper")?;
+    if pid1 {
+        let t = std::time::Instant::now();
+        let n = init::load_modules(Path::new("/"), Path::new(init::MODULES_LIST));
+        tracing::info!(
+            loaded = n,
+            ms = t.elapsed().as_millis() as u64,
+            "kernel modules"
+        );
+    }
+    let nl = sandnet_host::Netlink::connect_current().context("opening netlink")?;
+    let net = net::NetApplier::new(nl, Duration::from_millis(args.link_wait_ms));
+    if pid1 {
+        if let Err(e) = net.loopback_up().await {
+            tracing::warn!("bringing lo up: {e}");
+        }
+    }
+    let agent = Arc::new(service::Agent {
+        net,
+        files: sandbox::SystemFiles::new(&args.root),
+        reaper,
+    });
+
+    let mut servers = Vec::new();
+    let mut socket_file = None;
+    if let Some(listen) = &args.listen {
+        let path = unix_path(listen)?;
+        remove_stale_socket(&path)?;
+        let mut s = Server::new()
+            .bind(&format!("unix://{}", path.display()))
+            .with_context(|| format!("listening on {}", path.display()))?
+            .register_service(service::services(agent.clone()));
+        s.start().await.context("starting the ttrpc server")?;
+        tracing::info!(socket = %path.display(), "serving");
+        socket_file = Some(path);
+        servers.push(s);
+    } else {
+        match serial::open_port(
+            serial::AGENT_PORT_NAME,
+            Duration::from_millis(args.port_wait_ms),
+        )
+        .await
+        {
+            Ok((dev, fd)) => {
+                let l = serial::port_listener(fd).context("watching the agent port")?;
+                let mut s = Server::new()
+                    .add_listener(l)
+                    .register_service(service::services(agent.clone()));
+                s.start().await.context("starting the ttrpc server")?;
+                tracing::info!(port = %dev.display(), "serving on virtio-serial");
+                servers.push(s);
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+        if Path::new("/dev/vsock").exists() {
+            let addr = format!("vsock://-1:{VSOCK_PORT}");
+            match Server::new().bind(&addr) {
+                Ok(s) => {
+                    let mut s = s.register_service(service::services(agent.clone()));
+                    s.start().await.context("starting the vsock server")?;
+                    tracing::info!(port = VSOCK_PORT, "serving on vsock");
+                    servers.push(s);
+                }
+                Err(e) => tracing::warn!("vsock: {e}"),
+            }
+        }
+        if servers.is_empty() {
+            bail!(
+                "neither a virtio-serial port named {} nor vsock to serve on",
+                serial::AGENT_PORT_NAME
+            );
+        }
+    }
+
+    if pid1 {
+        // Init never returns.
+        std::future::pending::<()>().await;
+    }
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+    for mut s in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.shutdown()).await;
+    }
+    if let Some(p) = socket_file {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+/// Removes a socket file left by an earlier agent; anything else at the path is an error.
+fn remove_stale_socket(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
+        }
+        Ok(_) => bail!("{} exists and is not a socket", path.display()),
+        Err(_) => Ok(()),
+    }
+}
