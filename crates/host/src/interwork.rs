@@ -216,6 +216,18 @@ fn remove_state(dir: &Path, id: NetNsId) -> Result<()> {
     }
 }
 
+/// Forgets a namespace's attach state (for a namespace that no longer exists, whose taps
+/// and filters went with it).
+pub fn forget_state(dir: &Path, id: NetNsId) -> Result<()> {
+    remove_state(dir, id)?;
+    let d = dev_dir(dir, id);
+    match std::fs::remove_dir_all(&d) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(state_err(&d)(e)),
+    }
+}
+
 /// An exclusive lock on one namespace's attach state, held while attaching or detaching.
 struct StateLock(#[allow(dead_code)] File);
 

@@ -1,3 +1,8 @@
-//! sandnet's runtime: configuration, the sandbox lifecycle and its persisted state.
+//! sandnet's runtime: configuration, the sandbox life cycle and its persisted state, and
+//! the per-sandbox supervisor.
 
 pub mod config;
+pub mod control;
+pub mod image;
+pub mod lifecycle;
+pub mod sandbox;

@@ -2,6 +2,7 @@
 
 mod demo;
 mod hostcmd;
+mod sandboxcmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -36,6 +37,22 @@ enum Cmd {
     Detach(hostcmd::DetachArgs),
     /// Show the host-side flow on a throw-away namespace: create, scan, attach, detach.
     Demo(demo::DemoArgs),
+    /// Boot a VM sandbox on a pod network namespace and configure its network.
+    Run(sandboxcmd::RunArgs),
+    /// List sandboxes.
+    Ps(sandboxcmd::PsArgs),
+    /// Show a sandbox's guest network as its agent reports it.
+    Inspect(sandboxcmd::IdArgs),
+    /// Run a command in a sandbox's guest; its exit status is passed through.
+    Exec(sandboxcmd::ExecArgs),
+    /// Stop sandboxes and remove everything they left (idempotent).
+    Rm(sandboxcmd::RmArgs),
+    /// The per-sandbox supervisor (started by `run`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// Sandbox id.
+        id: String,
+    },
 }
 
 fn main() {
@@ -67,6 +84,12 @@ fn run(cli: Cli) -> Result<i32> {
             Cmd::Attach(a) => hostcmd::attach(a, &cli.state_dir).await,
             Cmd::Detach(a) => hostcmd::detach(a, &cli.state_dir).await,
             Cmd::Demo(a) => demo::run(a, &cli.state_dir).await,
+            Cmd::Run(a) => sandboxcmd::run(a, &cli.state_dir, &cli.log).await,
+            Cmd::Ps(a) => sandboxcmd::ps(a, &cli.state_dir).await,
+            Cmd::Inspect(a) => sandboxcmd::inspect(a, &cli.state_dir).await,
+            Cmd::Exec(a) => sandboxcmd::exec(a, &cli.state_dir).await,
+            Cmd::Rm(a) => sandboxcmd::rm(a, &cli.state_dir).await,
+            Cmd::Supervise { id } => sandboxcmd::supervise(&id, &cli.state_dir).await,
         }
     })
 }

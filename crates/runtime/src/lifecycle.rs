@@ -1,0 +1,941 @@
+//! The sandbox life cycle: `run` (start a supervisor and wait until the guest network is
+//! configured), the supervisor itself, `rm` (from the supervisor, or from persisted state
+//! when it is gone), and `ps`.
+//!
+//! The supervisor is a process of its own per sandbox (`sandnet __supervise ID`): it owns
+//! the QEMU child, the agent and QMP connections and the sandbox's state, and serves the
+//! control socket. `run` starts it, reads one JSON line from its stdout (the result, or why
+//! it failed after rolling back), and returns.
+
+use crate::control::{self, ExecResult, GuestNetwork, Request, Response};
+use crate::image;
+use crate::sandbox::{self, SandboxError, SandboxPaths, SandboxState, Status};
+use sandnet_agent_proto::AgentClient;
+use sandnet_host::interwork::{attach_scanned, AttachOptions};
+use sandnet_host::{scan_detail, HostError, Model, NetNs};
+use sandnet_model::{Dns, Interface, NetworkConfig, IFF_UP};
+use sandnet_vm::{Accel, NicSpec, Qemu, QemuProcess, VmSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// How long a guest may take to answer its agent after QEMU started (TCG is slow).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Errors of the life cycle, each naming the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// About sandbox state.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// A host-side step.
+    #[error("{step}: {source}")]
+    Host {
+        /// The step.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: HostError,
+    },
+    /// Finding or building the guest image.
+    #[error("guest image: {0}")]
+    Image(#[from] image::ImageError),
+    /// Starting or talking to QEMU.
+    #[error("{step}: {source}")]
+    Vm {
+        /// The step.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: sandnet_vm::VmError,
+    },
+    /// Talking to the guest agent.
+    #[error("{step}: {source}")]
+    Agent {
+        /// The step.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: sandnet_agent_proto::ClientError,
+    },
+    /// Talking to a supervisor.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    /// Anything else, already described.
+    #[error("{0}")]
+    Failed(String),
+}
+
+type Result<T> = std::result::Result<T, RuntimeError>;
+
+fn host(step: &'static str) -> impl FnOnce(HostError) -> RuntimeError {
+    move |source| RuntimeError::Host { step, source }
+}
+
+fn vm(step: &'static str) -> impl FnOnce(sandnet_vm::VmError) -> RuntimeError {
+    move |source| RuntimeError::Vm { step, source }
+}
+
+fn agent(step: &'static str) -> impl FnOnce(sandnet_agent_proto::ClientError) -> RuntimeError {
+    move |source| RuntimeError::Agent { step, source }
+}
+
+/// The VM part of a sandbox's specification (from the configuration file and flags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmParams {
+    /// QEMU binary.
+    pub qemu: PathBuf,
+    /// Machine type.
+    pub machine: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Kernel image to boot instead of the cached cloud kernel.
+    pub kernel: Option<PathBuf>,
+    /// Initramfs to use instead of sandnet's.
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel arguments.
+    pub kernel_params: String,
+    /// Do not use vhost-net even where it exists.
+    pub disable_vhost_net: bool,
+}
+
+impl Default for VmParams {
+    fn default() -> Self {
+        let c = crate::config::QemuConfig::default();
+        VmParams::from(&c)
+    }
+}
+
+impl From<&crate::config::QemuConfig> for VmParams {
+    fn from(c: &crate::config::QemuConfig) -> Self {
+        VmParams {
+            qemu: c.path.clone(),
+            machine: c.machine_type.clone(),
+            vcpus: c.default_vcpus,
+            memory_mib: c.default_memory,
+            kernel: c.kernel.clone(),
+            initrd: c.initrd.clone(),
+            kernel_params: c.kernel_params.clone(),
+            disable_vhost_net: c.disable_vhost_net,
+        }
+    }
+}
+
+/// Everything a supervisor needs to start a sandbox (persisted as `spec.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Sandbox id.
+    pub id: String,
+    /// The pod namespace (name or path).
+    pub netns: String,
+    /// Whether sandnet created the namespace.
+    #[serde(default)]
+    pub netns_created: bool,
+    /// Interworking model.
+    pub model: Model,
+    /// Queues per NIC.
+    pub queues: u16,
+    /// The VM.
+    pub vm: VmParams,
+    /// DNS for the guest (defaults to the namespace's resolv.conf when `None`).
+    #[serde(default)]
+    pub dns: Option<Dns>,
+    /// CNI attachment record to keep in the state (opaque here).
+    #[serde(default)]
+    pub cni: Option<serde_json::Value>,
+}
+
+/// What `run` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutput {
+    /// Sandbox id.
+    pub id: String,
+    /// The pod namespace.
+    pub netns: String,
+    /// The guest's interfaces, as its agent lists them after configuration.
+    pub interfaces: Vec<Interface>,
+    /// The guest's routes, likewise.
+    pub routes: Vec<sandnet_model::Route>,
+    /// Step timings in milliseconds: `attach_ms`, `image_ms`, `qemu_ms`, `boot_ms`,
+    /// `agent_ms`, `network_ms` (attach + agent), `total_ms`.
+    pub timings: BTreeMap<String, u64>,
+    /// The accelerator QEMU runs with.
+    pub accel: String,
+}
+
+/// The single line a supervisor writes to its stdout when it is ready or has given up.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum Ready {
+    Ok { output: RunOutput },
+    Failed { error: String },
+}
+
+fn spec_path(paths: &SandboxPaths) -> PathBuf {
+    paths.dir.join("spec.json")
+}
+
+fn attach_dir(root: &Path) -> PathBuf {
+    root.join("attach")
+}
+
+/// Starts a sandbox: writes its spec and state, starts `supervisor` (a command that runs
+/// [`supervise`] for this id, e.g. `sandnet __supervise ID`) in a session of its own, and
+/// waits for it to report. On failure the supervisor has rolled back; what is left of the
+/// state directory is removed here.
+pub async fn launch(
+    root: &Path,
+    spec: &RunSpec,
+    mut supervisor: std::process::Command,
+) -> Result<RunOutput> {
+    sandbox::check_id(&spec.id)?;
+    let paths = SandboxPaths::new(root, &spec.id);
+    std::fs::create_dir_all(root).map_err(|e| SandboxError::Io {
+        path: root.to_path_buf(),
+        source: e,
+    })?;
+    match std::fs::create_dir(&paths.dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(SandboxError::Exists(spec.id.clone()).into())
+        }
+        Err(e) => {
+            return Err(SandboxError::Io {
+                path: paths.dir.clone(),
+                source: e,
+            }
+            .into())
+        }
+    }
+    let r = launch_in(root, &paths, spec, &mut supervisor).await;
+    if r.is_err() {
+        let _ = std::fs::remove_dir_all(&paths.dir);
+    }
+    r
+}
+
+async fn launch_in(
+    root: &Path,
+    paths: &SandboxPaths,
+    spec: &RunSpec,
+    supervisor: &mut std::process::Command,
+) -> Result<RunOutput> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SandboxError::Io { path, source }
+    };
+    std::fs::write(
+        spec_path(paths),
+        serde_json::to_vec_pretty(spec).map_err(|e| io(&paths.dir)(std::io::Error::other(e)))?,
+    )
+    .map_err(io(&spec_path(paths)))?;
+    let log = std::fs::File::create(&paths.log).map_err(io(&paths.log))?;
+    {
+        use std::os::unix::process::CommandExt;
+        supervisor
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        // SAFETY: setsid is async-signal-safe; the supervisor must outlive this process
+        // and not share its session or terminal.
+        unsafe {
+            supervisor.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+    }
+    let mut child = tokio::process::Command::from(std::mem::replace(
+        supervisor,
+        std::process::Command::new("true"),
+    ))
+    .kill_on_drop(false)
+    .spawn()
+    .map_err(|e| RuntimeError::Failed(format!("start supervisor: {e}")))?;
+    let pid = child.id();
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| RuntimeError::Failed("supervisor has no stdout".into()))?;
+    let mut line = String::new();
+    let mut reader = BufReader::new(out);
+    let read = reader.read_line(&mut line);
+    let wait = BOOT_TIMEOUT + Duration::from_secs(120);
+    let got = tokio::time::timeout(wait, read).await;
+    let ready: Option<Ready> = match got {
+        Ok(Ok(_)) => serde_json::from_str(&line).ok(),
+        _ => None,
+    };
+    match ready {
+        Some(Ready::Ok { output }) => Ok(output),
+        Some(Ready::Failed { error }) => {
+            let _ = child.wait().await;
+            Err(RuntimeError::Failed(error))
+        }
+        None => {
+            // It died or hung without a word: clean up from the persisted state.
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait().await;
+            let tail = log_tail(&paths.log, 5);
+            let _ = cleanup_from_state(root, &spec.id).await;
+            Err(RuntimeError::Failed(format!(
+                "supervisor of sandbox {} died before the sandbox was ready: {}",
+                spec.id,
+                tail.replace('\n', " | ")
+            )))
+        }
+    }
+}
+
+fn log_tail(p: &Path, n: usize) -> String {
+    let s = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The DNS a pod namespace's containers would see: `/etc/netns/<name>/resolv.conf` (the
+/// iproute2 convention) or the host's `/etc/resolv.conf`, without loopback nameservers
+/// (which mean nothing inside the guest).
+pub fn namespace_dns(netns: &str) -> Dns {
+    let candidates = if netns.contains('/') {
+        vec![PathBuf::from("/etc/resolv.conf")]
+    } else {
+        vec![
+            PathBuf::from(format!("/etc/netns/{netns}/resolv.conf")),
+            PathBuf::from("/etc/resolv.conf"),
+        ]
+    };
+    for c in candidates {
+        if let Ok(s) = std::fs::read_to_string(&c) {
+            let mut d = Dns::from_lines(s.lines()).unwrap_or_default();
+            d.nameservers.retain(|ip| !ip.is_loopback());
+            return d;
+        }
+    }
+    Dns::default()
+}
+
+/// The supervisor's main: set the sandbox up, report on stdout, then serve until told to
+/// stop. Returns the process exit code.
+pub async fn supervise(root: &Path, id: &str) -> i32 {
+    let paths = SandboxPaths::new(root, id);
+    let spec: RunSpec = match std::fs::read(spec_path(&paths))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            report(&Ready::Failed {
+                error: format!("sandbox {id}: read spec: {e}"),
+            });
+            return 1;
+        }
+    };
+    let mut sv = Supervisor {
+        root: root.to_path_buf(),
+        paths,
+        state: SandboxState {
+            id: spec.id.clone(),
+            netns: spec.netns.clone(),
+            netns_path: PathBuf::new(),
+            netns_id: None,
+            netns_created: spec.netns_created,
+            model: spec.model,
+            status: Status::Creating,
+            supervisor_pid: Some(std::process::id()),
+            qemu_pid: None,
+            created: sandbox::now_unix(),
+            timings: BTreeMap::new(),
+            cni: spec.cni.clone(),
+        },
+        ns: None,
+        qemu: None,
+        agent: None,
+    };
+    match sv.start(&spec).await {
+        Ok(output) => {
+            report(&Ready::Ok { output });
+            silence_stdout();
+            sv.serve().await
+        }
+        Err(e) => {
+            tracing::error!("start failed: {e}");
+            let actions = sv.teardown(true).await;
+            tracing::info!("rolled back: {actions:?}");
+            report(&Ready::Failed {
+                error: format!("sandbox {id}: {e}"),
+            });
+            1
+        }
+    }
+}
+
+fn report(r: &Ready) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, r);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// After reporting, stdout's reader (the `run` process) goes away: point stdout at
+/// /dev/null so nothing later can die of SIGPIPE.
+fn silence_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(null.as_fd());
+    }
+}
+
+struct Supervisor {
+    root: PathBuf,
+    paths: SandboxPaths,
+    state: SandboxState,
+    ns: Option<NetNs>,
+    qemu: Option<QemuProcess>,
+    agent: Option<AgentClient>,
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+impl Supervisor {
+    fn save(&self) {
+        if let Err(e) = self.state.save(&self.paths) {
+            tracing::error!("{e}");
+        }
+    }
+
+    async fn start(&mut self, spec: &RunSpec) -> Result<RunOutput> {
+        let t0 = Instant::now();
+        let ns = NetNs::open(&spec.netns).map_err(host("open network namespace"))?;
+        self.state.netns_path = ns.path().to_path_buf();
+        self.state.netns_id = Some(ns.id().map_err(host("network namespace"))?);
+        self.save();
+
+        // Host side: scan and attach.
+        let t = Instant::now();
+        let nl = ns.netlink().map_err(host("netlink"))?;
+        let scan = scan_detail(&nl).await.map_err(host("scan"))?;
+        let opts = AttachOptions {
+            model: spec.model,
+            queues: spec.queues,
+            state_dir: attach_dir(&self.root),
+        };
+        let eps = attach_scanned(&ns, &nl, &scan, &opts)
+            .await
+            .map_err(host("attach"))?;
+        self.ns = Some(ns);
+        let attach_ms = ms(t);
+
+        // The guest image.
+        let t = Instant::now();
+        let img = tokio::task::spawn_blocking({
+            let k = spec.vm.kernel.clone();
+            let i = spec.vm.initrd.clone();
+            move || image::resolve(k.as_deref(), i.as_deref())
+        })
+        .await
+        .map_err(|e| RuntimeError::Failed(format!("image task: {e}")))??;
+        let image_ms = ms(t);
+
+        // QEMU, inside the pod namespace, with every endpoint cold-plugged.
+        let (accel, why) = Accel::detect();
+        tracing::info!("accelerator {}: {why}", accel.as_str());
+        let mut vs = VmSpec::new(&img.kernel, &img.initrd, accel);
+        vs.qemu = spec.vm.qemu.clone();
+        vs.machine = spec.vm.machine.clone();
+        vs.vcpus = spec.vm.vcpus;
+        vs.memory_mib = spec.vm.memory_mib;
+        if !spec.vm.kernel_params.is_empty() {
+            vs.kernel_args = format!("{} {}", vs.kernel_args, spec.vm.kernel_params);
+        }
+        let vhost = !spec.vm.disable_vhost_net && Path::new("/dev/vhost-net").exists();
+        let mut guest_ifaces = Vec::new();
+        for (i, mut e) in eps.into_iter().enumerate() {
+            if e.fds.is_empty() {
+                continue; // model none
+            }
+            let queues = e.fds.len() as u32;
+            let vhost_fds = if vhost {
+                open_vhost(queues).map_err(|source| {
+                    RuntimeError::Failed(format!("open /dev/vhost-net: {source}"))
+                })?
+            } else {
+                vec![]
+            };
+            let nic = NicSpec {
+                id: format!("net{i}"),
+                mac: e.guest_mac,
+                tap_fds: std::mem::take(&mut e.fds),
+                vhost_fds,
+                queues,
+            };
+            vs.nics.push(nic);
+            guest_ifaces.push(Interface {
+                name: e.endpoint.name.clone(),
+                kind: e.endpoint.kind.clone(),
+                mac: Some(e.guest_mac),
+                mtu: e.endpoint.mtu,
+                addresses: e.endpoint.addresses.clone(),
+                flags: IFF_UP,
+            });
+        }
+        let t = Instant::now();
+        let netns_fd = self.ns.as_ref().map(|n| n.as_fd());
+        let q = Qemu::spawn(vs, netns_fd, &self.paths.dir)
+            .await
+            .map_err(vm("start QEMU"))?;
+        let qemu_ms = ms(t);
+        self.state.qemu_pid = Some(q.pid());
+        self.qemu = Some(q);
+        self.save();
+
+        // Wait for the agent: the first answer means the guest booted.
+        let t = Instant::now();
+        let agent_sock = self
+            .qemu
+            .as_ref()
+            .map(|q| q.paths().agent.clone())
+            .unwrap_or_default();
+        let client = AgentClient::connect(&agent_sock, Duration::from_secs(10))
+            .await
+            .map_err(agent("connect to the agent channel"))?;
+        self.wait_for_agent(&client).await?;
+        let boot_ms = ms(t);
+
+        // The guest network, in Kata's order.
+        let t = Instant::now();
+        let devices: Vec<&str> = guest_ifaces.iter().map(|i| i.name.as_str()).collect();
+        let wanted = NetworkConfig {
+            interfaces: guest_ifaces.clone(),
+            routes: scan
+                .config
+                .routes
+                .iter()
+                .filter(|r| devices.contains(&r.device.as_str()))
+                .cloned()
+                .collect(),
+            neighbors: scan
+                .config
+                .neighbors
+                .iter()
+                .filter(|n| devices.contains(&n.device.as_str()))
+                .cloned()
+                .collect(),
+            dns: Some(
+                spec.dns
+                    .clone()
+                    .unwrap_or_else(|| namespace_dns(&spec.netns)),
+            ),
+        };
+        apply_network(&client, &spec.id, &wanted).await?;
+        let agent_ms = ms(t);
+        let interfaces = client
+            .list_interfaces()
+            .await
+            .map_err(agent("list interfaces"))?;
+        let routes = client.list_routes().await.map_err(agent("list routes"))?;
+        self.agent = Some(client);
+
+        let mut timings = BTreeMap::new();
+        timings.insert("attach_ms".to_string(), attach_ms);
+        timings.insert("image_ms".to_string(), image_ms);
+        timings.insert("qemu_ms".to_string(), qemu_ms);
+        timings.insert("boot_ms".to_string(), boot_ms);
+        timings.insert("agent_ms".to_string(), agent_ms);
+        timings.insert("network_ms".to_string(), attach_ms + agent_ms);
+        timings.insert("total_ms".to_string(), ms(t0));
+        self.state.timings = timings.clone();
+        self.state.status = Status::Running;
+        self.save();
+        Ok(RunOutput {
+            id: spec.id.clone(),
+            netns: spec.netns.clone(),
+            interfaces,
+            routes,
+            timings,
+            accel: accel.as_str().to_string(),
+        })
+    }
+
+    async fn wait_for_agent(&mut self, client: &AgentClient) -> Result<()> {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let probe = client.clone().with_call_timeout(Duration::from_secs(2));
+        loop {
+            match probe.health_check().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let Some(q) = self.qemu.as_mut() {
+                        if let Ok(Some(st)) = q.try_wait() {
+                            return Err(RuntimeError::Failed(format!(
+                                "QEMU exited ({st}) before the guest agent answered: {}",
+                                q.log_tail(3).replace('\n', " | ")
+                            )));
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(RuntimeError::Agent {
+                            step: "wait for the guest agent",
+                            source: e,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Serves the control socket until told to stop; QEMU exiting on its own is recorded.
+    async fn serve(&mut self) -> i32 {
+        let _ = std::fs::remove_file(&self.paths.ctl);
+        let listener = match tokio::net::UnixListener::bind(&self.paths.ctl) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("bind {}: {e}", self.paths.ctl.display());
+                self.teardown(true).await;
+                return 1;
+            }
+        };
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut qemu_done = false;
+        loop {
+            let qemu_exit = async {
+                match (self.qemu.as_mut(), qemu_done) {
+                    (Some(q), false) => q.wait().await.ok(),
+                    _ => std::future::pending().await,
+                }
+            };
+            let sigterm = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                st = qemu_exit => {
+                    qemu_done = true;
+                    tracing::warn!("QEMU exited on its own: {st:?}");
+                    self.state.status = Status::QemuExited;
+                    self.save();
+                }
+                _ = sigterm => {
+                    self.teardown(false).await;
+                    return 0;
+                }
+                conn = listener.accept() => {
+                    let Ok((stream, _)) = conn else { continue };
+                    let (rd, mut wr) = stream.into_split();
+                    let mut line = String::new();
+                    let mut rd = BufReader::new(rd);
+                    let req = match tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line)).await {
+                        Ok(Ok(_)) => serde_json::from_str::<Request>(&line),
+                        _ => continue,
+                    };
+                    match req {
+                        Ok(Request::Stop { force }) => {
+                            let actions = self.teardown(force).await;
+                            let _ = write_response(&mut wr, &Response::Stopped { actions }).await;
+                            let _ = std::fs::remove_file(&self.paths.ctl);
+                            return 0;
+                        }
+                        Ok(req) => {
+                            let client = self.agent.clone();
+                            tokio::spawn(async move {
+                                let resp = answer(client, req).await;
+                                let _ = write_response(&mut wr, &resp).await;
+                            });
+                        }
+                        Err(e) => {
+                            let _ = write_response(&mut wr, &Response::Error { message: format!("bad request: {e}") }).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops QEMU and undoes the host side; every step runs whatever failed before.
+    async fn teardown(&mut self, force: bool) -> Vec<String> {
+        let mut actions = vec![];
+        self.state.status = Status::Stopping;
+        self.save();
+        self.agent = None;
+        if let Some(mut q) = self.qemu.take() {
+            if !force {
+                if let Some(qmp) = q.qmp() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), qmp.quit()).await;
+                }
+                let _ = q.wait_timeout(Duration::from_secs(3)).await;
+            }
+            match q.kill().await {
+                Ok(()) => actions.push(format!("stopped QEMU (pid {})", q.pid())),
+                Err(e) => actions.push(format!("stopping QEMU failed: {e}")),
+            }
+        }
+        if let Some(ns) = self.ns.take() {
+            match sandnet_host::detach(&ns, &attach_dir(&self.root)).await {
+                Ok(r) => actions.extend(r.actions),
+                Err(e) => actions.push(format!("detach failed: {e}")),
+            }
+        }
+        actions
+    }
+}
+
+async fn write_response(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    r: &Response,
+) -> std::io::Result<()> {
+    let mut b = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    b.push(b'\n');
+    w.write_all(&b).await
+}
+
+async fn answer(client: Option<AgentClient>, req: Request) -> Response {
+    let Some(c) = client else {
+        return Response::Error {
+            message: "the guest agent is not connected".into(),
+        };
+    };
+    let r = match req {
+        Request::Inspect => match (c.list_interfaces().await, c.list_routes().await) {
+            (Ok(interfaces), Ok(routes)) => {
+                Ok(Response::Network(GuestNetwork { interfaces, routes }))
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        },
+        Request::Exec { args, timeout_ms } => c
+            .exec(&args, Duration::from_millis(timeout_ms))
+            .await
+            .map(|o| {
+                Response::Exec(ExecResult {
+                    exit_code: o.exit_code,
+                    stdout: o.stdout,
+                    stderr: o.stderr,
+                })
+            }),
+        Request::Stop { .. } => unreachable!("handled by the supervisor loop"),
+    };
+    r.unwrap_or_else(|e| Response::Error {
+        message: e.to_string(),
+    })
+}
+
+fn open_vhost(queues: u32) -> std::io::Result<Vec<OwnedFd>> {
+    (0..queues)
+        .map(|_| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/vhost-net")
+                .map(OwnedFd::from)
+        })
+        .collect()
+}
+
+/// Applies a network to a guest through its agent, in Kata's order: every interface, then
+/// the routes, then the neighbours, then `CreateSandbox` with hostname and DNS.
+pub async fn apply_network(
+    client: &AgentClient,
+    hostname: &str,
+    net: &NetworkConfig,
+) -> Result<()> {
+    for i in &net.interfaces {
+        client
+            .update_interface(i)
+            .await
+            .map_err(agent("configure guest interface"))?;
+    }
+    if !net.routes.is_empty() {
+        client
+            .update_routes(&net.routes)
+            .await
+            .map_err(agent("configure guest routes"))?;
+    }
+    if !net.neighbors.is_empty() {
+        client
+            .add_arp_neighbors(&net.neighbors)
+            .await
+            .map_err(agent("configure guest neighbours"))?;
+    }
+    client
+        .create_sandbox(hostname, &net.dns.clone().unwrap_or_default())
+        .await
+        .map_err(agent("create sandbox (hostname, DNS)"))?;
+    Ok(())
+}
+
+/// What `rm` did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RemoveReport {
+    /// Whether there was no such sandbox.
+    pub not_found: bool,
+    /// One line per action.
+    pub actions: Vec<String>,
+}
+
+/// Removes a sandbox: through its supervisor when it is alive, otherwise from the persisted
+/// state. Idempotent: an unknown id is reported, not an error.
+pub async fn remove(root: &Path, id: &str, force: bool) -> Result<RemoveReport> {
+    sandbox::check_id(id)?;
+    let st = match SandboxState::load(root, id) {
+        Ok(s) => s,
+        Err(SandboxError::NotFound(_)) => {
+            let dir = SandboxPaths::new(root, id).dir;
+            let existed = dir.exists();
+            let _ = std::fs::remove_dir_all(&dir);
+            return Ok(RemoveReport {
+                not_found: !existed,
+                actions: if existed {
+                    vec![format!("removed incomplete {}", dir.display())]
+                } else {
+                    vec![]
+                },
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut report = RemoveReport::default();
+    let paths = SandboxPaths::new(root, id);
+    if st.supervisor_alive() {
+        match control::call(
+            id,
+            &paths.ctl,
+            &Request::Stop { force },
+            Duration::from_secs(30),
+        )
+        .await
+        {
+            Ok(Response::Stopped { actions }) => report.actions.extend(actions),
+            Ok(other) => report
+                .actions
+                .push(format!("supervisor answered {other:?}")),
+            Err(e) => report.actions.push(format!("supervisor: {e}")),
+        }
+    }
+    report.actions.extend(cleanup_from_state(root, id).await?);
+    Ok(report)
+}
+
+/// Cleans up after a sandbox from its persisted state alone: kills its QEMU and supervisor
+/// if they are still there, detaches its namespace, removes the state directory.
+pub async fn cleanup_from_state(root: &Path, id: &str) -> Result<Vec<String>> {
+    let paths = SandboxPaths::new(root, id);
+    let st = match SandboxState::load(root, id) {
+        Ok(s) => s,
+        Err(SandboxError::NotFound(_)) => {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+            return Ok(vec![]);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut actions = vec![];
+    for (what, alive, pid) in [
+        ("supervisor", st.supervisor_alive(), st.supervisor_pid),
+        ("QEMU", st.qemu_alive(root), st.qemu_pid),
+    ] {
+        if let (true, Some(pid)) = (alive, pid) {
+            let p = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+            for _ in 0..200 {
+                if !Path::new(&format!("/proc/{pid}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .map(|s| s.contains(") Z "))
+                        .unwrap_or(true)
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            actions.push(format!("killed {what} (pid {pid})"));
+        }
+    }
+    if !st.netns_path.as_os_str().is_empty() {
+        match NetNs::open(&st.netns_path.display().to_string()) {
+            Ok(ns) if Some(ns.id().map_err(host("network namespace"))?) == st.netns_id => {
+                let r = sandnet_host::detach(&ns, &attach_dir(root))
+                    .await
+                    .map_err(host("detach"))?;
+                actions.extend(r.actions);
+            }
+            _ => {
+                // The namespace is gone, and with it every tap and filter in it.
+                if let Some(nsid) = st.netns_id {
+                    sandnet_host::interwork::forget_state(&attach_dir(root), nsid)
+                        .map_err(host("forget attach state"))?;
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(&paths.dir).map_err(|e| SandboxError::Io {
+        path: paths.dir.clone(),
+        source: e,
+    })?;
+    actions.push(format!("removed {}", paths.dir.display()));
+    Ok(actions)
+}
+
+/// One line of `ps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PsEntry {
+    /// Sandbox id.
+    pub id: String,
+    /// `running`, `creating`, `qemu-exited`, `supervisor-dead`, `dead`, …
+    pub status: String,
+    /// The pod namespace.
+    pub netns: String,
+    /// Interworking model.
+    pub model: Model,
+    /// QEMU's pid.
+    pub qemu_pid: Option<u32>,
+    /// Supervisor's pid.
+    pub supervisor_pid: Option<u32>,
+    /// Unix time of creation.
+    pub created: u64,
+}
+
+/// Every sandbox under the root with its health.
+pub fn ps(root: &Path) -> Result<Vec<PsEntry>> {
+    let mut out = vec![];
+    for id in sandbox::list(root)? {
+        let Ok(st) = SandboxState::load(root, &id) else {
+            continue;
+        };
+        out.push(PsEntry {
+            status: st.health(root).to_string(),
+            id,
+            netns: st.netns.clone(),
+            model: st.model,
+            qemu_pid: st.qemu_pid,
+            supervisor_pid: st.supervisor_pid,
+            created: st.created,
+        });
+    }
+    Ok(out)
+}
+
+/// Asks a live supervisor something; a clear error when it is not there.
+pub async fn ask(root: &Path, id: &str, req: &Request, timeout: Duration) -> Result<Response> {
+    let st = SandboxState::load(root, id)?;
+    if !st.supervisor_alive() {
+        return Err(RuntimeError::Failed(format!(
+            "sandbox {id} is {}: its supervisor is not running (remove it with `sandnet rm {id}`)",
+            st.health(root)
+        )));
+    }
+    let paths = SandboxPaths::new(root, id);
+    Ok(control::call(id, &paths.ctl, req, timeout).await?)
+}

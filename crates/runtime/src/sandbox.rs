@@ -1,0 +1,253 @@
+//! A sandbox's persisted state under `<root>/<id>/`, and what can be told about it from
+//! outside its supervisor (is the supervisor alive, is QEMU).
+
+use sandnet_host::{Model, NetNsId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where sandnet keeps runtime state by default.
+pub const DEFAULT_ROOT: &str = "/run/sandnet";
+
+/// Names under the root that are not sandboxes.
+const RESERVED: &[&str] = &["attach", "demo", "dev", "cni"];
+
+/// Errors about sandbox state.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// An id that cannot name a sandbox.
+    #[error("invalid sandbox id {0:?} (1-64 of [A-Za-z0-9_.-], starting with a letter or digit)")]
+    InvalidId(String),
+    /// No sandbox with this id.
+    #[error("no sandbox {0:?}")]
+    NotFound(String),
+    /// A sandbox with this id exists already.
+    #[error("sandbox {0:?} already exists")]
+    Exists(String),
+    /// Reading or writing the state failed.
+    #[error("sandbox state {path:?}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Checks that an id is usable as a directory name and a QEMU id.
+pub fn check_id(id: &str) -> Result<(), SandboxError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && !RESERVED.contains(&id);
+    if ok {
+        Ok(())
+    } else {
+        Err(SandboxError::InvalidId(id.to_string()))
+    }
+}
+
+/// A fresh random id (12 hex digits).
+pub fn new_id() -> String {
+    let mut b = [0u8; 6];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+            ^ std::process::id() as u128;
+        b.copy_from_slice(&t.to_le_bytes()[..6]);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Where one sandbox's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPaths {
+    /// `<root>/<id>`.
+    pub dir: PathBuf,
+    /// The persisted state.
+    pub state: PathBuf,
+    /// The supervisor's control socket.
+    pub ctl: PathBuf,
+    /// The supervisor's log.
+    pub log: PathBuf,
+}
+
+impl SandboxPaths {
+    /// The paths of sandbox `id` under `root`.
+    pub fn new(root: &Path, id: &str) -> SandboxPaths {
+        let dir = root.join(id);
+        SandboxPaths {
+            state: dir.join("sandbox.json"),
+            ctl: dir.join("ctl.sock"),
+            log: dir.join("supervisor.log"),
+            dir,
+        }
+    }
+}
+
+/// Where a sandbox is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Being set up.
+    Creating,
+    /// The guest network is configured.
+    Running,
+    /// QEMU exited on its own (the supervisor lives on to be told to clean up).
+    QemuExited,
+    /// Being removed.
+    Stopping,
+}
+
+/// The persisted state of one sandbox: enough to clean up from, whatever died.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxState {
+    /// The sandbox id.
+    pub id: String,
+    /// The pod namespace as given (name or path).
+    pub netns: String,
+    /// The namespace's path.
+    pub netns_path: PathBuf,
+    /// The namespace's identity, to find its attach state even when it is gone.
+    pub netns_id: Option<NetNsId>,
+    /// Whether sandnet created the namespace (and so deletes it on rm).
+    #[serde(default)]
+    pub netns_created: bool,
+    /// The interworking model.
+    pub model: Model,
+    /// Life-cycle status.
+    pub status: Status,
+    /// The supervisor's pid.
+    pub supervisor_pid: Option<u32>,
+    /// QEMU's pid.
+    pub qemu_pid: Option<u32>,
+    /// Unix time of creation (seconds).
+    pub created: u64,
+    /// Step timings in milliseconds.
+    #[serde(default)]
+    pub timings: BTreeMap<String, u64>,
+    /// CNI attachment made for this sandbox, if any (opaque to this module).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<serde_json::Value>,
+}
+
+impl SandboxState {
+    /// Writes the state atomically.
+    pub fn save(&self, paths: &SandboxPaths) -> Result<(), SandboxError> {
+        let io = |source| SandboxError::Io {
+            path: paths.state.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&paths.dir).map_err(io)?;
+        let tmp = paths.state.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&body).map_err(io)?;
+        f.sync_data().map_err(io)?;
+        std::fs::rename(&tmp, &paths.state).map_err(io)
+    }
+
+    /// Reads a sandbox's state.
+    pub fn load(root: &Path, id: &str) -> Result<SandboxState, SandboxError> {
+        check_id(id)?;
+        let p = SandboxPaths::new(root, id);
+        let b = std::fs::read(&p.state).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SandboxError::NotFound(id.to_string()),
+            _ => SandboxError::Io {
+                path: p.state.clone(),
+                source: e,
+            },
+        })?;
+        serde_json::from_slice(&b).map_err(|e| SandboxError::Io {
+            path: p.state,
+            source: std::io::Error::other(e),
+        })
+    }
+
+    /// Whether the supervisor process is alive (and is this sandbox's).
+    pub fn supervisor_alive(&self) -> bool {
+        self.supervisor_pid
+            .is_some_and(|pid| cmdline_has(pid, &["__supervise", &self.id]))
+    }
+
+    /// Whether QEMU is alive (and is this sandbox's).
+    pub fn qemu_alive(&self, root: &Path) -> bool {
+        let dir = SandboxPaths::new(root, &self.id).dir;
+        self.qemu_pid
+            .is_some_and(|pid| cmdline_has(pid, &[&dir.display().to_string()]))
+    }
+
+    /// A one-word summary for `ps`: the status, or what died.
+    pub fn health(&self, root: &Path) -> &'static str {
+        match (self.supervisor_alive(), self.qemu_alive(root), self.status) {
+            (true, true, Status::Running) => "running",
+            (true, _, Status::Creating) => "creating",
+            (true, _, Status::Stopping) => "stopping",
+            (true, false, _) | (true, true, Status::QemuExited) => "qemu-exited",
+            (false, true, _) => "supervisor-dead",
+            (false, false, _) => "dead",
+        }
+    }
+}
+
+/// Whether `/proc/<pid>/cmdline` contains every needle (guards against reused pids).
+pub fn cmdline_has(pid: u32, needles: &[&str]) -> bool {
+    let Ok(b) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let s = String::from_utf8_lossy(&b).replace('\0', " ");
+    needles.iter().all(|n| s.contains(n))
+}
+
+/// Ids of every sandbox under the root, sorted.
+pub fn list(root: &Path) -> Result<Vec<String>, SandboxError> {
+    let rd = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => {
+            return Err(SandboxError::Io {
+                path: root.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    let mut ids: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| check_id(n).is_ok() && SandboxPaths::new(root, n).state.exists())
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Unix time now, in seconds.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        check_id("pod-1.a_b").unwrap();
+        check_id(&new_id()).unwrap();
+        for bad in ["", "-x", "a/b", "attach", "x y", &"a".repeat(65)] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+        assert_ne!(new_id(), new_id());
+    }
+}
