@@ -9,7 +9,7 @@
 
 use crate::control::{self, ExecResult, GuestNetwork, Request, Response};
 use crate::image;
-use crate::sandbox::{self, SandboxError, SandboxPaths, SandboxState, Status};
+use crate::sandbox::{self, CniAttachment, SandboxError, SandboxPaths, SandboxState, Status};
 use sandnet_agent_proto::AgentClient;
 use sandnet_host::interwork::{attach_scanned, AttachOptions};
 use sandnet_host::{scan_detail, HostError, Model, NetNs};
@@ -132,11 +132,8 @@ impl From<&crate::config::QemuConfig> for VmParams {
 pub struct RunSpec {
     /// Sandbox id.
     pub id: String,
-    /// The pod namespace (name or path).
-    pub netns: String,
-    /// Whether sandnet created the namespace.
-    #[serde(default)]
-    pub netns_created: bool,
+    /// The pod namespace (name or path); `None`: sandnet creates `sandnet-<id>`.
+    pub netns: Option<String>,
     /// Interworking model.
     pub model: Model,
     /// Queues per NIC.
@@ -146,9 +143,9 @@ pub struct RunSpec {
     /// DNS for the guest (defaults to the namespace's resolv.conf when `None`).
     #[serde(default)]
     pub dns: Option<Dns>,
-    /// CNI attachment record to keep in the state (opaque here).
+    /// CNI to run in the pod namespace before attaching, if any.
     #[serde(default)]
-    pub cni: Option<serde_json::Value>,
+    pub cni: Option<crate::sandbox::CniAttachment>,
 }
 
 /// What `run` reports.
@@ -173,6 +170,7 @@ pub struct RunOutput {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 enum Ready {
+    Progress { step: String },
     Ok { output: RunOutput },
     Failed { error: String },
 }
@@ -193,6 +191,7 @@ pub async fn launch(
     root: &Path,
     spec: &RunSpec,
     mut supervisor: std::process::Command,
+    on_progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<RunOutput> {
     sandbox::check_id(&spec.id)?;
     let paths = SandboxPaths::new(root, &spec.id);
@@ -213,7 +212,7 @@ pub async fn launch(
             .into())
         }
     }
-    let r = launch_in(root, &paths, spec, &mut supervisor).await;
+    let r = launch_in(root, &paths, spec, &mut supervisor, on_progress).await;
     if r.is_err() {
         let _ = std::fs::remove_dir_all(&paths.dir);
     }
@@ -225,6 +224,7 @@ async fn launch_in(
     paths: &SandboxPaths,
     spec: &RunSpec,
     supervisor: &mut std::process::Command,
+    on_progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<RunOutput> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -263,14 +263,19 @@ async fn launch_in(
         .stdout
         .take()
         .ok_or_else(|| RuntimeError::Failed("supervisor has no stdout".into()))?;
-    let mut line = String::new();
     let mut reader = BufReader::new(out);
-    let read = reader.read_line(&mut line);
-    let wait = BOOT_TIMEOUT + Duration::from_secs(120);
-    let got = tokio::time::timeout(wait, read).await;
-    let ready: Option<Ready> = match got {
-        Ok(Ok(_)) => serde_json::from_str(&line).ok(),
-        _ => None,
+    let deadline = Instant::now() + BOOT_TIMEOUT + Duration::from_secs(120);
+    let ready: Option<Ready> = loop {
+        let mut line = String::new();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, reader.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Ready>(&line) {
+                Ok(Ready::Progress { step }) => on_progress(&step),
+                Ok(r) => break Some(r),
+                Err(_) => break None,
+            },
+            _ => break None,
+        }
     };
     match ready {
         Some(Ready::Ok { output }) => Ok(output),
@@ -278,6 +283,7 @@ async fn launch_in(
             let _ = child.wait().await;
             Err(RuntimeError::Failed(error))
         }
+        Some(Ready::Progress { .. }) => unreachable!("progress lines are consumed above"),
         None => {
             // It died or hung without a word: clean up from the persisted state.
             if let Some(pid) = pid {
@@ -347,23 +353,29 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
         paths,
         state: SandboxState {
             id: spec.id.clone(),
-            netns: spec.netns.clone(),
+            netns: spec.netns.clone().unwrap_or_default(),
             netns_path: PathBuf::new(),
             netns_id: None,
-            netns_created: spec.netns_created,
+            netns_created: false,
             model: spec.model,
             status: Status::Creating,
             supervisor_pid: Some(std::process::id()),
             qemu_pid: None,
             created: sandbox::now_unix(),
             timings: BTreeMap::new(),
-            cni: spec.cni.clone(),
+            cni: None,
         },
         ns: None,
         qemu: None,
         agent: None,
     };
-    match sv.start(&spec).await {
+    let outcome = tokio::select! {
+        r = sv.start(&spec) => r,
+        _ = reader_gone() => Err(RuntimeError::Failed(
+            "the run process went away before the sandbox was ready".into(),
+        )),
+    };
+    match outcome {
         Ok(output) => {
             report(&Ready::Ok { output });
             silence_stdout();
@@ -373,11 +385,31 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
             tracing::error!("start failed: {e}");
             let actions = sv.teardown(true).await;
             tracing::info!("rolled back: {actions:?}");
+            let _ = std::fs::remove_dir_all(&sv.paths.dir);
             report(&Ready::Failed {
                 error: format!("sandbox {id}: {e}"),
             });
             1
         }
+    }
+}
+
+/// Resolves when nobody reads our stdout any more (the `run` process died): a pipe whose
+/// reading end is closed polls as POLLERR on the writing end.
+async fn reader_gone() {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut p = libc::pollfd {
+            fd: std::io::stdout().as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: polling one valid pollfd without waiting.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        if n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -419,10 +451,53 @@ impl Supervisor {
 
     async fn start(&mut self, spec: &RunSpec) -> Result<RunOutput> {
         let t0 = Instant::now();
-        let ns = NetNs::open(&spec.netns).map_err(host("open network namespace"))?;
+        let mut timings = BTreeMap::new();
+        let ns = match &spec.netns {
+            Some(n) => NetNs::open(n).map_err(host("open network namespace"))?,
+            None => {
+                // Recorded before it exists, so that a crash right after leaves a trace.
+                let name = format!("sandnet-{}", spec.id);
+                self.state.netns = name.clone();
+                self.state.netns_path = Path::new(sandnet_host::netns::NETNS_RUN_DIR).join(&name);
+                self.state.netns_created = true;
+                self.save();
+                progress("netns");
+                let t = Instant::now();
+                let ns = NetNs::create(&name).map_err(host("create network namespace"))?;
+                timings.insert("netns_ms".to_string(), ms(t));
+                ns
+            }
+        };
         self.state.netns_path = ns.path().to_path_buf();
         self.state.netns_id = Some(ns.id().map_err(host("network namespace"))?);
         self.save();
+        let mut cni_dns = None;
+        if let Some(c) = &spec.cni {
+            let mut c = c.clone();
+            if c.host_netns.as_os_str().is_empty() {
+                c.host_netns = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
+            }
+            self.state.cni = Some(c.clone());
+            self.save();
+            progress("cni");
+            let t = Instant::now();
+            let res = cni_add(&c, &self.state.netns_path).await?;
+            timings.insert("cni_add_ms".to_string(), ms(t));
+            if !res.dns.nameservers.is_empty() {
+                cni_dns = Some(Dns {
+                    nameservers: res
+                        .dns
+                        .nameservers
+                        .iter()
+                        .filter_map(|n| n.parse().ok())
+                        .collect(),
+                    search: res.dns.search.clone(),
+                    options: res.dns.options.clone(),
+                });
+            }
+        }
+        self.ns = Some(ns.try_clone().map_err(host("network namespace"))?);
+        progress("attach");
 
         // Host side: scan and attach.
         let t = Instant::now();
@@ -436,10 +511,10 @@ impl Supervisor {
         let eps = attach_scanned(&ns, &nl, &scan, &opts)
             .await
             .map_err(host("attach"))?;
-        self.ns = Some(ns);
         let attach_ms = ms(t);
 
         // The guest image.
+        progress("image");
         let t = Instant::now();
         let img = tokio::task::spawn_blocking({
             let k = spec.vm.kernel.clone();
@@ -492,6 +567,7 @@ impl Supervisor {
                 flags: IFF_UP,
             });
         }
+        progress("boot");
         let t = Instant::now();
         let netns_fd = self.ns.as_ref().map(|n| n.as_fd());
         let q = Qemu::spawn(vs, netns_fd, &self.paths.dir)
@@ -516,6 +592,7 @@ impl Supervisor {
         let boot_ms = ms(t);
 
         // The guest network, in Kata's order.
+        progress("network");
         let t = Instant::now();
         let devices: Vec<&str> = guest_ifaces.iter().map(|i| i.name.as_str()).collect();
         let wanted = NetworkConfig {
@@ -537,7 +614,8 @@ impl Supervisor {
             dns: Some(
                 spec.dns
                     .clone()
-                    .unwrap_or_else(|| namespace_dns(&spec.netns)),
+                    .or(cni_dns)
+                    .unwrap_or_else(|| namespace_dns(&self.state.netns)),
             ),
         };
         apply_network(&client, &spec.id, &wanted).await?;
@@ -549,7 +627,6 @@ impl Supervisor {
         let routes = client.list_routes().await.map_err(agent("list routes"))?;
         self.agent = Some(client);
 
-        let mut timings = BTreeMap::new();
         timings.insert("attach_ms".to_string(), attach_ms);
         timings.insert("image_ms".to_string(), image_ms);
         timings.insert("qemu_ms".to_string(), qemu_ms);
@@ -562,7 +639,7 @@ impl Supervisor {
         self.save();
         Ok(RunOutput {
             id: spec.id.clone(),
-            netns: spec.netns.clone(),
+            netns: self.state.netns.clone(),
             interfaces,
             routes,
             timings,
@@ -691,6 +768,7 @@ impl Supervisor {
                 Err(e) => actions.push(format!("detach failed: {e}")),
             }
         }
+        actions.extend(release_network(&self.state).await);
         actions
     }
 }
@@ -880,12 +958,108 @@ pub async fn cleanup_from_state(root: &Path, id: &str) -> Result<Vec<String>> {
             }
         }
     }
+    actions.extend(release_network(&st).await);
     std::fs::remove_dir_all(&paths.dir).map_err(|e| SandboxError::Io {
         path: paths.dir.clone(),
         source: e,
     })?;
     actions.push(format!("removed {}", paths.dir.display()));
     Ok(actions)
+}
+
+/// Where `sandnet run` was started, as a path that stays valid: init's namespace, a named
+/// one under /run/netns, or empty (the supervisor then records its own `/proc/<pid>/ns/net`).
+pub fn host_netns() -> (PathBuf, Option<sandnet_host::NetNsId>) {
+    let Ok(cur) = NetNs::current().and_then(|n| n.id()) else {
+        return (PathBuf::new(), None);
+    };
+    let mut cands = vec![PathBuf::from("/proc/1/ns/net")];
+    if let Ok(rd) = std::fs::read_dir(sandnet_host::netns::NETNS_RUN_DIR) {
+        cands.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+    }
+    for c in cands {
+        if let Ok(ns) = NetNs::open(&c.display().to_string()) {
+            if ns.id().ok() == Some(cur) {
+                return (c, Some(cur));
+            }
+        }
+    }
+    (PathBuf::new(), Some(cur))
+}
+
+fn cni_config(
+    c: &CniAttachment,
+) -> Result<(sandnet_cni::CniConfig, sandnet_cni::NetworkConfigList)> {
+    let fail =
+        |what: &str, e: sandnet_cni::CniError| RuntimeError::Failed(format!("CNI {what}: {e}"));
+    let list = sandnet_cni::NetworkConfigList::from_bytes(c.network.as_bytes())
+        .map_err(|e| fail("network configuration", e))?;
+    if let Some(want) = c.host_netns_id {
+        let ok = NetNs::open(&c.host_netns.display().to_string())
+            .and_then(|n| n.id())
+            .is_ok_and(|id| id == want);
+        if !ok {
+            return Err(RuntimeError::Failed(format!(
+                "CNI: the namespace it ran in ({}) is gone",
+                c.host_netns.display()
+            )));
+        }
+    }
+    let cfg = sandnet_cni::CniConfig::new(c.bin_dirs.clone(), c.cache_dir.clone())
+        .with_timeout(Duration::from_millis(c.timeout_ms))
+        .with_plugin_netns_path(&c.host_netns)
+        .map_err(|e| fail("host namespace", e))?;
+    Ok((cfg, list))
+}
+
+fn cni_runtime(c: &CniAttachment, pod_netns: &Path) -> sandnet_cni::Runtime {
+    sandnet_cni::Runtime::new(
+        c.container_id.clone(),
+        pod_netns.to_path_buf(),
+        c.ifname.clone(),
+    )
+    .with_arg("IgnoreUnknown", "1")
+}
+
+async fn cni_add(c: &CniAttachment, pod_netns: &Path) -> Result<sandnet_cni::CniResult> {
+    let (cfg, list) = cni_config(c)?;
+    cfg.add(&list, &cni_runtime(c, pod_netns))
+        .await
+        .map_err(|e| RuntimeError::Failed(format!("CNI ADD ({}): {e}", list.name)))
+}
+
+/// Gives back what the sandbox took from the host besides taps: CNI DEL (in the namespace
+/// ADD ran in), then the pod namespace if sandnet created it. Every step runs.
+async fn release_network(st: &SandboxState) -> Vec<String> {
+    let mut actions = vec![];
+    if let Some(c) = &st.cni {
+        let r = match cni_config(c) {
+            Ok((cfg, list)) => cfg
+                .del(&list, &cni_runtime(c, &st.netns_path))
+                .await
+                .map(|()| list.name.clone())
+                .map_err(|e| format!("CNI DEL ({}): {e}", list.name)),
+            Err(e) => Err(e.to_string()),
+        };
+        match r {
+            Ok(name) => actions.push(format!("CNI DEL {name} for {}", c.container_id)),
+            Err(e) => actions.push(format!("failed: {e}")),
+        }
+    }
+    if st.netns_created && !st.netns.is_empty() {
+        match NetNs::delete(&st.netns) {
+            Ok(()) => actions.push(format!("deleted network namespace {}", st.netns)),
+            Err(e) => actions.push(format!("failed: {e}")),
+        }
+    }
+    actions
+}
+
+/// Tells the `run` process (reading our stdout) which step is under way.
+fn progress(step: &str) {
+    report(&Ready::Progress {
+        step: step.to_string(),
+    });
 }
 
 /// One line of `ps`.
@@ -938,4 +1112,155 @@ pub async fn ask(root: &Path, id: &str, req: &Request, timeout: Duration) -> Res
     }
     let paths = SandboxPaths::new(root, id);
     Ok(control::call(id, &paths.ctl, req, timeout).await?)
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct GcReport {
+    /// Sandboxes whose supervisor or QEMU was gone, and were cleaned up.
+    pub sandboxes: Vec<String>,
+    /// Other leftovers removed (namespaces, attach state, CNI attachments).
+    pub actions: Vec<String>,
+}
+
+/// Finds what dead sandboxes left behind and removes it: sandboxes whose supervisor or
+/// QEMU is gone (from their persisted state), namespaces `sandnet-<id>` and CNI
+/// attachments `sandnet-<id>` that no sandbox owns, attach state of namespaces that no
+/// longer exist. Live sandboxes, and anything not sandnet's, are left alone.
+pub async fn gc(root: &Path, cni_cache_dirs: &[PathBuf]) -> Result<GcReport> {
+    let mut rep = GcReport::default();
+    let mut live = std::collections::HashSet::new();
+    for id in sandbox::list(root)? {
+        let Ok(st) = SandboxState::load(root, &id) else {
+            continue;
+        };
+        match st.health(root) {
+            "running" | "creating" | "stopping" => {
+                live.insert(id);
+            }
+            "qemu-exited" if st.supervisor_alive() => {
+                let r = remove(root, &id, true).await?;
+                rep.actions.extend(r.actions);
+                rep.sandboxes.push(id);
+            }
+            _ => {
+                rep.actions.extend(cleanup_from_state(root, &id).await?);
+                rep.sandboxes.push(id);
+            }
+        }
+    }
+    // Directories of sandboxes that never got a state file, whose supervisor is gone.
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let p = SandboxPaths::new(root, &name);
+            if sandbox::check_id(&name).is_ok()
+                && !live.contains(&name)
+                && !p.state.exists()
+                && spec_path(&p).exists()
+                && !supervisor_running(&name)
+            {
+                let _ = std::fs::remove_dir_all(&p.dir);
+                rep.actions
+                    .push(format!("removed incomplete {}", p.dir.display()));
+            }
+        }
+    }
+    // CNI attachments sandnet made whose sandbox is gone: DEL them here.
+    for dir in cni_cache_dirs {
+        let cfg = sandnet_cni::CniConfig::new(
+            sandnet_cni::DEFAULT_BIN_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            dir.clone(),
+        );
+        let Ok(atts) = cfg.cached_attachments(None) else {
+            continue;
+        };
+        for a in atts {
+            let Some(id) = a.container_id.strip_prefix("sandnet-") else {
+                continue;
+            };
+            if live.contains(id) {
+                continue;
+            }
+            let r = match sandnet_cni::NetworkConfigList::from_bytes(&a.config) {
+                Ok(list) => cfg
+                    .del(&list, &a.runtime())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            rep.actions.push(match r {
+                Ok(()) => format!("CNI DEL {} for {}", a.network, a.container_id),
+                Err(e) => format!("failed: CNI DEL {} for {}: {e}", a.network, a.container_id),
+            });
+        }
+    }
+    // Namespaces sandnet created for sandboxes that are gone.
+    if let Ok(rd) = std::fs::read_dir(sandnet_host::netns::NETNS_RUN_DIR) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            if let Some(id) = name.strip_prefix("sandnet-") {
+                if !live.contains(id) && !SandboxPaths::new(root, id).dir.exists() {
+                    match NetNs::delete(&name) {
+                        Ok(()) => rep
+                            .actions
+                            .push(format!("deleted network namespace {name}")),
+                        Err(e) => rep.actions.push(format!("failed: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    Ok(rep)
+}
+
+fn supervisor_running(id: &str) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.parse::<u32>().ok())
+        .any(|pid| sandbox::cmdline_has(pid, &["__supervise", id]))
+}
+
+/// The network sandnet uses when the CNI conf dir has none: the seed's `10-mynet.conf`
+/// (bridge `cni0`, gateway, masquerade, host-local on 172.19.0.0/24, default route).
+pub const DEFAULT_NETWORK: &str = r#"{
+  "cniVersion": "0.2.0",
+  "name": "mynet",
+  "type": "bridge",
+  "bridge": "cni0",
+  "isGateway": true,
+  "ipMasq": true,
+  "ipam": {
+    "type": "host-local",
+    "subnet": "172.19.0.0/24",
+    "routes": [ { "dst": "0.0.0.0/0" } ]
+  }
+}"#;
+
+/// The network to use from a conf dir: its first valid configuration; the embedded
+/// default when the directory has no configuration files at all; an error when it has
+/// some but none is valid.
+pub fn network_from_dir(dir: &Path) -> Result<sandnet_cni::NetworkConfigList> {
+    let embedded = || {
+        sandnet_cni::NetworkConfigList::from_plugin_bytes(DEFAULT_NETWORK.as_bytes())
+            .map_err(|e| RuntimeError::Failed(format!("embedded default network: {e}")))
+    };
+    if !dir.exists() {
+        return embedded();
+    }
+    match sandnet_cni::NetworkConfigList::load_dir(dir) {
+        Ok(l) => Ok(l),
+        Err(sandnet_cni::CniError::NoConfig { skipped, .. }) if skipped.is_empty() => embedded(),
+        Err(e) => Err(RuntimeError::Failed(format!("CNI configuration: {e}"))),
+    }
 }

@@ -135,9 +135,30 @@ pub struct SandboxState {
     /// Step timings in milliseconds.
     #[serde(default)]
     pub timings: BTreeMap<String, u64>,
-    /// CNI attachment made for this sandbox, if any (opaque to this module).
+    /// The CNI attachment made for this sandbox, recorded before its ADD ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cni: Option<serde_json::Value>,
+    pub cni: Option<CniAttachment>,
+}
+
+/// Everything needed to run CNI ADD for a sandbox, and DEL again later from anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    /// The network configuration list (conflist JSON).
+    pub network: String,
+    /// Plugin directories, searched in order.
+    pub bin_dirs: Vec<PathBuf>,
+    /// libcni-layout cache directory.
+    pub cache_dir: PathBuf,
+    /// The namespace the plugins run in (where `sandnet run` was started).
+    pub host_netns: PathBuf,
+    /// That namespace's identity, checked before running DEL there.
+    pub host_netns_id: Option<NetNsId>,
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// Plugin timeout in milliseconds.
+    pub timeout_ms: u64,
 }
 
 impl SandboxState {

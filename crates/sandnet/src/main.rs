@@ -47,6 +47,8 @@ enum Cmd {
     Exec(sandboxcmd::ExecArgs),
     /// Stop sandboxes and remove everything they left (idempotent).
     Rm(sandboxcmd::RmArgs),
+    /// Remove what dead sandboxes left behind (state, taps, CNI attachments, namespaces).
+    Gc(sandboxcmd::GcArgs),
     /// The per-sandbox supervisor (started by `run`).
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -89,6 +91,7 @@ fn run(cli: Cli) -> Result<i32> {
             Cmd::Inspect(a) => sandboxcmd::inspect(a, &cli.state_dir).await,
             Cmd::Exec(a) => sandboxcmd::exec(a, &cli.state_dir).await,
             Cmd::Rm(a) => sandboxcmd::rm(a, &cli.state_dir).await,
+            Cmd::Gc(a) => sandboxcmd::gc(a, &cli.state_dir).await,
             Cmd::Supervise { id } => sandboxcmd::supervise(&id, &cli.state_dir).await,
         }
     })

@@ -14,9 +14,22 @@ use std::time::Duration;
 /// Arguments of `sandnet run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Use this existing network namespace as it is (a name under /run/netns or a path).
+    /// Use this existing network namespace as it is (a name under /run/netns or a path);
+    /// without it sandnet creates one and runs CNI ADD in it.
     #[arg(long)]
-    pub netns: String,
+    pub netns: Option<String>,
+    /// Run CNI ADD even in the namespace given with --netns.
+    #[arg(long)]
+    pub cni: bool,
+    /// CNI configuration directory (default: the configuration's, else /etc/cni/net.d).
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI plugin directory; repeat for several (default: /opt/cni/bin, then /usr/lib/cni).
+    #[arg(long)]
+    pub cni_bin_dir: Vec<PathBuf>,
+    /// CNI cache directory (default: /var/lib/cni).
+    #[arg(long)]
+    pub cni_cache_dir: Option<PathBuf>,
     /// Sandbox id (default: random).
     #[arg(long)]
     pub name: Option<String>,
@@ -85,18 +98,48 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
     };
     let id = a.name.clone().unwrap_or_else(sandbox::new_id);
     sandbox::check_id(&id)?;
+    let mut netns = a.netns.clone();
+    if netns.is_none() && cfg.runtime.disable_new_netns {
+        // Kata's disable_new_netns (model none only): the VM shares this namespace, no NICs.
+        let (here, _) = lifecycle::host_netns();
+        if here.as_os_str().is_empty() {
+            bail!("disable_new_netns: this network namespace has no name the sandbox can use");
+        }
+        netns = Some(here.display().to_string());
+    }
     // Fail fast on a namespace that is not there, before anything starts.
-    let ns = sandnet_host::NetNs::open(&a.netns)?;
-    drop(ns);
+    if let Some(n) = &netns {
+        sandnet_host::NetNs::open(n)?;
+    }
+    let cni = if (netns.is_none() || a.cni) && !cfg.runtime.disable_new_netns {
+        let conf_dir = a.cni_conf_dir.clone().unwrap_or(cfg.cni.conf_dir.clone());
+        let list = lifecycle::network_from_dir(&conf_dir)?;
+        let (host_netns, host_netns_id) = lifecycle::host_netns();
+        Some(sandbox::CniAttachment {
+            network: String::from_utf8_lossy(&list.bytes).into_owned(),
+            bin_dirs: if a.cni_bin_dir.is_empty() {
+                cfg.cni.bin_dirs.clone()
+            } else {
+                a.cni_bin_dir.clone()
+            },
+            cache_dir: a.cni_cache_dir.clone().unwrap_or(cfg.cni.cache_dir.clone()),
+            host_netns,
+            host_netns_id,
+            container_id: format!("sandnet-{id}"),
+            ifname: "eth0".into(),
+            timeout_ms: 60_000,
+        })
+    } else {
+        None
+    };
     let spec = RunSpec {
         id: id.clone(),
-        netns: a.netns.clone(),
-        netns_created: false,
+        netns,
         model,
         queues: a.queues,
         vm: VmParams::from(&cfg.qemu),
         dns: None,
-        cni: None,
+        cni,
     };
     let mut sup = std::process::Command::new(std::env::current_exe()?);
     sup.arg("--state-dir")
@@ -105,34 +148,76 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
         .arg(log)
         .arg("__supervise")
         .arg(&id);
-    let out = lifecycle::launch(root, &spec, sup)
-        .await
-        .with_context(|| format!("run sandbox {id}"))?;
+    let bar = (!a.json && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(100));
+        b.set_message(format!("sandbox {id}: starting"));
+        b
+    });
+    let started = std::time::Instant::now();
+    let mut on_progress = |step: &str| {
+        let what = match step {
+            "netns" => "creating the network namespace",
+            "cni" => "CNI ADD",
+            "attach" => "attaching the pod network",
+            "image" => "guest image (initramfs)",
+            "boot" => "booting the VM",
+            "network" => "configuring the guest network",
+            other => other,
+        };
+        if let Some(b) = &bar {
+            b.set_message(format!(
+                "sandbox {id}: {what} ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    };
+    let out = lifecycle::launch(root, &spec, sup, &mut on_progress).await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let out = out.with_context(|| format!("run sandbox {id}"))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
-            "sandbox {} is running in {} ({})",
-            out.id, out.netns, out.accel
-        );
+        let ips: Vec<String> = out
+            .interfaces
+            .iter()
+            .flat_map(|i| i.addresses.iter().map(|a| a.addr().to_string()))
+            .collect();
+        println!("{}", out.id);
+        let ip = if ips.is_empty() {
+            "-".to_string()
+        } else {
+            ips.join(" ")
+        };
+        println!("  ip       {ip}");
+        println!("  netns    {}", out.netns);
+        println!("  accel    {}", out.accel);
         for i in &out.interfaces {
             let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
             println!(
-                "  {} {} {}",
+                "  nic      {} {} {}",
                 i.name,
                 i.mac.map(|m| m.to_string()).unwrap_or_default(),
                 addrs.join(" ")
             );
         }
-        let t = |k: &str| out.timings.get(k).copied().unwrap_or_default();
-        println!(
-            "  boot {} ms, network {} ms (attach {} + agent {}), total {} ms",
-            t("boot_ms"),
-            t("network_ms"),
-            t("attach_ms"),
-            t("agent_ms"),
-            t("total_ms")
-        );
+        let steps = [
+            ("netns_ms", "netns"),
+            ("cni_add_ms", "cni add"),
+            ("attach_ms", "attach"),
+            ("image_ms", "image"),
+            ("qemu_ms", "qemu start"),
+            ("boot_ms", "boot"),
+            ("agent_ms", "agent"),
+            ("total_ms", "total"),
+        ];
+        let parts: Vec<String> = steps
+            .iter()
+            .filter_map(|(k, n)| out.timings.get(*k).map(|v| format!("{n} {v} ms")))
+            .collect();
+        println!("  timings  {}", parts.join(", "));
     }
     Ok(0)
 }
@@ -207,6 +292,39 @@ pub async fn exec(a: ExecArgs, root: &Path) -> Result<i32> {
     std::io::stderr().write_all(&out.stderr)?;
     std::io::stdout().flush()?;
     Ok(out.exit_code)
+}
+
+/// Arguments of `sandnet gc`.
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// CNI cache directory to look for leaked attachments in (default: the configuration's).
+    #[arg(long)]
+    pub cni_cache_dir: Vec<PathBuf>,
+    /// Configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sandnet gc`.
+pub async fn gc(a: GcArgs, root: &Path) -> Result<i32> {
+    let (cfg, _) = Config::load(a.config.as_deref())?;
+    let dirs = if a.cni_cache_dir.is_empty() {
+        vec![cfg.cni.cache_dir.clone()]
+    } else {
+        a.cni_cache_dir.clone()
+    };
+    let rep = lifecycle::gc(root, &dirs).await.context("gc")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        for l in &rep.actions {
+            println!("{l}");
+        }
+    }
+    Ok(0)
 }
 
 /// `sandnet rm`.
