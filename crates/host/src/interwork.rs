@@ -248,18 +248,7 @@ fn lock_state(dir: &Path, id: NetNsId) -> Result<StateLock> {
 }
 
 fn random_local_mac() -> MacAddr {
-    let mut b = [0u8; 6];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != b.len() as isize {
-        // Fall back to something unique enough on this host.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        b.copy_from_slice(&t.to_le_bytes()[..6]);
-    }
-    MacAddr::local_from(b)
+    MacAddr::local_from(crate::random_bytes())
 }
 
 fn is_ours(alias: Option<&str>) -> bool {

@@ -19,3 +19,22 @@ pub use interwork::{attach, detach, AttachOptions, AttachedEndpoint, DetachRepor
 pub use netns::{NetNs, NetNsId};
 pub use nl::Netlink;
 pub use scan::{scan, scan_detail, ScanResult};
+
+/// Random bytes from the kernel (`getrandom`), falling back to the clock and pid where
+/// that fails; for names and addresses, not for secrets.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+            ^ ((std::process::id() as u128) << 64);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> ((i % 16) * 8)) as u8;
+        }
+    }
+    b
+}

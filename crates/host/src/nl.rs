@@ -138,29 +138,23 @@ impl Netlink {
     pub async fn link_by_index(&self, index: u32) -> Result<Option<LinkMessage>> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        match self
-            .request(RouteNetlinkMessage::GetLink(msg), 0, || {
-                format!("get link {index}")
-            })
-            .await
-        {
-            Ok(v) => Ok(v.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(l),
-                _ => None,
-            })),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.get_link(msg, || format!("get link {index}")).await
     }
 
     /// One link by name; `None` if there is no such link.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.get_link(msg, || format!("get link {name}")).await
+    }
+
+    async fn get_link(
+        &self,
+        msg: LinkMessage,
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<LinkMessage>> {
         match self
-            .request(RouteNetlinkMessage::GetLink(msg), 0, || {
-                format!("get link {name}")
-            })
+            .request(RouteNetlinkMessage::GetLink(msg), 0, what)
             .await
         {
             Ok(v) => Ok(v.into_iter().find_map(|m| match m {

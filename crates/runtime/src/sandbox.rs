@@ -54,18 +54,10 @@ pub fn check_id(id: &str) -> Result<(), SandboxError> {
 
 /// A fresh random id (12 hex digits).
 pub fn new_id() -> String {
-    let mut b = [0u8; 6];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != b.len() as isize {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-            ^ std::process::id() as u128;
-        b.copy_from_slice(&t.to_le_bytes()[..6]);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    sandnet_host::random_bytes::<6>()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 /// Where one sandbox's files are.
