@@ -581,8 +581,11 @@ fn qemu_killed_then_ps_shows_it_and_rm_cleans_up() {
     // SAFETY: kill(2) of the QEMU this test started.
     assert_eq!(unsafe { libc::kill(qemu, libc::SIGKILL) }, 0);
     wait_status(&env, &id, "qemu-exited");
+    // exec without a guest: a clear one-line error.
     let o = sb.exec(&["true"]);
-    assert!(!o.status.success(), "exec without a guest fails");
+    assert_fails_with(&o, &[&id, "qemu-exited", "VM is not running"]);
+    let o = env.sandnet(&["inspect", &id]);
+    assert_fails_with(&o, &[&id, "qemu-exited", "VM is not running"]);
     rm_twice(&env, &id);
     assert_clean(&env, &p.pod, &id, &["eth0"]);
 }
