@@ -216,6 +216,15 @@ fn wanted(ns: &TestNs, prefix: &str, n: usize) -> NetworkConfig {
     }
 }
 
+/// A directory removed on drop (also when the bench panics).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Agent {
     child: Child,
     dir: PathBuf,
@@ -302,7 +311,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .filter(|&r| r > 0)
         .unwrap_or(3);
-    let state = std::env::temp_dir().join(unique("sbench-state"));
+    let state_dir = TempDir(std::env::temp_dir().join(unique("sbench-state")));
+    let state = state_dir.0.clone();
     std::fs::create_dir_all(&state).expect("state dir");
     let config = state.join("empty.toml");
     std::fs::write(&config, "").expect("config");
@@ -364,5 +374,5 @@ fn main() {
     for v in verdicts {
         println!("{v}");
     }
-    let _ = std::fs::remove_dir_all(&state);
+    drop(state_dir);
 }
