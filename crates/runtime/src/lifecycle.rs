@@ -1104,10 +1104,19 @@ pub fn ps(root: &Path) -> Result<Vec<PsEntry>> {
 /// Asks a live supervisor something; a clear error when it is not there.
 pub async fn ask(root: &Path, id: &str, req: &Request, timeout: Duration) -> Result<Response> {
     let st = SandboxState::load(root, id)?;
-    if !st.supervisor_alive() {
+    let health = st.health(root);
+    let gone = if !st.supervisor_alive() {
+        Some("its supervisor is not running")
+    } else if health == "qemu-exited" {
+        // The supervisor lives on, but its agent connection is dead: say so rather than
+        // pass on a transport error.
+        Some("its VM is not running")
+    } else {
+        None
+    };
+    if let Some(why) = gone {
         return Err(RuntimeError::Failed(format!(
-            "sandbox {id} is {}: its supervisor is not running (remove it with `sandnet rm {id}`)",
-            st.health(root)
+            "sandbox {id} is {health}: {why} (remove it with `sandnet rm {id}`)"
         )));
     }
     let paths = SandboxPaths::new(root, id);
