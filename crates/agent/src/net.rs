@@ -2,7 +2,7 @@
 
 use crate::error::{AgentError, Result};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
-use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -88,7 +88,6 @@ impl NetApplier {
     }
 
     async fn rename(&self, index: u32, from: &str, to: &str) -> Result<()> {
-        use netlink_packet_route::link::LinkAttribute;
         self.nl
             .set_link(
                 index,
@@ -116,7 +115,9 @@ impl NetApplier {
         let index = link.index;
         let cur = &link.interface;
 
-        if cur.is_up() {
+        // A link must be down to be renamed; otherwise it stays up (no flap).
+        let renaming = cur.name != want.name;
+        if cur.is_up() && renaming {
             self.nl.set_up(index, false, &cur.name).await?;
         }
 
@@ -147,7 +148,9 @@ impl NetApplier {
         }
         state.added.insert(mac, added);
 
-        if cur.name != want.name {
+        // Name, MTU, ARP and up go in one request where they can.
+        let mut attrs = Vec::new();
+        if renaming {
             match self.link_named(&want.name).await? {
                 Some(clash) => {
                     // Swap names: the clashing link goes to a temporary name, ours takes
@@ -164,12 +167,11 @@ impl NetApplier {
                         self.nl.set_up(clash.index, true, &cur.name).await?;
                     }
                 }
-                None => self.rename(index, &cur.name, &want.name).await?,
+                None => attrs.push(LinkAttribute::IfName(want.name.clone())),
             }
         }
-
         if want.mtu != 0 && want.mtu != cur.mtu {
-            self.nl.set_mtu(index, want.mtu, &want.name).await?;
+            attrs.push(LinkAttribute::Mtu(want.mtu));
         }
         let noarp = if want.flags & IFF_NOARP != 0 {
             LinkFlags::Noarp
@@ -179,9 +181,9 @@ impl NetApplier {
         self.nl
             .set_link(
                 index,
-                vec![],
+                attrs,
                 Some((noarp | LinkFlags::Up, LinkFlags::Noarp | LinkFlags::Up)),
-                || format!("set link {} up", want.name),
+                || format!("configure link {} (name, MTU, up)", want.name),
             )
             .await?;
         drop(state);
