@@ -127,7 +127,7 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
             host_netns_id,
             container_id: format!("sandnet-{id}"),
             ifname: "eth0".into(),
-            timeout_ms: 60_000,
+            timeout_ms: cfg.cni.timeout.as_millis() as u64,
         })
     } else {
         None
