@@ -1184,7 +1184,8 @@ pub async fn gc(root: &Path, cni_cache_dirs: &[PathBuf]) -> Result<GcReport> {
             let Some(id) = a.container_id.strip_prefix("sandnet-") else {
                 continue;
             };
-            if live.contains(id) {
+            // Live here, or a sandbox of another state root sharing this cache.
+            if live.contains(id) || supervisor_running(id) || netns_in_use(&a.netns_path) {
                 continue;
             }
             let r = match sandnet_cni::NetworkConfigList::from_bytes(&a.config) {
@@ -1207,7 +1208,14 @@ pub async fn gc(root: &Path, cni_cache_dirs: &[PathBuf]) -> Result<GcReport> {
                 continue;
             };
             if let Some(id) = name.strip_prefix("sandnet-") {
-                if !live.contains(id) && !SandboxPaths::new(root, id).dir.exists() {
+                // Names are global but state roots are not: a namespace whose sandbox lives
+                // under another root (its supervisor runs, or QEMU still runs inside it) is
+                // not ours to delete.
+                if !live.contains(id)
+                    && !SandboxPaths::new(root, id).dir.exists()
+                    && !supervisor_running(id)
+                    && !netns_in_use(&e.path())
+                {
                     match NetNs::delete(&name) {
                         Ok(()) => rep
                             .actions
@@ -1219,6 +1227,40 @@ pub async fn gc(root: &Path, cni_cache_dirs: &[PathBuf]) -> Result<GcReport> {
         }
     }
     Ok(rep)
+}
+
+/// Whether any process is inside the namespace at `path` or holds it open (nsfs files read
+/// back as `net:[INODE]` through `/proc/<pid>/ns/net` and `/proc/<pid>/fd/*`).
+fn netns_in_use(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(path) else {
+        return false;
+    };
+    let want = std::ffi::OsString::from(format!("net:[{}]", m.ino()));
+    let me = std::process::id();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    for pid in rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.parse::<u32>().ok())
+        .filter(|&p| p != me)
+    {
+        let base = PathBuf::from(format!("/proc/{pid}"));
+        if std::fs::read_link(base.join("ns/net")).is_ok_and(|l| l.as_os_str() == want) {
+            return true;
+        }
+        if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            if fds
+                .filter_map(|e| e.ok())
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want))
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 fn supervisor_running(id: &str) -> bool {
