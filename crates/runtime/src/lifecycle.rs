@@ -762,13 +762,17 @@ impl Supervisor {
                 Err(e) => actions.push(format!("stopping QEMU failed: {e}")),
             }
         }
-        if let Some(ns) = self.ns.take() {
-            match sandnet_host::detach(&ns, &attach_dir(&self.root)).await {
+        let ns = self.ns.take();
+        if let Some(ns) = &ns {
+            match sandnet_host::detach(ns, &attach_dir(&self.root)).await {
                 Ok(r) => actions.extend(r.actions),
                 Err(e) => actions.push(format!("detach failed: {e}")),
             }
         }
-        actions.extend(release_network(&self.state).await);
+        // DEL through the namespace we hold, even if its mount point went away.
+        let via = ns.as_ref().map(fd_path);
+        actions.extend(release_network(&self.root, &self.state, via.as_deref()).await);
+        drop(ns);
         actions
     }
 }
@@ -921,6 +925,10 @@ pub async fn cleanup_from_state(root: &Path, id: &str) -> Result<Vec<String>> {
         Err(e) => return Err(e.into()),
     };
     let mut actions = vec![];
+    // Reach the pod namespace before anything is killed: QEMU runs inside it, and the
+    // recorded path may no longer lead to it (unmounted, or mounted only in the private
+    // mount namespace of a supervisor started under `ip netns exec`, gone with it).
+    let pod_ns = reach_netns(root, &st);
     for (what, alive, pid) in [
         ("supervisor", st.supervisor_alive(), st.supervisor_pid),
         ("QEMU", st.qemu_alive(root), st.qemu_pid),
@@ -941,30 +949,59 @@ pub async fn cleanup_from_state(root: &Path, id: &str) -> Result<Vec<String>> {
             actions.push(format!("killed {what} (pid {pid})"));
         }
     }
-    if !st.netns_path.as_os_str().is_empty() {
-        match NetNs::open(&st.netns_path.display().to_string()) {
-            Ok(ns) if Some(ns.id().map_err(host("network namespace"))?) == st.netns_id => {
-                let r = sandnet_host::detach(&ns, &attach_dir(root))
-                    .await
-                    .map_err(host("detach"))?;
-                actions.extend(r.actions);
-            }
-            _ => {
-                // The namespace is gone, and with it every tap and filter in it.
-                if let Some(nsid) = st.netns_id {
-                    sandnet_host::interwork::forget_state(&attach_dir(root), nsid)
-                        .map_err(host("forget attach state"))?;
-                }
+    match &pod_ns {
+        Some(ns) => {
+            let r = sandnet_host::detach(ns, &attach_dir(root))
+                .await
+                .map_err(host("detach"))?;
+            actions.extend(r.actions);
+        }
+        None => {
+            // The namespace is gone, and with it every tap and filter in it.
+            if let Some(nsid) = st.netns_id {
+                sandnet_host::interwork::forget_state(&attach_dir(root), nsid)
+                    .map_err(host("forget attach state"))?;
             }
         }
     }
-    actions.extend(release_network(&st).await);
+    let via = pod_ns.as_ref().map(fd_path);
+    actions.extend(release_network(root, &st, via.as_deref()).await);
+    drop(pod_ns);
     std::fs::remove_dir_all(&paths.dir).map_err(|e| SandboxError::Io {
         path: paths.dir.clone(),
         source: e,
     })?;
     actions.push(format!("removed {}", paths.dir.display()));
     Ok(actions)
+}
+
+/// Opens a sandbox's pod namespace: by its recorded path, else through its QEMU (which
+/// runs inside it); only when the identity matches the recorded one.
+fn reach_netns(root: &Path, st: &SandboxState) -> Option<NetNs> {
+    let want = st.netns_id?;
+    let mut cands = vec![];
+    if !st.netns_path.as_os_str().is_empty() {
+        cands.push(st.netns_path.clone());
+    }
+    if let (true, Some(pid)) = (st.qemu_alive(root), st.qemu_pid) {
+        cands.push(PathBuf::from(format!("/proc/{pid}/ns/net")));
+    }
+    cands.into_iter().find_map(|c| {
+        NetNs::open(&c.display().to_string())
+            .ok()
+            .filter(|ns| ns.id().is_ok_and(|id| id == want))
+    })
+}
+
+/// A path to an open namespace that this process's children (CNI plugins) can open for as
+/// long as it stays open, whatever happens to its mount point.
+fn fd_path(ns: &NetNs) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        ns.as_fd().as_raw_fd()
+    ))
 }
 
 /// Where `sandnet run` was started, as a path that stays valid: init's namespace, a named
@@ -1029,13 +1066,14 @@ async fn cni_add(c: &CniAttachment, pod_netns: &Path) -> Result<sandnet_cni::Cni
 }
 
 /// Gives back what the sandbox took from the host besides taps: CNI DEL (in the namespace
-/// ADD ran in), then the pod namespace if sandnet created it. Every step runs.
-async fn release_network(st: &SandboxState) -> Vec<String> {
+/// ADD ran in; `pod_netns` overrides the recorded pod namespace path), then the pod
+/// namespace if sandnet created it. Every step runs.
+async fn release_network(root: &Path, st: &SandboxState, pod_netns: Option<&Path>) -> Vec<String> {
     let mut actions = vec![];
     if let Some(c) = &st.cni {
         let r = match cni_config(c) {
             Ok((cfg, list)) => cfg
-                .del(&list, &cni_runtime(c, &st.netns_path))
+                .del(&list, &cni_runtime(c, pod_netns.unwrap_or(&st.netns_path)))
                 .await
                 .map(|()| list.name.clone())
                 .map_err(|e| format!("CNI DEL ({}): {e}", list.name)),
@@ -1048,7 +1086,14 @@ async fn release_network(st: &SandboxState) -> Vec<String> {
     }
     if st.netns_created && !st.netns.is_empty() {
         match NetNs::delete(&st.netns) {
-            Ok(()) => actions.push(format!("deleted network namespace {}", st.netns)),
+            Ok(()) => {
+                actions.push(format!("deleted network namespace {}", st.netns));
+                // Nobody can attach that namespace any more: its attach lock file would
+                // only pile up, one per sandbox.
+                if let Some(id) = st.netns_id {
+                    let _ = std::fs::remove_file(attach_dir(root).join(format!("{id}.lock")));
+                }
+            }
             Err(e) => actions.push(format!("failed: {e}")),
         }
     }
