@@ -368,6 +368,7 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
         ns: None,
         qemu: None,
         agent: None,
+        teardown_ms: BTreeMap::new(),
     };
     let outcome = tokio::select! {
         r = sv.start(&spec) => r,
@@ -436,6 +437,8 @@ struct Supervisor {
     ns: Option<NetNs>,
     qemu: Option<QemuProcess>,
     agent: Option<AgentClient>,
+    /// Step timings of the last teardown, in milliseconds.
+    teardown_ms: BTreeMap<String, u64>,
 }
 
 fn ms(since: Instant) -> u64 {
@@ -724,7 +727,8 @@ impl Supervisor {
                     match req {
                         Ok(Request::Stop { force }) => {
                             let actions = self.teardown(force).await;
-                            let _ = write_response(&mut wr, &Response::Stopped { actions }).await;
+                            let timings = self.teardown_ms.clone();
+                            let _ = write_response(&mut wr, &Response::Stopped { actions, timings }).await;
                             let _ = std::fs::remove_file(&self.paths.ctl);
                             return 0;
                         }
@@ -747,9 +751,11 @@ impl Supervisor {
     /// Stops QEMU and undoes the host side; every step runs whatever failed before.
     async fn teardown(&mut self, force: bool) -> Vec<String> {
         let mut actions = vec![];
+        let mut timings = BTreeMap::new();
         self.state.status = Status::Stopping;
         self.save();
         self.agent = None;
+        let t = Instant::now();
         if let Some(mut q) = self.qemu.take() {
             if !force {
                 if let Some(qmp) = q.qmp() {
@@ -762,6 +768,8 @@ impl Supervisor {
                 Err(e) => actions.push(format!("stopping QEMU failed: {e}")),
             }
         }
+        timings.insert("qemu_stop_ms".to_string(), ms(t));
+        let t = Instant::now();
         let ns = self.ns.take();
         if let Some(ns) = &ns {
             match sandnet_host::detach(ns, &attach_dir(&self.root)).await {
@@ -769,10 +777,13 @@ impl Supervisor {
                 Err(e) => actions.push(format!("detach failed: {e}")),
             }
         }
+        timings.insert("detach_ms".to_string(), ms(t));
         // DEL through the namespace we hold, even if its mount point went away.
         let via = ns.as_ref().map(fd_path);
-        actions.extend(release_network(&self.root, &self.state, via.as_deref()).await);
+        actions
+            .extend(release_network(&self.root, &self.state, via.as_deref(), &mut timings).await);
         drop(ns);
+        self.teardown_ms = timings;
         actions
     }
 }
@@ -867,6 +878,9 @@ pub struct RemoveReport {
     pub not_found: bool,
     /// One line per action.
     pub actions: Vec<String>,
+    /// Step timings in milliseconds: from the supervisor `qemu_stop_ms`, `detach_ms`,
+    /// `cni_del_ms`, `netns_ms`; `total_ms` for the whole removal.
+    pub timings: BTreeMap<String, u64>,
 }
 
 /// Removes a sandbox: through its supervisor when it is alive, otherwise from the persisted
@@ -886,10 +900,12 @@ pub async fn remove(root: &Path, id: &str, force: bool) -> Result<RemoveReport> 
                 } else {
                     vec![]
                 },
+                timings: BTreeMap::new(),
             });
         }
         Err(e) => return Err(e.into()),
     };
+    let t0 = Instant::now();
     let mut report = RemoveReport::default();
     let paths = SandboxPaths::new(root, id);
     if st.supervisor_alive() {
@@ -901,7 +917,10 @@ pub async fn remove(root: &Path, id: &str, force: bool) -> Result<RemoveReport> 
         )
         .await
         {
-            Ok(Response::Stopped { actions }) => report.actions.extend(actions),
+            Ok(Response::Stopped { actions, timings }) => {
+                report.actions.extend(actions);
+                report.timings = timings;
+            }
             Ok(other) => report
                 .actions
                 .push(format!("supervisor answered {other:?}")),
@@ -909,6 +928,7 @@ pub async fn remove(root: &Path, id: &str, force: bool) -> Result<RemoveReport> 
         }
     }
     report.actions.extend(cleanup_from_state(root, id).await?);
+    report.timings.insert("total_ms".to_string(), ms(t0));
     Ok(report)
 }
 
@@ -965,7 +985,7 @@ pub async fn cleanup_from_state(root: &Path, id: &str) -> Result<Vec<String>> {
         }
     }
     let via = pod_ns.as_ref().map(fd_path);
-    actions.extend(release_network(root, &st, via.as_deref()).await);
+    actions.extend(release_network(root, &st, via.as_deref(), &mut BTreeMap::new()).await);
     drop(pod_ns);
     std::fs::remove_dir_all(&paths.dir).map_err(|e| SandboxError::Io {
         path: paths.dir.clone(),
@@ -1068,9 +1088,15 @@ async fn cni_add(c: &CniAttachment, pod_netns: &Path) -> Result<sandnet_cni::Cni
 /// Gives back what the sandbox took from the host besides taps: CNI DEL (in the namespace
 /// ADD ran in; `pod_netns` overrides the recorded pod namespace path), then the pod
 /// namespace if sandnet created it. Every step runs.
-async fn release_network(root: &Path, st: &SandboxState, pod_netns: Option<&Path>) -> Vec<String> {
+async fn release_network(
+    root: &Path,
+    st: &SandboxState,
+    pod_netns: Option<&Path>,
+    timings: &mut BTreeMap<String, u64>,
+) -> Vec<String> {
     let mut actions = vec![];
     if let Some(c) = &st.cni {
+        let t = Instant::now();
         let r = match cni_config(c) {
             Ok((cfg, list)) => cfg
                 .del(&list, &cni_runtime(c, pod_netns.unwrap_or(&st.netns_path)))
@@ -1083,9 +1109,13 @@ async fn release_network(root: &Path, st: &SandboxState, pod_netns: Option<&Path
             Ok(name) => actions.push(format!("CNI DEL {name} for {}", c.container_id)),
             Err(e) => actions.push(format!("failed: {e}")),
         }
+        timings.insert("cni_del_ms".to_string(), ms(t));
     }
     if st.netns_created && !st.netns.is_empty() {
-        match NetNs::delete(&st.netns) {
+        let t = Instant::now();
+        let r = NetNs::delete(&st.netns);
+        timings.insert("netns_ms".to_string(), ms(t));
+        match r {
             Ok(()) => {
                 actions.push(format!("deleted network namespace {}", st.netns));
                 // Nobody can attach that namespace any more: its attach lock file would
