@@ -570,8 +570,26 @@ fn run_ping_exec_rm_leaves_nothing() {
     assert_eq!(o.status.code(), Some(7));
 
     let t = Instant::now();
-    h.rm(&id);
-    eprintln!("rm took {:.2} s", t.elapsed().as_secs_f64());
+    let o = h.sandnet(&["rm", "--json", &id]);
+    assert!(o.status.success(), "rm: {}", text(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    eprintln!(
+        "rm took {:.2} s, timings {}",
+        t.elapsed().as_secs_f64(),
+        r[0]["timings"]
+    );
+    assert_eq!(r[0]["id"], id.as_str());
+    for k in [
+        "qemu_stop_ms",
+        "detach_ms",
+        "cni_del_ms",
+        "netns_ms",
+        "total_ms",
+    ] {
+        assert!(r[0]["timings"][k].is_u64(), "rm timing {k}: {r}");
+    }
+    let actions = r[0]["actions"].to_string();
+    assert!(actions.contains("CNI DEL"), "{actions}");
     h.assert_clean("rm");
     // rm again: nothing there, still success.
     let o = h.sandnet(&["rm", &id]);
@@ -755,7 +773,7 @@ fn wait_output(child: &mut Child) -> Output {
 fn run_killed_at_each_step_supervisor_rolls_back() {
     let h = Host::new("runkill");
     h.write_conflist(&[]);
-    for delay_ms in [200u64, 1000, 3000] {
+    for delay_ms in [20u64, 200, 1000, 3000] {
         let id = h.new_id(&format!("k{delay_ms}"));
         let mut child = h
             .run_cmd(&id, &[])
@@ -788,6 +806,36 @@ fn run_killed_at_each_step_supervisor_rolls_back() {
         eprintln!("gc after {delay_ms} ms: {g}");
         h.assert_clean(&format!("run killed after {delay_ms} ms"));
     }
+}
+
+/// The supervisor dies while the guest boots: `run` notices (its pipe closes without a
+/// result), cleans up from the persisted state and says so.
+#[test]
+fn supervisor_killed_during_boot_run_cleans_up() {
+    let h = Host::new("svboot");
+    h.write_conflist(&[]);
+    let id = h.new_id("svboot");
+    let mut child = h
+        .run_cmd(&id, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sup = None;
+    wait_until("QEMU to start", Duration::from_secs(60), || {
+        if let Some(st) = h.state_of(&id) {
+            if st["status"] == "creating" && st["qemu_pid"].is_u64() {
+                sup = st["supervisor_pid"].as_u64();
+            }
+        }
+        sup.is_some()
+    });
+    kill9(sup.unwrap() as u32);
+    let o = wait_output(&mut child);
+    assert!(!o.status.success(), "run should fail");
+    let err = text(&o.stderr);
+    assert!(err.contains("died before the sandbox was ready"), "{err}");
+    h.assert_clean("the supervisor killed during boot");
 }
 
 #[test]
