@@ -4,7 +4,7 @@
 //! `internetworking_model` and `disable_new_netns`, `[hypervisor.qemu]` `path`, `kernel`,
 //! `initrd`, `machine_type`, `kernel_params`, `default_vcpus`, `default_memory`,
 //! `disable_vhost_net` — and sandnet adds a `[cni]` section (`conf_dir`, `bin_dir`,
-//! `cache_dir`). A Kata file can be copied as it is: Kata settings sandnet does not use, other
+//! `cache_dir`, `timeout`). A Kata file can be copied as it is: Kata settings sandnet does not use, other
 //! hypervisors' sections and keys nobody knows are reported as [`Warning`]s (and logged with
 //! `tracing::warn!`), never as errors. Values sandnet uses are checked: a bad one is a
 //! [`ConfigError`] naming the key (`hypervisor.qemu.default_memory: must be at least 64 (MiB),
@@ -45,6 +45,8 @@ pub const MAX_VCPUS: u32 = 255;
 pub const DEFAULT_MEMORY_MIB: u32 = 256;
 /// Least guest memory in MiB sandnet accepts (`hypervisor.qemu.default_memory`).
 pub const MIN_MEMORY_MIB: u32 = 64;
+/// How long one CNI plugin call may take by default (`cni.timeout`).
+pub const DEFAULT_CNI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Default CNI network configuration directory (`cni.conf_dir`).
 pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 
@@ -106,6 +108,9 @@ pub struct CniDirs {
     pub bin_dirs: Vec<PathBuf>,
     /// `cache_dir`: libcni-layout result cache (default `/var/lib/cni`).
     pub cache_dir: PathBuf,
+    /// `timeout`: seconds one plugin call may take before it is killed (default
+    /// [`DEFAULT_CNI_TIMEOUT`]; a number, fractions allowed).
+    pub timeout: std::time::Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -141,6 +146,7 @@ impl Default for CniDirs {
                 .map(PathBuf::from)
                 .collect(),
             cache_dir: PathBuf::from(sandnet_cni::DEFAULT_CACHE_DIR),
+            timeout: DEFAULT_CNI_TIMEOUT,
         }
     }
 }
@@ -364,7 +370,7 @@ const KATA_QEMU_KEYS: &[&str] = &[
 ];
 
 /// `[cni]` keys sandnet reads (`bin_dirs` is containerd 2's spelling of `bin_dir`).
-const CNI_KEYS: &[&str] = &["conf_dir", "bin_dir", "bin_dirs", "cache_dir"];
+const CNI_KEYS: &[&str] = &["conf_dir", "bin_dir", "bin_dirs", "cache_dir", "timeout"];
 /// Keys of containerd's CRI `cni` section that sandnet ignores.
 const CONTAINERD_CNI_KEYS: &[&str] = &[
     "max_conf_num",
@@ -569,6 +575,20 @@ impl Parser<'_> {
                         out.cache_dir = p;
                     }
                 }
+                "timeout" => {
+                    let secs = match v {
+                        Value::Integer(n) => *n as f64,
+                        Value::Float(f) => *f,
+                        other => return Err(self.wrong_type(&key, "a number of seconds", other)),
+                    };
+                    if !(secs > 0.0 && secs <= 3600.0) {
+                        return Err(self.invalid(
+                            &key,
+                            format!("must be more than 0 and at most 3600 (seconds), got {secs}"),
+                        ));
+                    }
+                    out.timeout = std::time::Duration::from_secs_f64(secs);
+                }
                 "bin_dir" | "bin_dirs" => match v {
                     Value::Array(items) => {
                         if items.is_empty() {
@@ -755,6 +775,20 @@ mod tests {
             vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
         );
         assert_eq!(c.cni.cache_dir, Path::new("/var/lib/cni"));
+        assert_eq!(c.cni.timeout, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn cni_timeout_in_seconds() {
+        let (c, w) = parse("[cni]\ntimeout = 2.5\n").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c.cni.timeout, std::time::Duration::from_millis(2500));
+        let (c, _) = parse("[cni]\ntimeout = 3\n").unwrap();
+        assert_eq!(c.cni.timeout, std::time::Duration::from_secs(3));
+        for bad in ["0", "-1", "\"5s\"", "7200"] {
+            let e = err(&format!("[cni]\ntimeout = {bad}\n"));
+            assert_eq!(e.key(), Some("cni.timeout"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub enum Response {
     Stopped {
         /// One line per action.
         actions: Vec<String>,
+        /// Step timings in milliseconds (`qemu_stop_ms`, `detach_ms`, `cni_del_ms`,
+        /// `netns_ms`).
+        #[serde(default)]
+        timings: std::collections::BTreeMap<String, u64>,
     },
     /// The request failed.
     Error {

@@ -368,6 +368,7 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
         ns: None,
         qemu: None,
         agent: None,
+        teardown_ms: BTreeMap::new(),
     };
     let outcome = tokio::select! {
         r = sv.start(&spec) => r,
@@ -436,6 +437,8 @@ struct Supervisor {
     ns: Option<NetNs>,
     qemu: Option<QemuProcess>,
     agent: Option<AgentClient>,
+    /// Step timings of the last teardown, in milliseconds.
+    teardown_ms: BTreeMap<String, u64>,
 }
 
 fn ms(since: Instant) -> u64 {
@@ -724,7 +727,8 @@ impl Supervisor {
                     match req {
                         Ok(Request::Stop { force }) => {
                             let actions = self.teardown(force).await;
-                            let _ = write_response(&mut wr, &Response::Stopped { actions }).await;
+                            let timings = self.teardown_ms.clone();
+                            let _ = write_response(&mut wr, &Response::Stopped { actions, timings }).await;
                             let _ = std::fs::remove_file(&self.paths.ctl);
                             return 0;
                         }
@@ -747,9 +751,11 @@ impl Supervisor {
     /// Stops QEMU and undoes the host side; every step runs whatever failed before.
     async fn teardown(&mut self, force: bool) -> Vec<String> {
         let mut actions = vec![];
+        let mut timings = BTreeMap::new();
         self.state.status = Status::Stopping;
         self.save();
         self.agent = None;
+        let t = Instant::now();
         if let Some(mut q) = self.qemu.take() {
             if !force {
                 if let Some(qmp) = q.qmp() {
@@ -762,13 +768,22 @@ impl Supervisor {
                 Err(e) => actions.push(format!("stopping QEMU failed: {e}")),
             }
         }
-        if let Some(ns) = self.ns.take() {
-            match sandnet_host::detach(&ns, &attach_dir(&self.root)).await {
+        timings.insert("qemu_stop_ms".to_string(), ms(t));
+        let t = Instant::now();
+        let ns = self.ns.take();
+        if let Some(ns) = &ns {
+            match sandnet_host::detach(ns, &attach_dir(&self.root)).await {
                 Ok(r) => actions.extend(r.actions),
                 Err(e) => actions.push(format!("detach failed: {e}")),
             }
         }
-        actions.extend(release_network(&self.state).await);
+        timings.insert("detach_ms".to_string(), ms(t));
+        // DEL through the namespace we hold, even if its mount point went away.
+        let via = ns.as_ref().map(fd_path);
+        actions
+            .extend(release_network(&self.root, &self.state, via.as_deref(), &mut timings).await);
+        drop(ns);
+        self.teardown_ms = timings;
         actions
     }
 }
@@ -863,6 +878,9 @@ pub struct RemoveReport {
     pub not_found: bool,
     /// One line per action.
     pub actions: Vec<String>,
+    /// Step timings in milliseconds: from the supervisor `qemu_stop_ms`, `detach_ms`,
+    /// `cni_del_ms`, `netns_ms`; `total_ms` for the whole removal.
+    pub timings: BTreeMap<String, u64>,
 }
 
 /// Removes a sandbox: through its supervisor when it is alive, otherwise from the persisted
@@ -882,10 +900,12 @@ pub async fn remove(root: &Path, id: &str, force: bool) -> Result<RemoveReport> 
                 } else {
                     vec![]
                 },
+                timings: BTreeMap::new(),
             });
         }
         Err(e) => return Err(e.into()),
     };
+    let t0 = Instant::now();
     let mut report = RemoveReport::default();
     let paths = SandboxPaths::new(root, id);
     if st.supervisor_alive() {
@@ -897,7 +917,10 @@ pub async fn remove(root: &Path, id: &str, force: bool) -> Result<RemoveReport> 
         )
         .await
         {
-            Ok(Response::Stopped { actions }) => report.actions.extend(actions),
+            Ok(Response::Stopped { actions, timings }) => {
+                report.actions.extend(actions);
+                report.timings = timings;
+            }
             Ok(other) => report
                 .actions
                 .push(format!("supervisor answered {other:?}")),
@@ -905,6 +928,7 @@ pub async fn remove(root: &Path, id: &str, force: bool) -> Result<RemoveReport> 
         }
     }
     report.actions.extend(cleanup_from_state(root, id).await?);
+    report.timings.insert("total_ms".to_string(), ms(t0));
     Ok(report)
 }
 
@@ -921,6 +945,10 @@ pub async fn cleanup_from_state(root: &Path, id: &str) -> Result<Vec<String>> {
         Err(e) => return Err(e.into()),
     };
     let mut actions = vec![];
+    // Reach the pod namespace before anything is killed: QEMU runs inside it, and the
+    // recorded path may no longer lead to it (unmounted, or mounted only in the private
+    // mount namespace of a supervisor started under `ip netns exec`, gone with it).
+    let pod_ns = reach_netns(root, &st);
     for (what, alive, pid) in [
         ("supervisor", st.supervisor_alive(), st.supervisor_pid),
         ("QEMU", st.qemu_alive(root), st.qemu_pid),
@@ -941,30 +969,59 @@ pub async fn cleanup_from_state(root: &Path, id: &str) -> Result<Vec<String>> {
             actions.push(format!("killed {what} (pid {pid})"));
         }
     }
-    if !st.netns_path.as_os_str().is_empty() {
-        match NetNs::open(&st.netns_path.display().to_string()) {
-            Ok(ns) if Some(ns.id().map_err(host("network namespace"))?) == st.netns_id => {
-                let r = sandnet_host::detach(&ns, &attach_dir(root))
-                    .await
-                    .map_err(host("detach"))?;
-                actions.extend(r.actions);
-            }
-            _ => {
-                // The namespace is gone, and with it every tap and filter in it.
-                if let Some(nsid) = st.netns_id {
-                    sandnet_host::interwork::forget_state(&attach_dir(root), nsid)
-                        .map_err(host("forget attach state"))?;
-                }
+    match &pod_ns {
+        Some(ns) => {
+            let r = sandnet_host::detach(ns, &attach_dir(root))
+                .await
+                .map_err(host("detach"))?;
+            actions.extend(r.actions);
+        }
+        None => {
+            // The namespace is gone, and with it every tap and filter in it.
+            if let Some(nsid) = st.netns_id {
+                sandnet_host::interwork::forget_state(&attach_dir(root), nsid)
+                    .map_err(host("forget attach state"))?;
             }
         }
     }
-    actions.extend(release_network(&st).await);
+    let via = pod_ns.as_ref().map(fd_path);
+    actions.extend(release_network(root, &st, via.as_deref(), &mut BTreeMap::new()).await);
+    drop(pod_ns);
     std::fs::remove_dir_all(&paths.dir).map_err(|e| SandboxError::Io {
         path: paths.dir.clone(),
         source: e,
     })?;
     actions.push(format!("removed {}", paths.dir.display()));
     Ok(actions)
+}
+
+/// Opens a sandbox's pod namespace: by its recorded path, else through its QEMU (which
+/// runs inside it); only when the identity matches the recorded one.
+fn reach_netns(root: &Path, st: &SandboxState) -> Option<NetNs> {
+    let want = st.netns_id?;
+    let mut cands = vec![];
+    if !st.netns_path.as_os_str().is_empty() {
+        cands.push(st.netns_path.clone());
+    }
+    if let (true, Some(pid)) = (st.qemu_alive(root), st.qemu_pid) {
+        cands.push(PathBuf::from(format!("/proc/{pid}/ns/net")));
+    }
+    cands.into_iter().find_map(|c| {
+        NetNs::open(&c.display().to_string())
+            .ok()
+            .filter(|ns| ns.id().is_ok_and(|id| id == want))
+    })
+}
+
+/// A path to an open namespace that this process's children (CNI plugins) can open for as
+/// long as it stays open, whatever happens to its mount point.
+fn fd_path(ns: &NetNs) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        ns.as_fd().as_raw_fd()
+    ))
 }
 
 /// Where `sandnet run` was started, as a path that stays valid: init's namespace, a named
@@ -1029,13 +1086,20 @@ async fn cni_add(c: &CniAttachment, pod_netns: &Path) -> Result<sandnet_cni::Cni
 }
 
 /// Gives back what the sandbox took from the host besides taps: CNI DEL (in the namespace
-/// ADD ran in), then the pod namespace if sandnet created it. Every step runs.
-async fn release_network(st: &SandboxState) -> Vec<String> {
+/// ADD ran in; `pod_netns` overrides the recorded pod namespace path), then the pod
+/// namespace if sandnet created it. Every step runs.
+async fn release_network(
+    root: &Path,
+    st: &SandboxState,
+    pod_netns: Option<&Path>,
+    timings: &mut BTreeMap<String, u64>,
+) -> Vec<String> {
     let mut actions = vec![];
     if let Some(c) = &st.cni {
+        let t = Instant::now();
         let r = match cni_config(c) {
             Ok((cfg, list)) => cfg
-                .del(&list, &cni_runtime(c, &st.netns_path))
+                .del(&list, &cni_runtime(c, pod_netns.unwrap_or(&st.netns_path)))
                 .await
                 .map(|()| list.name.clone())
                 .map_err(|e| format!("CNI DEL ({}): {e}", list.name)),
@@ -1045,10 +1109,21 @@ async fn release_network(st: &SandboxState) -> Vec<String> {
             Ok(name) => actions.push(format!("CNI DEL {name} for {}", c.container_id)),
             Err(e) => actions.push(format!("failed: {e}")),
         }
+        timings.insert("cni_del_ms".to_string(), ms(t));
     }
     if st.netns_created && !st.netns.is_empty() {
-        match NetNs::delete(&st.netns) {
-            Ok(()) => actions.push(format!("deleted network namespace {}", st.netns)),
+        let t = Instant::now();
+        let r = NetNs::delete(&st.netns);
+        timings.insert("netns_ms".to_string(), ms(t));
+        match r {
+            Ok(()) => {
+                actions.push(format!("deleted network namespace {}", st.netns));
+                // Nobody can attach that namespace any more: its attach lock file would
+                // only pile up, one per sandbox.
+                if let Some(id) = st.netns_id {
+                    let _ = std::fs::remove_file(attach_dir(root).join(format!("{id}.lock")));
+                }
+            }
             Err(e) => actions.push(format!("failed: {e}")),
         }
     }
@@ -1193,7 +1268,8 @@ pub async fn gc(root: &Path, cni_cache_dirs: &[PathBuf]) -> Result<GcReport> {
             let Some(id) = a.container_id.strip_prefix("sandnet-") else {
                 continue;
             };
-            if live.contains(id) {
+            // Live here, or a sandbox of another state root sharing this cache.
+            if live.contains(id) || supervisor_running(id) || netns_in_use(&a.netns_path) {
                 continue;
             }
             let r = match sandnet_cni::NetworkConfigList::from_bytes(&a.config) {
@@ -1216,7 +1292,14 @@ pub async fn gc(root: &Path, cni_cache_dirs: &[PathBuf]) -> Result<GcReport> {
                 continue;
             };
             if let Some(id) = name.strip_prefix("sandnet-") {
-                if !live.contains(id) && !SandboxPaths::new(root, id).dir.exists() {
+                // Names are global but state roots are not: a namespace whose sandbox lives
+                // under another root (its supervisor runs, or QEMU still runs inside it) is
+                // not ours to delete.
+                if !live.contains(id)
+                    && !SandboxPaths::new(root, id).dir.exists()
+                    && !supervisor_running(id)
+                    && !netns_in_use(&e.path())
+                {
                     match NetNs::delete(&name) {
                         Ok(()) => rep
                             .actions
@@ -1228,6 +1311,40 @@ pub async fn gc(root: &Path, cni_cache_dirs: &[PathBuf]) -> Result<GcReport> {
         }
     }
     Ok(rep)
+}
+
+/// Whether any process is inside the namespace at `path` or holds it open (nsfs files read
+/// back as `net:[INODE]` through `/proc/<pid>/ns/net` and `/proc/<pid>/fd/*`).
+fn netns_in_use(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(path) else {
+        return false;
+    };
+    let want = std::ffi::OsString::from(format!("net:[{}]", m.ino()));
+    let me = std::process::id();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    for pid in rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.parse::<u32>().ok())
+        .filter(|&p| p != me)
+    {
+        let base = PathBuf::from(format!("/proc/{pid}"));
+        if std::fs::read_link(base.join("ns/net")).is_ok_and(|l| l.as_os_str() == want) {
+            return true;
+        }
+        if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            if fds
+                .filter_map(|e| e.ok())
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want))
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 fn supervisor_running(id: &str) -> bool {

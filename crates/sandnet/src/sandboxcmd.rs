@@ -87,6 +87,9 @@ pub struct RmArgs {
     /// Kill the VM at once instead of asking it to quit.
     #[arg(long, short)]
     pub force: bool,
+    /// Print JSON: one object per sandbox with `id`, `not_found`, `actions` and `timings`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `sandnet run`.
@@ -127,7 +130,7 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
             host_netns_id,
             container_id: format!("sandnet-{id}"),
             ifname: "eth0".into(),
-            timeout_ms: 60_000,
+            timeout_ms: cfg.cni.timeout.as_millis() as u64,
         })
     } else {
         None
@@ -336,15 +339,25 @@ pub async fn gc(a: GcArgs, root: &Path) -> Result<i32> {
 
 /// `sandnet rm`.
 pub async fn rm(a: RmArgs, root: &Path) -> Result<i32> {
+    let mut reports = vec![];
     for id in &a.ids {
         let rep = lifecycle::remove(root, id, a.force)
             .await
             .with_context(|| format!("remove sandbox {id}"))?;
         if rep.not_found {
             eprintln!("sandnet: no sandbox {id} (nothing to remove)");
-        } else {
+        } else if !a.json {
             println!("{id}");
         }
+        reports.push(serde_json::json!({
+            "id": id,
+            "not_found": rep.not_found,
+            "actions": rep.actions,
+            "timings": rep.timings,
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
     }
     Ok(0)
 }

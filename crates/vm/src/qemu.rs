@@ -561,7 +561,7 @@ impl QemuProcess {
                 let st = st.map_err(|e| VmError::io("waiting for", &self.paths.log, e))?;
                 Err(self.exited_error(st))
             }
-            r = tokio::time::timeout(left, QmpClient::connect(&qmp_path)) => match r {
+            r = tokio::time::timeout(left, connect_qmp_listening(&qmp_path)) => match r {
                 Ok(Ok(c)) => Ok(c),
                 Ok(Err(e)) => {
                     // Connection dropped: most likely QEMU is exiting; prefer that story.
@@ -644,6 +644,22 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&data);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Connects to QMP, retrying while the socket exists but is not listening yet: QEMU binds it
+/// and calls listen() a moment later, and on a loaded host (ten VMs starting on two cores)
+/// a connect in between is refused.
+async fn connect_qmp_listening(path: &Path) -> Result<QmpClient> {
+    loop {
+        match QmpClient::connect(path).await {
+            Err(VmError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            r => return r,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,999 @@
+//! The sandbox life cycle end to end, as a user runs it: the real `sandnet` binary, Debian's
+//! real CNI plugins, real QEMU (TCG here). Every test makes its own "host" network namespace
+//! and runs `sandnet` inside it (`ip netns exec HOST sandnet …`), so the bridge, the veth host
+//! ends and the iptables rules land there, never in the root namespace; each has its own
+//! state dir, CNI conf, cache and host-local data dirs, a bridge and subnet of its own, and a
+//! guard that removes whatever a failing test left (`sandnet rm --force`, `sandnet gc`, the
+//! namespaces).
+//!
+//! After every run, failed or removed, [`Host::assert_clean`] checks that the host is as it
+//! was: no `sandnet-<id>` namespace, no veth in the host namespace, no ingress qdisc, no
+//! host-local reservation, no CNI cache entry, NAT and filter rules as before the first run,
+//! no process mentioning the sandbox, no state.
+//!
+//! Needs root, the static guest agent (`scripts/build-agent`) and the cached guest kernel
+//! (`scripts/guest-kernel.sh`), as `scripts/test` provides.
+
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Debian's plugins.
+const DEBIAN_BIN: &str = "/usr/lib/cni";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The seed's `10-mynet.conf`, field for field (`../shared/seed/`).
+const SEED_CONF: &str = r#"{
+    "cniVersion": "0.2.0",
+    "name": "mynet",
+    "type": "bridge",
+    "bridge": "cni0",
+    "isGateway": true,
+    "ipMasq": true,
+    "ipam":{
+        "type": "host-local",
+        "subnet": "172.19.0.0/24",
+        "routes":[
+            { "dst": "0.0.0.0/0" }
+        ]
+    }
+}"#;
+
+fn sh(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+fn sh_ok(cmd: &str, args: &[&str]) -> String {
+    let o = sh(cmd, args);
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Pids whose command line contains `needle`.
+fn pids_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(b) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&b).replace('\0', " ");
+        if cmd.contains(needle) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+fn kill9(pid: u32) {
+    // SAFETY: plain syscall.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A host network namespace with its own sandnet state, CNI conf/cache/IPAM dirs, bridge
+/// and subnet. Dropping it removes every sandbox it ran and the namespace.
+struct Host {
+    ns: String,
+    dir: PathBuf,
+    bridge: String,
+    /// Network name (also the host-local data subdirectory).
+    net: String,
+    /// `a.b.c` of the /24.
+    prefix: String,
+    ids: Mutex<Vec<String>>,
+    nat_baseline: String,
+    filter_baseline: String,
+}
+
+impl Host {
+    fn new(tag: &str) -> Host {
+        // SAFETY: plain syscall.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "run these tests as root");
+        let pid = std::process::id();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let ns = format!("snlc-{tag}-{pid}-{n}");
+        let dir = std::env::temp_dir().join(&ns);
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["state", "conf", "cache", "ipam", "bin"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let _ = sh("ip", &["netns", "del", &ns]);
+        sh_ok("ip", &["netns", "add", &ns]);
+        let mut h = Host {
+            bridge: format!("sb{pid:x}x{n}"),
+            net: format!("lc{n}"),
+            prefix: format!("10.{}.{}", 100 + n % 100, pid % 250),
+            ns,
+            dir,
+            ids: Mutex::new(vec![]),
+            nat_baseline: String::new(),
+            filter_baseline: String::new(),
+        };
+        h.exec(&["ip", "link", "set", "lo", "up"]);
+        h.nat_baseline = h.iptables("nat");
+        h.filter_baseline = h.iptables("filter");
+        h.write_config(&[]);
+        h
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+    fn conf(&self) -> PathBuf {
+        self.dir.join("conf")
+    }
+    fn cache(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+    fn ipam(&self) -> PathBuf {
+        self.dir.join("ipam")
+    }
+    fn bin(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.join("sandnet.toml")
+    }
+    fn gateway(&self) -> String {
+        format!("{}.1", self.prefix)
+    }
+
+    /// A sandbox id unique to this test (and remembered for the guard).
+    fn new_id(&self, tag: &str) -> String {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("lc-{tag}-{}-{n}", std::process::id());
+        self.ids.lock().unwrap().push(id.clone());
+        id
+    }
+
+    /// Writes sandnet.toml: `lines` appended to a base that keeps memory modest.
+    fn write_config(&self, lines: &[&str]) {
+        let mut s = String::from("[hypervisor.qemu]\n");
+        if !lines.iter().any(|l| l.contains("default_memory")) {
+            s += "default_memory = 256\n";
+        }
+        for l in lines {
+            s += l;
+            s += "\n";
+        }
+        std::fs::write(self.config(), s).unwrap();
+    }
+
+    /// The bridge plugin with host-local on this host's subnet and data dir.
+    fn bridge_plugin(&self) -> Value {
+        json!({"type":"bridge","bridge":self.bridge,"isGateway":true,"ipMasq":true,
+               "ipam":{"type":"host-local","subnet":format!("{}.0/24", self.prefix),
+                       "routes":[{"dst":"0.0.0.0/0"}],
+                       "dataDir":self.ipam()}})
+    }
+
+    /// Writes `10-<net>.conflist`: bridge + host-local, then `extra` plugins.
+    fn write_conflist(&self, extra: &[Value]) {
+        let mut plugins = vec![self.bridge_plugin()];
+        plugins.extend_from_slice(extra);
+        let list = json!({"cniVersion":"1.0.0","name":self.net,"plugins":plugins});
+        self.write_conf_file(&format!("10-{}.conflist", self.net), &list.to_string());
+    }
+
+    fn write_conf_file(&self, name: &str, body: &str) {
+        for e in std::fs::read_dir(self.conf()).unwrap().flatten() {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+        std::fs::write(self.conf().join(name), body).unwrap();
+    }
+
+    /// A script plugin in this host's bin dir.
+    fn write_plugin(&self, name: &str, script: &str) {
+        let p = self.bin().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{script}")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// `ip netns exec HOST sandnet ARGS…`, with this host's state dir.
+    fn sandnet_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_sandnet")])
+            .args(args)
+            .env("SANDNET_STATE_DIR", self.state())
+            .env_remove("SANDNET_CONFIG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn sandnet(&self, args: &[&str]) -> Output {
+        self.sandnet_cmd(args).output().unwrap()
+    }
+
+    /// `sandnet run --name ID --json` with this host's CNI dirs and config, plus `extra`.
+    fn run_cmd(&self, id: &str, extra: &[&str]) -> Command {
+        let conf = self.conf();
+        let cache = self.cache();
+        let config = self.config();
+        let mut args = vec![
+            "run",
+            "--name",
+            id,
+            "--json",
+            "--cni-conf-dir",
+            conf.to_str().unwrap(),
+            "--cni-cache-dir",
+            cache.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.sandnet_cmd(&args)
+    }
+
+    fn run(&self, id: &str, extra: &[&str]) -> Output {
+        self.run_cmd(id, extra).output().unwrap()
+    }
+
+    /// Runs a sandbox that must come up; returns its JSON.
+    fn run_ok(&self, id: &str, extra: &[&str]) -> Value {
+        let o = self.run(id, extra);
+        assert!(
+            o.status.success(),
+            "sandnet run {id}: {}{}",
+            text(&o.stderr),
+            self.log_of(id)
+        );
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("run JSON: {e}: {}", text(&o.stdout)))
+    }
+
+    /// Runs a sandbox that must fail; returns its stderr (one line, checked).
+    fn run_fails(&self, id: &str, extra: &[&str]) -> String {
+        let o = self.run(id, extra);
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "sandnet run {id} should fail: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        err
+    }
+
+    fn log_of(&self, id: &str) -> String {
+        std::fs::read_to_string(self.state().join(id).join("supervisor.log"))
+            .map(|s| format!("\nsupervisor log:\n{s}"))
+            .unwrap_or_default()
+    }
+
+    fn rm(&self, id: &str) {
+        let o = self.sandnet(&["rm", id]);
+        assert!(o.status.success(), "sandnet rm {id}: {}", text(&o.stderr));
+    }
+
+    fn gc(&self) -> Value {
+        let cache = self.cache();
+        let config = self.config();
+        let o = self.sandnet(&[
+            "gc",
+            "--json",
+            "--cni-cache-dir",
+            cache.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "sandnet gc: {}", text(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// `ip netns exec HOST ARGS…`, which must succeed.
+    fn exec(&self, args: &[&str]) -> String {
+        let mut a = vec!["netns", "exec", &self.ns];
+        a.extend_from_slice(args);
+        sh_ok("ip", &a)
+    }
+
+    fn iptables(&self, table: &str) -> String {
+        self.exec(&["iptables", "-t", table, "-S"])
+    }
+
+    fn ip_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["-j", "-n", &self.ns];
+        a.extend_from_slice(args);
+        let o = sh("ip", &a);
+        if !o.status.success() || o.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Value::Array(vec![]);
+        }
+        serde_json::from_slice(&o.stdout).unwrap_or(Value::Array(vec![]))
+    }
+
+    /// Pings `ip` from the host namespace (a few tries: the guest's ARP may be cold).
+    fn ping(&self, ip: &str) -> bool {
+        (0..5).any(|_| {
+            sh(
+                "ip",
+                &["netns", "exec", &self.ns, "ping", "-c1", "-W2", "-q", ip],
+            )
+            .status
+            .success()
+        })
+    }
+
+    /// The sandbox's persisted state (`sandbox.json`), if any.
+    fn state_of(&self, id: &str) -> Option<Value> {
+        let b = std::fs::read(self.state().join(id).join("sandbox.json")).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+
+    fn files_under(dir: &Path) -> Vec<String> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(Self::files_under(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+        out
+    }
+
+    /// Everything that shows the host is not as it was, for the sandboxes this test ran.
+    fn leftovers(&self) -> Vec<String> {
+        let mut bad = vec![];
+        let ids = self.ids.lock().unwrap().clone();
+        for id in &ids {
+            let netns = format!("/run/netns/sandnet-{id}");
+            if Path::new(&netns).exists() {
+                bad.push(format!("namespace {netns}"));
+            }
+            if self.state().join(id).exists() {
+                bad.push(format!(
+                    "state dir {}: {:?}",
+                    self.state().join(id).display(),
+                    Self::files_under(&self.state().join(id))
+                ));
+            }
+            for (pid, cmd) in pids_mentioning(id) {
+                bad.push(format!("process {pid}: {cmd}"));
+            }
+            for table in ["nat", "filter"] {
+                for l in self.iptables(table).lines() {
+                    if l.contains(&format!("sandnet-{id}")) {
+                        bad.push(format!("iptables -t {table}: {l}"));
+                    }
+                }
+            }
+        }
+        for l in self
+            .ip_json(&["link", "show", "type", "veth"])
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            bad.push(format!("veth {} ({})", l["ifname"], l["master"]));
+        }
+        for l in self
+            .ip_json(&["link", "show", "master", &self.bridge])
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            bad.push(format!("port {} on {}", l["ifname"], self.bridge));
+        }
+        let q = sh(
+            "ip",
+            &["netns", "exec", &self.ns, "tc", "-j", "qdisc", "show"],
+        );
+        let q: Value = serde_json::from_slice(&q.stdout).unwrap_or(Value::Null);
+        for d in q.as_array().into_iter().flatten() {
+            if d["kind"] == "ingress" || d["kind"] == "clsact" {
+                bad.push(format!("qdisc {} on {}", d["kind"], d["dev"]));
+            }
+        }
+        for f in Self::files_under(&self.ipam()) {
+            let name = Path::new(&f).file_name().unwrap().to_string_lossy();
+            if !name.starts_with("last_reserved_ip") && name != "lock" {
+                bad.push(format!("host-local reservation {f}"));
+            }
+        }
+        for f in Self::files_under(&self.cache()) {
+            bad.push(format!("CNI cache entry {f}"));
+        }
+        for f in Self::files_under(&self.state().join("attach")) {
+            bad.push(format!("attach state {f}"));
+        }
+        for (table, base) in [
+            ("nat", &self.nat_baseline),
+            ("filter", &self.filter_baseline),
+        ] {
+            let now = self.iptables(table);
+            let before: BTreeSet<&str> = base.lines().collect();
+            for l in now.lines().filter(|l| !before.contains(l)) {
+                bad.push(format!("iptables -t {table}: {l}"));
+            }
+        }
+        bad
+    }
+
+    /// Asserts that nothing of this test's sandboxes is left on the host.
+    fn assert_clean(&self, after: &str) {
+        let bad = self.leftovers();
+        assert!(
+            bad.is_empty(),
+            "after {after}, left behind:\n  {}",
+            bad.join("\n  ")
+        );
+    }
+
+    /// The sandbox's guest IPv4 address in this host's subnet, from `run --json`.
+    fn guest_ip(&self, v: &Value) -> String {
+        guest_ips(v)
+            .into_iter()
+            .find(|a| a.starts_with(&format!("{}.", self.prefix)))
+            .unwrap_or_else(|| panic!("no address in {}.0/24: {v}", self.prefix))
+    }
+}
+
+/// Every address of every guest interface (without prefix length) in `run --json`.
+fn guest_ips(v: &Value) -> Vec<String> {
+    v["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(|s| s.split('/').next().unwrap().to_string()))
+        .filter(|a| a != "127.0.0.1" && a != "::1")
+        .collect()
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let ids = self.ids.lock().map(|g| g.clone()).unwrap_or_default();
+        for id in &ids {
+            let _ = self.sandnet(&["rm", "--force", id]);
+        }
+        let cache = self.cache();
+        let _ = self.sandnet(&["gc", "--cni-cache-dir", cache.to_str().unwrap_or("")]);
+        for id in &ids {
+            // Last resort, for what this test started: its supervisors and QEMUs.
+            for (pid, cmd) in pids_mentioning(id) {
+                if cmd.contains("__supervise") || cmd.contains("qemu") || cmd.contains(" run ") {
+                    kill9(pid);
+                }
+            }
+            let _ = sh("ip", &["netns", "del", &format!("sandnet-{id}")]);
+        }
+        let _ = sh("ip", &["netns", "del", &self.ns]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. run → ping both ways → rm leaves nothing
+
+#[test]
+fn run_ping_exec_rm_leaves_nothing() {
+    let h = Host::new("basic");
+    h.write_conflist(&[]);
+    let id = h.new_id("basic");
+    let t = Instant::now();
+    let v = h.run_ok(&id, &[]);
+    eprintln!(
+        "run took {:.1} s, timings {}",
+        t.elapsed().as_secs_f64(),
+        v["timings"]
+    );
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["netns"], format!("sandnet-{id}"));
+    let ip = h.guest_ip(&v);
+    // The address is the one host-local handed out, to this container.
+    let held = std::fs::read_to_string(h.ipam().join(&h.net).join(&ip))
+        .unwrap_or_else(|e| panic!("no reservation for {ip}: {e}"));
+    assert!(held.starts_with(&format!("sandnet-{id}")), "{held:?}");
+    // The guest's route table has the default route via the bridge.
+    let routes = v["routes"].to_string();
+    assert!(routes.contains(&h.gateway()), "{routes}");
+    for k in [
+        "netns_ms",
+        "cni_add_ms",
+        "attach_ms",
+        "boot_ms",
+        "agent_ms",
+        "total_ms",
+    ] {
+        assert!(v["timings"][k].is_u64(), "timing {k}: {}", v["timings"]);
+    }
+    // The CNI cache holds the attachment in libcni's layout.
+    let entry = h
+        .cache()
+        .join("results")
+        .join(format!("{}-sandnet-{id}-eth0", h.net));
+    assert!(entry.exists(), "{:?}", Host::files_under(&h.cache()));
+    // The masquerade rule names the container.
+    assert!(
+        h.iptables("nat").contains(&format!("sandnet-{id}")),
+        "{}",
+        h.iptables("nat")
+    );
+    // ps and inspect see it.
+    let o = h.sandnet(&["ps", "--json"]);
+    let ps: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ps[0]["id"], id.as_str());
+    assert_eq!(ps[0]["status"], "running");
+    let o = h.sandnet(&["inspect", &id, "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains(&ip));
+
+    // Host → guest.
+    assert!(
+        h.ping(&ip),
+        "ping {ip} from the host namespace{}",
+        h.log_of(&id)
+    );
+    // Guest → the bridge gateway.
+    let gw = h.gateway();
+    let o = h.sandnet(&["exec", &id, "--", "ping", "-c1", "-W3", &gw]);
+    assert!(
+        o.status.success(),
+        "exec ping {gw}: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    // The exit status passes through.
+    let o = h.sandnet(&["exec", &id, "--", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+
+    let t = Instant::now();
+    let o = h.sandnet(&["rm", "--json", &id]);
+    assert!(o.status.success(), "rm: {}", text(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    eprintln!(
+        "rm took {:.2} s, timings {}",
+        t.elapsed().as_secs_f64(),
+        r[0]["timings"]
+    );
+    assert_eq!(r[0]["id"], id.as_str());
+    for k in [
+        "qemu_stop_ms",
+        "detach_ms",
+        "cni_del_ms",
+        "netns_ms",
+        "total_ms",
+    ] {
+        assert!(r[0]["timings"][k].is_u64(), "rm timing {k}: {r}");
+    }
+    let actions = r[0]["actions"].to_string();
+    assert!(actions.contains("CNI DEL"), "{actions}");
+    h.assert_clean("rm");
+    // rm again: nothing there, still success.
+    let o = h.sandnet(&["rm", &id]);
+    assert!(o.status.success());
+    assert!(
+        text(&o.stderr).contains("no sandbox"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Failure injection: every failed run rolls back; the host is as it was.
+
+#[test]
+fn failing_plugin_after_bridge_is_rolled_back() {
+    let h = Host::new("fail");
+    // Prints a CNI error object on ADD; DEL (the rollback) succeeds.
+    h.write_plugin(
+        "failer",
+        r#"case "$CNI_COMMAND" in
+ADD) cat >/dev/null; echo '{"cniVersion":"1.0.0","code":11,"msg":"injected failure","details":"by the test"}'; exit 1;;
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}';;
+*) cat >/dev/null; exit 0;;
+esac
+"#,
+    );
+    h.write_conflist(&[json!({"type":"failer"})]);
+    let id = h.new_id("fail");
+    let bin = h.bin();
+    let err = h.run_fails(
+        &id,
+        &[
+            "--cni-bin-dir",
+            bin.to_str().unwrap(),
+            "--cni-bin-dir",
+            DEBIAN_BIN,
+        ],
+    );
+    for needle in ["failer", "injected failure", "11"] {
+        assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    }
+    // bridge's ADD ran (the bridge exists) and was DELeted.
+    assert!(
+        !h.ip_json(&["link", "show", "dev", &h.bridge])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "the bridge plugin should have run"
+    );
+    h.assert_clean("a failing plugin");
+}
+
+#[test]
+fn hanging_plugin_is_killed_and_rolled_back() {
+    let h = Host::new("hang");
+    h.write_plugin(
+        "hanger",
+        r#"case "$CNI_COMMAND" in
+ADD) exec sleep 600;;
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}';;
+*) cat >/dev/null; exit 0;;
+esac
+"#,
+    );
+    h.write_conflist(&[json!({"type":"hanger"})]);
+    h.write_config(&["[cni]", "timeout = 2"]);
+    let id = h.new_id("hang");
+    let bin = h.bin();
+    let t = Instant::now();
+    let err = h.run_fails(
+        &id,
+        &[
+            "--cni-bin-dir",
+            bin.to_str().unwrap(),
+            "--cni-bin-dir",
+            DEBIAN_BIN,
+        ],
+    );
+    let took = t.elapsed();
+    assert!(err.contains("hanger"), "{err}");
+    assert!(
+        err.contains("time") || err.contains("2s") || err.contains("killed"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    wait_until("the plugin to be gone", Duration::from_secs(10), || {
+        pids_mentioning(&format!("sandnet-{id}")).is_empty()
+    });
+    h.assert_clean("a hanging plugin");
+}
+
+#[test]
+fn missing_plugin_binary_is_rolled_back() {
+    let h = Host::new("missing");
+    h.write_conflist(&[json!({"type":"no-such-plugin"})]);
+    let id = h.new_id("missing");
+    let err = h.run_fails(&id, &["--cni-bin-dir", DEBIAN_BIN]);
+    assert!(err.contains("no-such-plugin"), "{err}");
+    h.assert_clean("a missing plugin");
+}
+
+#[test]
+fn invalid_conflist_names_the_file() {
+    let h = Host::new("invalid");
+    h.write_conf_file(
+        "10-broken.conflist",
+        "{\"cniVersion\": \"1.0.0\", \"name\": ",
+    );
+    let id = h.new_id("invalid");
+    let err = h.run_fails(&id, &[]);
+    assert!(err.contains("10-broken.conflist"), "{err}");
+    // A conflist without plugins, too.
+    h.write_conf_file(
+        "20-empty.conflist",
+        r#"{"cniVersion":"1.0.0","name":"x","plugins":[]}"#,
+    );
+    let err = h.run_fails(&id, &[]);
+    assert!(err.contains("20-empty.conflist"), "{err}");
+    h.assert_clean("an invalid conflist");
+}
+
+#[test]
+fn missing_kernel_fails_and_rolls_back() {
+    let h = Host::new("nokernel");
+    h.write_conflist(&[]);
+    h.write_config(&["kernel = \"/nope\""]);
+    let id = h.new_id("nokernel");
+    let err = h.run_fails(&id, &[]);
+    assert!(err.contains("/nope"), "{err}");
+    h.assert_clean("a missing kernel");
+}
+
+#[test]
+fn qemu_killed_during_boot_rolls_back() {
+    let h = Host::new("qkill");
+    h.write_conflist(&[]);
+    let id = h.new_id("qkill");
+    let mut child = h
+        .run_cmd(&id, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut qemu = None;
+    wait_until("QEMU to start", Duration::from_secs(60), || {
+        if let Some(st) = h.state_of(&id) {
+            if st["status"] == "creating" {
+                qemu = st["qemu_pid"].as_u64();
+            }
+        }
+        qemu.is_some()
+    });
+    let qemu = qemu.unwrap() as u32;
+    std::thread::sleep(Duration::from_millis(300));
+    kill9(qemu);
+    let o = wait_output(&mut child);
+    assert!(!o.status.success(), "run should fail");
+    let err = text(&o.stderr);
+    assert!(err.contains("QEMU"), "{err}");
+    h.assert_clean("QEMU killed during boot");
+}
+
+fn wait_output(child: &mut Child) -> Output {
+    let mut stdout = vec![];
+    let mut stderr = vec![];
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_end(&mut stdout);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_end(&mut stderr);
+    }
+    Output {
+        status: child.wait().unwrap(),
+        stdout,
+        stderr,
+    }
+}
+
+#[test]
+fn run_killed_at_each_step_supervisor_rolls_back() {
+    let h = Host::new("runkill");
+    h.write_conflist(&[]);
+    for delay_ms in [20u64, 200, 1000, 3000] {
+        let id = h.new_id(&format!("k{delay_ms}"));
+        let mut child = h
+            .run_cmd(&id, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let seen = h.state_of(&id).map(|s| {
+            format!(
+                "status {} cni {} qemu {}",
+                s["status"],
+                s.get("cni").is_some(),
+                s["qemu_pid"]
+            )
+        });
+        child.kill().unwrap();
+        let _ = child.wait();
+        eprintln!("killed run after {delay_ms} ms; state then: {seen:?}");
+        // The supervisor notices and rolls back by itself.
+        wait_until(
+            "the supervisor to roll back",
+            Duration::from_secs(60),
+            || {
+                !h.state().join(&id).join("sandbox.json").exists()
+                    && pids_mentioning(&id).is_empty()
+            },
+        );
+        let g = h.gc();
+        eprintln!("gc after {delay_ms} ms: {g}");
+        h.assert_clean(&format!("run killed after {delay_ms} ms"));
+    }
+}
+
+/// The supervisor dies while the guest boots: `run` notices (its pipe closes without a
+/// result), cleans up from the persisted state and says so.
+#[test]
+fn supervisor_killed_during_boot_run_cleans_up() {
+    let h = Host::new("svboot");
+    h.write_conflist(&[]);
+    let id = h.new_id("svboot");
+    let mut child = h
+        .run_cmd(&id, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sup = None;
+    wait_until("QEMU to start", Duration::from_secs(60), || {
+        if let Some(st) = h.state_of(&id) {
+            if st["status"] == "creating" && st["qemu_pid"].is_u64() {
+                sup = st["supervisor_pid"].as_u64();
+            }
+        }
+        sup.is_some()
+    });
+    kill9(sup.unwrap() as u32);
+    let o = wait_output(&mut child);
+    assert!(!o.status.success(), "run should fail");
+    let err = text(&o.stderr);
+    assert!(err.contains("died before the sandbox was ready"), "{err}");
+    h.assert_clean("the supervisor killed during boot");
+}
+
+#[test]
+fn supervisor_killed_mid_run_gc_cleans() {
+    let h = Host::new("svkill");
+    h.write_conflist(&[]);
+    let id = h.new_id("svkill");
+    let v = h.run_ok(&id, &[]);
+    let ip = h.guest_ip(&v);
+    let st = h.state_of(&id).unwrap();
+    let sup = st["supervisor_pid"].as_u64().unwrap() as u32;
+    let qemu = st["qemu_pid"].as_u64().unwrap() as u32;
+    kill9(sup);
+    wait_until("the supervisor to die", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{sup}/cmdline")).exists()
+            || std::fs::read(format!("/proc/{sup}/cmdline")).is_ok_and(|b| b.is_empty())
+    });
+    // QEMU lives on, and the guest with it; ps says what happened.
+    assert!(Path::new(&format!("/proc/{qemu}")).exists());
+    let ps: Value = serde_json::from_slice(&h.sandnet(&["ps", "--json"]).stdout).unwrap();
+    assert_eq!(ps[0]["status"], "supervisor-dead", "{ps}");
+    // exec/inspect say so clearly.
+    let o = h.sandnet(&["exec", &id, "--", "true"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("supervisor"),
+        "{}",
+        text(&o.stderr)
+    );
+    let g = h.gc();
+    assert_eq!(g["sandboxes"], json!([id]), "{g}");
+    h.assert_clean("gc after the supervisor was killed");
+    assert!(!h.ping(&ip));
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Ten sandboxes at once
+
+#[test]
+fn ten_concurrent_sandboxes_distinct_addresses_all_removed() {
+    const N: usize = 10;
+    let h = Host::new("ten");
+    h.write_conflist(&[]);
+    h.write_config(&["default_memory = 128"]);
+    let ids: Vec<String> = (0..N).map(|i| h.new_id(&format!("t{i}"))).collect();
+    let t = Instant::now();
+    let outs: Vec<(Output, f64)> = std::thread::scope(|s| {
+        let hs: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let h = &h;
+                s.spawn(move || {
+                    let t = Instant::now();
+                    let o = h.run(id, &[]);
+                    (o, t.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let wall = t.elapsed().as_secs_f64();
+    let mut ips = BTreeSet::new();
+    let mut boots = vec![];
+    for ((o, secs), id) in outs.iter().zip(&ids) {
+        assert!(
+            o.status.success(),
+            "run {id} failed after {secs:.1} s: {}{}",
+            text(&o.stderr),
+            h.log_of(id)
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        ips.insert(h.guest_ip(&v));
+        boots.push(v["timings"]["boot_ms"].as_u64().unwrap_or(0));
+    }
+    boots.sort();
+    eprintln!(
+        "{N} concurrent runs: wall {wall:.1} s, boot_ms min {} median {} max {}",
+        boots[0],
+        boots[N / 2],
+        boots[N - 1]
+    );
+    assert_eq!(ips.len(), N, "distinct addresses: {ips:?}");
+    for ip in &ips {
+        assert!(h.ping(ip), "ping {ip}");
+    }
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for id in &ids {
+            let h = &h;
+            s.spawn(move || h.rm(id));
+        }
+    });
+    eprintln!("{N} concurrent rm: {:.2} s", t.elapsed().as_secs_f64());
+    h.assert_clean("removing ten sandboxes");
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. The seed's configuration
+
+/// The seed's 0.2.0 `10-mynet.conf` (bridge cni0, 172.19.0.0/24), with only host-local's
+/// `dataDir` added so its reservations land in the test's dir.
+#[test]
+fn seed_0_2_0_conf_end_to_end() {
+    let mut h = Host::new("seed");
+    let mut conf: Value = serde_json::from_str(SEED_CONF).unwrap();
+    conf["ipam"]["dataDir"] = json!(h.ipam());
+    h.write_conf_file("10-mynet.conf", &conf.to_string());
+    // The seed's bridge is cni0: private to this host namespace.
+    h.bridge = "cni0".into();
+    h.net = "mynet".into();
+    h.prefix = "172.19.0".into();
+    let id = h.new_id("seed");
+    let v = h.run_ok(&id, &[]);
+    let ip = h.guest_ip(&v);
+    assert!(ip.starts_with("172.19.0."), "{ip}");
+    let addrs = v["interfaces"].to_string();
+    assert!(addrs.contains(&format!("{ip}/24")), "{addrs}");
+    let routes = v["routes"].to_string();
+    assert!(routes.contains("172.19.0.1"), "{routes}");
+    assert!(h
+        .ip_json(&["addr", "show", "dev", "cni0"])
+        .to_string()
+        .contains("172.19.0.1"));
+    // 0.2.0's result cached in libcni's layout, `ip4` and all.
+    let c: Value = serde_json::from_slice(
+        &std::fs::read(
+            h.cache()
+                .join("results")
+                .join(format!("mynet-sandnet-{id}-eth0")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["kind"], "cniCacheV1");
+    assert_eq!(c["result"]["cniVersion"], "0.2.0");
+    assert_eq!(c["result"]["ip4"]["ip"], format!("{ip}/24"));
+    assert!(h.ping(&ip), "ping {ip}{}", h.log_of(&id));
+    let o = h.sandnet(&["exec", &id, "--", "ping", "-c1", "-W3", "172.19.0.1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    h.rm(&id);
+    h.assert_clean("rm (seed config)");
+}
+
+/// With an empty conf dir sandnet uses an embedded network equal to the seed's.
+#[test]
+fn embedded_default_network_is_the_seed_conf() {
+    let embedded: Value =
+        serde_json::from_str(sandnet_runtime::lifecycle::DEFAULT_NETWORK).unwrap();
+    let seed: Value = serde_json::from_str(SEED_CONF).unwrap();
+    assert_eq!(embedded, seed);
+    // And it is what an empty (or absent) conf dir gives.
+    let dir = std::env::temp_dir().join(format!("snlc-emptyconf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let l = sandnet_runtime::lifecycle::network_from_dir(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(l.name, "mynet");
+    assert_eq!(l.cni_version, "0.2.0");
+    let from_absent =
+        sandnet_runtime::lifecycle::network_from_dir(Path::new("/nonexistent/sandnet")).unwrap();
+    assert_eq!(from_absent.name, "mynet");
+}
