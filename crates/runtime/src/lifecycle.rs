@@ -1310,7 +1310,41 @@ pub async fn gc(root: &Path, cni_cache_dirs: &[PathBuf]) -> Result<GcReport> {
             }
         }
     }
+    // Attach state of namespaces that no longer exist (their taps went with them).
+    rep.actions
+        .extend(forget_vanished_attachments(&attach_dir(root)));
     Ok(rep)
+}
+
+/// Forgets attach plans whose namespace is gone (or is another one by now).
+fn forget_vanished_attachments(dir: &Path) -> Vec<String> {
+    let mut actions = vec![];
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return actions;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let Some(st) = std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<sandnet_host::interwork::AttachState>(&b).ok())
+        else {
+            continue;
+        };
+        let alive = NetNs::open(&st.netns)
+            .and_then(|ns| ns.id())
+            .is_ok_and(|id| id == st.netns_id);
+        if !alive && sandnet_host::interwork::forget_state(dir, st.netns_id).is_ok() {
+            let _ = std::fs::remove_file(dir.join(format!("{}.lock", st.netns_id)));
+            actions.push(format!(
+                "forgot attach state of vanished namespace {}",
+                st.netns
+            ));
+        }
+    }
+    actions
 }
 
 /// Whether any process is inside the namespace at `path` or holds it open (nsfs files read

@@ -179,3 +179,40 @@ fn sigkill_during_attach_then_detach_leaves_nothing() {
         }
     }
 }
+
+#[test]
+fn gc_forgets_attach_state_of_vanished_namespaces() {
+    let env = Env::new("cligc");
+    let cache = env.state.join("cni-cache");
+    let json_files = || {
+        std::fs::read_dir(env.state.join("attach"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let keep = PodPair::new("cligck");
+    {
+        let p = PodPair::new("cligc");
+        assert!(env
+            .sandnet(&["attach", "--netns", &p.pod.name])
+            .status
+            .success());
+        assert!(env
+            .sandnet(&["attach", "--netns", &keep.pod.name])
+            .status
+            .success());
+        assert_eq!(json_files(), 2);
+    } // the first pod namespace is deleted here, taps and all
+    let o = env.sandnet(&["gc", "--cni-cache-dir", cache.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("forgot attach state"));
+    assert_eq!(json_files(), 1, "the live namespace's attachment is kept");
+    assert!(env
+        .sandnet(&["detach", "--netns", &keep.pod.name])
+        .status
+        .success());
+    assert_eq!(json_files(), 0);
+}
