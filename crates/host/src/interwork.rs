@@ -67,7 +67,7 @@ impl Model {
 
 impl fmt::Display for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -499,7 +499,7 @@ async fn attach_macvtap(
         nl.del_address(e.index, *a, &e.name).await?;
     }
     let devt = ns.run(|| tap::macvtap_devt_in_current_netns(name, ti))??;
-    let (device, _) = tap::macvtap_device_path(ti, devt, &dev_dir(&opts.state_dir, id))?;
+    let device = tap::macvtap_device_path(ti, devt, &dev_dir(&opts.state_dir, id))?;
     let fds = tap::open_macvtap(&device, opts.queues)?;
     Ok(AttachedEndpoint {
         guest_mac: e.mac,
@@ -649,9 +649,7 @@ async fn restore_link(nl: &Netlink, p: &PlannedEndpoint, report: &mut DetachRepo
             Err(err) => return Err(err),
         }
     }
-    let mut routes: Vec<&Route> = p.routes.iter().collect();
-    routes.sort_by_key(|r| r.has_gateway());
-    for r in routes {
+    for r in sandnet_model::in_apply_order(&p.routes) {
         match nl.replace_route(r, e.index).await {
             Ok(()) => report.actions.push(format!(
                 "restored route {} on {}",

@@ -208,25 +208,6 @@ impl Netlink {
         .await
     }
 
-    /// Sets a link's MTU.
-    pub async fn set_mtu(&self, index: u32, mtu: u32, name: &str) -> Result<()> {
-        self.set_link(index, vec![LinkAttribute::Mtu(mtu)], None, || {
-            format!("set MTU {mtu} on {name}")
-        })
-        .await
-    }
-
-    /// Sets a link's alias (`IFLA_IFALIAS`).
-    pub async fn set_alias(&self, index: u32, alias: &str, name: &str) -> Result<()> {
-        self.set_link(
-            index,
-            vec![LinkAttribute::IfAlias(alias.to_string())],
-            None,
-            || format!("set alias on {name}"),
-        )
-        .await
-    }
-
     /// Deletes a link; a link that is already gone is not an error.
     pub async fn del_link(&self, index: u32, name: &str) -> Result<()> {
         let mut msg = LinkMessage::default();

@@ -162,17 +162,12 @@ pub fn macvtap_devt_in_current_netns(name: &str, index: u32) -> Result<(u32, u32
 /// Returns a character-device path for a macvtap: `/dev/tap<index>` when devtmpfs made it
 /// and it is this very device, otherwise a node sandnet makes under `private_dir`
 /// (`/dev/tapN` names collide between namespaces, since ifindexes are per namespace).
-/// The second value says whether sandnet created the node.
-pub fn macvtap_device_path(
-    index: u32,
-    devt: (u32, u32),
-    private_dir: &Path,
-) -> Result<(PathBuf, bool)> {
+pub fn macvtap_device_path(index: u32, devt: (u32, u32), private_dir: &Path) -> Result<PathBuf> {
     let want = nix::sys::stat::makedev(devt.0 as u64, devt.1 as u64);
     let dev = PathBuf::from(format!("/dev/tap{index}"));
     if let Ok(m) = std::fs::metadata(&dev) {
         if m.file_type().is_char_device() && m.rdev() == want {
-            return Ok((dev, false));
+            return Ok(dev);
         }
     }
     std::fs::create_dir_all(private_dir).map_err(|e| HostError::Tap {
@@ -193,7 +188,7 @@ pub fn macvtap_device_path(
         op: "mknod",
         source: e.into(),
     })?;
-    Ok((node, true))
+    Ok(node)
 }
 
 /// Opens a macvtap character device once per queue.

@@ -79,7 +79,7 @@ impl LinkKind {
 
 impl fmt::Display for LinkKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -400,10 +400,16 @@ impl NetworkConfig {
     /// Routes in the order a guest must install them: routes without a gateway (link
     /// scope) first, then those through a gateway; otherwise in their original order.
     pub fn routes_in_apply_order(&self) -> Vec<&Route> {
-        let mut v: Vec<&Route> = self.routes.iter().collect();
-        v.sort_by_key(|r| r.has_gateway());
-        v
+        in_apply_order(&self.routes)
     }
+}
+
+/// Routes in the order they can be installed: those without a gateway (link scope) first,
+/// then those through a gateway; otherwise in their original order.
+pub fn in_apply_order(routes: &[Route]) -> Vec<&Route> {
+    let mut v: Vec<&Route> = routes.iter().collect();
+    v.sort_by_key(|r| r.has_gateway());
+    v
 }
 
 /// Errors of the model's own parsing and checks.

@@ -238,14 +238,7 @@ pub async fn ps(a: PsArgs, root: &Path) -> Result<i32> {
     } else {
         println!("{:<14} {:<16} {:<9} NETNS", "ID", "STATUS", "MODEL");
         for e in list {
-            // `Model`'s Display ignores width: pad its text.
-            println!(
-                "{:<14} {:<16} {:<9} {}",
-                e.id,
-                e.status,
-                e.model.as_str(),
-                e.netns
-            );
+            println!("{:<14} {:<16} {:<9} {}", e.id, e.status, e.model, e.netns);
         }
     }
     Ok(0)
