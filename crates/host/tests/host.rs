@@ -5,16 +5,13 @@ use sandnet_host::interwork::{load_state, AttachOptions, Model};
 use sandnet_host::tap::VNET_HDR_LEN;
 use sandnet_host::{attach, detach, scan_detail, HostError, NetNs};
 use sandnet_testkit::{
-    frame, has_tag, mac_bytes, recv_matching, write_fd, PacketSocket, PodPair, TestNs,
+    frame, has_tag, mac_bytes, recv_matching, write_fd, PacketSocket, PodPair, TempDir, TestNs,
 };
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
 
-fn state_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(sandnet_testkit::unique(tag));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn state_dir(tag: &str) -> TempDir {
+    TempDir::new(tag)
 }
 
 fn opts(model: Model, dir: &std::path::Path) -> AttachOptions {
@@ -279,7 +276,6 @@ async fn tcfilter_attach_detach_as_tc_sees_it() {
     assert_eq!(p.pod.link_names().len(), 2);
     let again = detach(&ns, &dir).await.unwrap();
     assert!(again.nothing_attached, "{again:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +291,6 @@ async fn tcfilter_keeps_a_qdisc_it_did_not_create() {
         "a qdisc that was there before stays"
     );
     assert!(redirects(&p.pod, "eth0").is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn datapath_roundtrip(p: &PodPair, fd: &std::os::fd::OwnedFd, guest_mac: &str) {
@@ -330,7 +325,6 @@ async fn tcfilter_datapath_both_ways() {
     datapath_roundtrip(&p, &eps[0].fds[0], &eps[0].guest_mac.to_string());
     drop(eps);
     detach(&ns, &dir).await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,7 +374,6 @@ async fn macvtap_datapath_and_restore() {
         .unwrap()
         .iter()
         .any(|a| a["local"] == "172.19.0.5"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,7 +412,6 @@ async fn multiqueue_taps_and_reopen_by_name() {
         attach(&ns, &bad).await,
         Err(HostError::InvalidArgument(_))
     ));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,8 +433,6 @@ async fn attach_twice_is_refused_and_changes_nothing() {
     assert_eq!(p.pod.link_names(), links);
     assert_eq!(load_state(&dir, ns.id().unwrap()).unwrap(), st);
     detach(&ns, &dir).await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&other);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,7 +459,6 @@ async fn vanished_link_rolls_back_everything() {
     assert!(!after.iter().any(|n| n.starts_with("sntap")));
     assert!(!has_ingress(&p.pod, "eth0"));
     assert!(load_state(&dir, ns.id().unwrap()).unwrap().is_none());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,7 +479,6 @@ async fn detach_from_marks_when_state_is_lost_and_after_partial_damage() {
         assert!(p.pod.link(t).is_none());
     }
     assert!(redirects(&p.pod, "eth0").is_empty() && redirects(&p.pod, "eth1").is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,5 +506,4 @@ async fn fifteen_byte_names_and_skipped_kinds() {
     drop(eps);
     detach(&ns, &dir).await.unwrap();
     assert!(!p.pod.link_names().iter().any(|n| n.starts_with("sntap")));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -318,3 +318,36 @@ pub fn mac_bytes(s: &str) -> [u8; 6] {
 pub fn has_tag(f: &[u8], tag: &[u8]) -> bool {
     f.len() >= 14 + tag.len() && &f[14..14 + tag.len()] == tag
 }
+
+/// A directory under the system temp dir, removed on drop (also when the test panics).
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// Makes a fresh directory with a unique name built from `tag`.
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
