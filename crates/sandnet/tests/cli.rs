@@ -1,60 +1,16 @@
 //! The `sandnet` command line as a user runs it: exit status, one-line errors, JSON.
 
-use sandnet_testkit::{unique, PodPair};
-use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use sandnet_testkit::{assert_fails_with, Cli, PodPair};
 
-struct Env {
-    state: PathBuf,
-}
-
-impl Env {
-    fn new(tag: &str) -> Env {
-        let state = std::env::temp_dir().join(unique(tag));
-        std::fs::create_dir_all(&state).unwrap();
-        Env { state }
-    }
-
-    fn sandnet(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sandnet"))
-            .args(args)
-            .env("SANDNET_STATE_DIR", &self.state)
-            .output()
-            .unwrap()
-    }
-
-    fn ok_json(&self, args: &[&str]) -> Value {
-        let o = self.sandnet(args);
-        assert!(
-            o.status.success(),
-            "sandnet {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
-/// Asserts a failure with exactly one line on stderr that contains every `needle`.
-fn assert_fails_with(o: &Output, needles: &[&str]) {
-    assert!(!o.status.success(), "expected failure");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{err:?} should mention {n:?}");
-    }
+/// `sandnet` with a state directory and configuration of this test's own.
+fn env(tag: &str) -> Cli {
+    Cli::new(env!("CARGO_BIN_EXE_sandnet"), tag)
 }
 
 #[test]
 fn scan_json_is_the_contract() {
     let p = PodPair::new("cliscan");
-    let env = Env::new("cliscan");
+    let env = env("cliscan");
     let v = env.ok_json(&["scan", "--netns", &p.pod.name, "--json"]);
     let i = &v["interfaces"][0];
     assert_eq!(i["name"], "eth0");
@@ -71,7 +27,7 @@ fn scan_json_is_the_contract() {
     let by_path = env.ok_json(&["scan", "--netns", &p.pod.path(), "--json"]);
     assert_eq!(by_path, v);
     // Human output names the endpoint.
-    let o = env.sandnet(&["scan", "--netns", &p.pod.name]);
+    let o = env.run(&["scan", "--netns", &p.pod.name]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("endpoint"));
 }
 
@@ -79,7 +35,7 @@ fn scan_json_is_the_contract() {
 fn attach_detach_json_tcfilter_and_macvtap() {
     for model in ["tcfilter", "macvtap"] {
         let p = PodPair::new("cliatt");
-        let env = Env::new("cliatt");
+        let env = env("cliatt");
         let links = p.pod.link_names();
         let mac = p.pod_mac("eth0");
         let v = env.ok_json(&["attach", "--netns", &p.pod.name, "--model", model, "--json"]);
@@ -95,7 +51,7 @@ fn attach_detach_json_tcfilter_and_macvtap() {
         } else {
             assert!(p.pod.link(tap).is_some());
         }
-        let o = env.sandnet(&["detach", "--netns", &p.pod.name]);
+        let o = env.run(&["detach", "--netns", &p.pod.name]);
         assert!(o.status.success());
         assert_eq!(p.pod.link_names(), links);
         assert_eq!(p.pod_mac("eth0"), mac);
@@ -104,27 +60,27 @@ fn attach_detach_json_tcfilter_and_macvtap() {
 
 #[test]
 fn bad_input_gets_one_clear_line() {
-    let env = Env::new("clibad");
+    let env = env("clibad");
     assert_fails_with(
-        &env.sandnet(&["scan", "--netns", "sandnet-nope-404"]),
+        &env.run(&["scan", "--netns", "sandnet-nope-404"]),
         &["sandnet-nope-404", "does not exist"],
     );
     assert_fails_with(
-        &env.sandnet(&["attach", "--netns", "/etc/hostname"]),
+        &env.run(&["attach", "--netns", "/etc/hostname"]),
         &["/etc/hostname", "not a network namespace"],
     );
     let p = PodPair::new("clibad");
     assert_fails_with(
-        &env.sandnet(&["attach", "--netns", &p.pod.name, "--model", "bridged"]),
+        &env.run(&["attach", "--netns", &p.pod.name, "--model", "bridged"]),
         &["unknown interworking model", "bridged"],
     );
     assert!(env
-        .sandnet(&["attach", "--netns", &p.pod.name])
+        .run(&["attach", "--netns", &p.pod.name])
         .status
         .success());
     let links = p.pod.link_names();
     assert_fails_with(
-        &env.sandnet(&["attach", "--netns", &p.pod.name]),
+        &env.run(&["attach", "--netns", &p.pod.name]),
         &[&p.pod.name, "already attached"],
     );
     assert_eq!(
@@ -133,12 +89,12 @@ fn bad_input_gets_one_clear_line() {
         "a refused attach changes nothing"
     );
     assert!(env
-        .sandnet(&["detach", "--netns", &p.pod.name])
+        .run(&["detach", "--netns", &p.pod.name])
         .status
         .success());
     // Nothing attached: still success (teardown is idempotent), and it says so.
     let before = p.pod.ip_json(&["link", "show"]);
-    let o = env.sandnet(&["detach", "--netns", &p.pod.name]);
+    let o = env.run(&["detach", "--netns", &p.pod.name]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("nothing attached"));
     assert_eq!(p.pod.ip_json(&["link", "show"]), before);
@@ -155,19 +111,18 @@ fn sigkill_during_attach_then_detach_leaves_nothing() {
             &format!("10.{i}.0.1/24"),
         );
     }
-    let env = Env::new("clikill");
+    let env = env("clikill");
     let links = p.pod.link_names();
     for delay_ms in [2u64, 8, 20] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sandnet"))
-            .args(["attach", "--netns", &p.pod.name, "--model", "tcfilter"])
-            .env("SANDNET_STATE_DIR", &env.state)
+        let mut child = env
+            .cmd(&["attach", "--netns", &p.pod.name, "--model", "tcfilter"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
-        let o = env.sandnet(&["detach", "--netns", &p.pod.name]);
+        let o = env.run(&["detach", "--netns", &p.pod.name]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(p.pod.link_names(), links, "after a kill at {delay_ms} ms");
         for l in &links {
@@ -182,7 +137,7 @@ fn sigkill_during_attach_then_detach_leaves_nothing() {
 
 #[test]
 fn gc_forgets_attach_state_of_vanished_namespaces() {
-    let env = Env::new("cligc");
+    let env = env("cligc");
     let cache = env.state.join("cni-cache");
     let json_files = || {
         std::fs::read_dir(env.state.join("attach"))
@@ -197,21 +152,21 @@ fn gc_forgets_attach_state_of_vanished_namespaces() {
     {
         let p = PodPair::new("cligc");
         assert!(env
-            .sandnet(&["attach", "--netns", &p.pod.name])
+            .run(&["attach", "--netns", &p.pod.name])
             .status
             .success());
         assert!(env
-            .sandnet(&["attach", "--netns", &keep.pod.name])
+            .run(&["attach", "--netns", &keep.pod.name])
             .status
             .success());
         assert_eq!(json_files(), 2);
     } // the first pod namespace is deleted here, taps and all
-    let o = env.sandnet(&["gc", "--cni-cache-dir", cache.to_str().unwrap()]);
+    let o = env.run(&["gc", "--cni-cache-dir", cache.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("forgot attach state"));
     assert_eq!(json_files(), 1, "the live namespace's attachment is kept");
     assert!(env
-        .sandnet(&["detach", "--netns", &keep.pod.name])
+        .run(&["detach", "--netns", &keep.pod.name])
         .status
         .success());
     assert_eq!(json_files(), 0);

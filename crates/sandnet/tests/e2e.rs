@@ -9,7 +9,7 @@
 //! they can. Needs root, the static agent (`scripts/build-agent`) and the guest kernel
 //! (`scripts/guest-kernel.sh`), which `scripts/test` prepares.
 
-use sandnet_testkit::{unique, PodPair, TestNs};
+use sandnet_testkit::{assert_fails_with, pids_mentioning, unique, Cli, PodPair, TestNs};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -45,66 +45,32 @@ impl Drop for GuestSlot {
     }
 }
 
-/// A state directory of its own (and an empty configuration file, so that nothing on the
-/// machine changes what the test runs); removed on drop.
-struct Env {
-    state: PathBuf,
-    config: PathBuf,
+/// `sandnet` with a state directory and configuration of this test's own.
+struct Env(Cli);
+
+impl std::ops::Deref for Env {
+    type Target = Cli;
+
+    fn deref(&self) -> &Cli {
+        &self.0
+    }
 }
 
 impl Env {
     fn new(tag: &str) -> Env {
-        let state = std::env::temp_dir().join(unique(tag));
-        std::fs::create_dir_all(&state).unwrap();
-        let config = std::env::temp_dir().join(format!("{}.toml", unique(tag)));
-        std::fs::write(&config, "").unwrap();
-        Env { state, config }
+        Env(Cli::new(env!("CARGO_BIN_EXE_sandnet"), tag))
     }
 
     fn sandnet(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sandnet"))
-            .args(args)
-            .env("SANDNET_STATE_DIR", &self.state)
-            .env("SANDNET_CONFIG", &self.config)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let o = self.sandnet(args);
-        assert!(
-            o.status.success(),
-            "sandnet {args:?} failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o
-    }
-
-    fn ok_json(&self, args: &[&str]) -> Value {
-        let o = self.ok(args);
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-            panic!(
-                "sandnet {args:?}: not JSON ({e}): {}",
-                String::from_utf8_lossy(&o.stdout)
-            )
-        })
+        self.run(args)
     }
 
     /// Pids of every process whose command line names this state directory (supervisors
     /// run with `--state-dir`, QEMU with sockets under it).
     fn processes(&self) -> Vec<u32> {
-        let me = std::process::id();
-        let needle = self.state.display().to_string();
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|&pid| pid != me)
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|b| String::from_utf8_lossy(&b).contains(&needle))
-                    .unwrap_or(false)
-            })
+        pids_mentioning(&self.state.display().to_string())
+            .into_iter()
+            .map(|(pid, _)| pid)
             .collect()
     }
 
@@ -112,13 +78,6 @@ impl Env {
     fn ps_entry(&self, id: &str) -> Option<Value> {
         let v = self.ok_json(&["ps", "--json"]);
         v.as_array()?.iter().find(|e| e["id"] == id).cloned()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.state);
-        let _ = std::fs::remove_file(&self.config);
     }
 }
 
@@ -214,16 +173,6 @@ fn guest_ping(sb: &Sandbox<'_>, addr: &str) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-/// Asserts a failure with exactly one line on stderr that contains every `needle`.
-fn assert_fails_with(o: &Output, needles: &[&str]) {
-    assert!(!o.status.success(), "expected failure");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{err:?} should mention {n:?}");
-    }
 }
 
 /// The scan's entry of `name`.

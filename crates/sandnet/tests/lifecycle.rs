@@ -14,6 +14,7 @@
 //! Needs root, the static guest agent (`scripts/build-agent`) and the cached guest kernel
 //! (`scripts/guest-kernel.sh`), as `scripts/test` provides.
 
+use sandnet_testkit::pids_mentioning;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -65,28 +66,6 @@ fn sh_ok(cmd: &str, args: &[&str]) -> String {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Pids whose command line contains `needle`.
-fn pids_mentioning(needle: &str) -> Vec<(u32, String)> {
-    let me = std::process::id();
-    let mut out = vec![];
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(b) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&b).replace('\0', " ");
-        if cmd.contains(needle) {
-            out.push((pid, cmd));
-        }
-    }
-    out
 }
 
 fn kill9(pid: u32) {

@@ -351,3 +351,104 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Pids (other than this process) whose command line contains `needle`, with that line.
+pub fn pids_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(b) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&b).replace('\0', " ");
+        if cmd.contains(needle) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// Asserts a failed command with exactly one line on stderr that contains every `needle`.
+pub fn assert_fails_with(o: &std::process::Output, needles: &[&str]) {
+    assert!(!o.status.success(), "expected failure");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{err:?} should mention {n:?}");
+    }
+}
+
+/// A command-line binary run with a state directory of its own (`SANDNET_STATE_DIR`) and
+/// an empty configuration file (`SANDNET_CONFIG`, so nothing installed on the machine
+/// changes what a test runs); both removed on drop.
+pub struct Cli {
+    bin: std::path::PathBuf,
+    /// The state directory.
+    pub state: TempDir,
+    /// The (empty) configuration file.
+    pub config: std::path::PathBuf,
+}
+
+impl Cli {
+    /// Prepares to run `bin` for a test tagged `tag`.
+    pub fn new(bin: &str, tag: &str) -> Cli {
+        let state = TempDir::new(tag);
+        let config = std::env::temp_dir().join(format!("{}.toml", unique(tag)));
+        std::fs::write(&config, "").expect("write config");
+        Cli {
+            bin: bin.into(),
+            state,
+            config,
+        }
+    }
+
+    /// The command, with the environment set, ready to spawn.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args)
+            .env("SANDNET_STATE_DIR", &*self.state)
+            .env("SANDNET_CONFIG", &self.config);
+        c
+    }
+
+    /// Runs it to completion.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args).output().expect("spawn")
+    }
+
+    /// Runs it and asserts success.
+    pub fn ok(&self, args: &[&str]) -> std::process::Output {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{} {args:?} failed ({}): {}",
+            self.bin.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    /// Runs it, asserts success and parses stdout as JSON.
+    pub fn ok_json(&self, args: &[&str]) -> Value {
+        let o = self.ok(args);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&o.stdout)
+            )
+        })
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
