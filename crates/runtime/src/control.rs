@@ -63,6 +63,9 @@ pub enum Response {
         /// `netns_ms`).
         #[serde(default)]
         timings: std::collections::BTreeMap<String, u64>,
+        /// Set when a teardown step failed (the record is kept for a retry).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// The request failed.
     Error {

@@ -3,6 +3,10 @@
 
 pub mod config;
 pub mod control;
+pub mod gc;
 pub mod image;
 pub mod lifecycle;
+pub mod lock;
+pub mod podnet;
 pub mod sandbox;
+pub mod teardown;

@@ -9,7 +9,10 @@
 
 use crate::control::{self, ExecResult, GuestNetwork, Request, Response};
 use crate::image;
-use crate::sandbox::{self, CniAttachment, SandboxError, SandboxPaths, SandboxState, Status};
+use crate::lock::SandboxLock;
+use crate::podnet::{self, namespace_dns, owned_name, CniStepError};
+use crate::sandbox::{self, Health, SandboxError, SandboxPaths, SandboxState, Status};
+use crate::teardown::{self, attach_dir, RemoveReport, TeardownError};
 use sandnet_agent_proto::AgentClient;
 use sandnet_host::interwork::{attach_scanned, AttachOptions};
 use sandnet_host::{scan_detail, HostError, Model, NetNs};
@@ -65,6 +68,15 @@ pub enum RuntimeError {
     /// Talking to a supervisor.
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// A CNI step.
+    #[error(transparent)]
+    Cni(#[from] CniStepError),
+    /// Tearing down.
+    #[error(transparent)]
+    Teardown(#[from] TeardownError),
+    /// Taking the sandbox's lock.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     /// Anything else, already described.
     #[error("{0}")]
     Failed(String),
@@ -179,14 +191,33 @@ fn spec_path(paths: &SandboxPaths) -> PathBuf {
     paths.dir.join("spec.json")
 }
 
-fn attach_dir(root: &Path) -> PathBuf {
-    root.join("attach")
+impl RunSpec {
+    /// Reads a sandbox's `spec.json`.
+    pub fn load(paths: &SandboxPaths) -> std::result::Result<RunSpec, SandboxError> {
+        let p = spec_path(paths);
+        let io = |source| SandboxError::Io {
+            path: p.clone(),
+            source,
+        };
+        let b = std::fs::read(&p).map_err(io)?;
+        serde_json::from_slice(&b).map_err(|e| io(std::io::Error::other(e)))
+    }
 }
 
-/// Starts a sandbox: writes its spec and state, starts `supervisor` (a command that runs
-/// [`supervise`] for this id, e.g. `sandnet __supervise ID`) in a session of its own, and
-/// waits for it to report. On failure the supervisor has rolled back; what is left of the
-/// state directory is removed here.
+/// Fault-injection knob for kill-point tests: the supervisor waits this many milliseconds
+/// after recording each step of `run` (so a test can kill it while the record names the
+/// step for certain). Unset in production.
+pub const STEP_PAUSE_ENV: &str = "SANDNET_STEP_PAUSE_MS";
+
+/// The environment variable through which `run` hands the sandbox's lock to its
+/// supervisor (a descriptor number).
+pub const LOCK_FD_ENV: &str = "SANDNET_LOCK_FD";
+
+/// Starts a sandbox: creates its directory (root-only) and takes its lock, writes its spec,
+/// starts `supervisor` (a command that runs [`supervise`] for this id, e.g. `sandnet
+/// __supervise ID`) in a session of its own with the lock handed over, and waits for it to
+/// report. On failure the supervisor has rolled back; the directory is removed here unless
+/// the supervisor kept a record of something it could not undo.
 pub async fn launch(
     root: &Path,
     spec: &RunSpec,
@@ -195,27 +226,39 @@ pub async fn launch(
 ) -> Result<RunOutput> {
     sandbox::check_id(&spec.id)?;
     let paths = SandboxPaths::new(root, &spec.id);
-    std::fs::create_dir_all(root).map_err(|e| SandboxError::Io {
+    sandbox::create_private_dir(root).map_err(|e| SandboxError::Io {
         path: root.to_path_buf(),
         source: e,
     })?;
-    match std::fs::create_dir(&paths.dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(SandboxError::Exists(spec.id.clone()).into())
-        }
-        Err(e) => {
-            return Err(SandboxError::Io {
-                path: paths.dir.clone(),
-                source: e,
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o700).create(&paths.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(SandboxError::Exists(spec.id.clone()).into())
             }
-            .into())
+            Err(e) => {
+                return Err(SandboxError::Io {
+                    path: paths.dir.clone(),
+                    source: e,
+                }
+                .into())
+            }
         }
     }
-    let r = launch_in(root, &paths, spec, &mut supervisor, on_progress).await;
-    if r.is_err() {
+    let lock = match SandboxLock::try_acquire(&paths.dir) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Err(SandboxError::Exists(spec.id.clone()).into()),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+            return Err(e.into());
+        }
+    };
+    let r = launch_in(root, &paths, spec, &lock, &mut supervisor, on_progress).await;
+    if r.is_err() && !paths.state.exists() {
         let _ = std::fs::remove_dir_all(&paths.dir);
     }
+    drop(lock);
     r
 }
 
@@ -223,6 +266,7 @@ async fn launch_in(
     root: &Path,
     paths: &SandboxPaths,
     spec: &RunSpec,
+    lock: &SandboxLock,
     supervisor: &mut std::process::Command,
     on_progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<RunOutput> {
@@ -230,23 +274,36 @@ async fn launch_in(
         let path = path.to_path_buf();
         move |source| SandboxError::Io { path, source }
     };
-    std::fs::write(
-        spec_path(paths),
-        serde_json::to_vec_pretty(spec).map_err(|e| io(&paths.dir)(std::io::Error::other(e)))?,
-    )
-    .map_err(io(&spec_path(paths)))?;
-    let log = std::fs::File::create(&paths.log).map_err(io(&paths.log))?;
+    let body =
+        serde_json::to_vec_pretty(spec).map_err(|e| io(&paths.dir)(std::io::Error::other(e)))?;
+    sandbox::write_private(&spec_path(paths), &body)?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&paths.log)
+            .map_err(io(&paths.log))?
+    };
+    let lock_fd = lock.raw_fd();
     {
         use std::os::unix::process::CommandExt;
         supervisor
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        // SAFETY: setsid is async-signal-safe; the supervisor must outlive this process
-        // and not share its session or terminal.
+            .stderr(Stdio::from(log))
+            .env(LOCK_FD_ENV, lock_fd.to_string());
+        // SAFETY: setsid and fcntl are async-signal-safe; the supervisor must outlive this
+        // process and not share its session or terminal, and it inherits the sandbox lock
+        // (the descriptor stays close-on-exec in this process).
         unsafe {
-            supervisor.pre_exec(|| {
+            supervisor.pre_exec(move || {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::fcntl(lock_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
@@ -285,7 +342,8 @@ async fn launch_in(
         }
         Some(Ready::Progress { .. }) => unreachable!("progress lines are consumed above"),
         None => {
-            // It died or hung without a word: clean up from the persisted state.
+            // It died or hung without a word: clean up from the persisted state. The
+            // lock it held is ours too, so nobody else starts a teardown meanwhile.
             if let Some(pid) = pid {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
@@ -294,9 +352,17 @@ async fn launch_in(
             }
             let _ = child.wait().await;
             let tail = log_tail(&paths.log, 5);
-            let _ = cleanup_from_state(root, &spec.id).await;
+            let mut rep = RemoveReport::default();
+            let cleanup = match SandboxState::load(root, &spec.id) {
+                Ok(mut st) => teardown::cleanup_locked(root, &mut st, &mut rep)
+                    .await
+                    .err()
+                    .map(|e| format!("; cleaning up failed: {e}"))
+                    .unwrap_or_default(),
+                Err(_) => String::new(),
+            };
             Err(RuntimeError::Failed(format!(
-                "supervisor of sandbox {} died before the sandbox was ready: {}",
+                "supervisor of sandbox {} died before the sandbox was ready: {}{cleanup}",
                 spec.id,
                 tail.replace('\n', " | ")
             )))
@@ -310,36 +376,36 @@ fn log_tail(p: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The DNS a pod namespace's containers would see: `/etc/netns/<name>/resolv.conf` (the
-/// iproute2 convention) or the host's `/etc/resolv.conf`, without loopback nameservers
-/// (which mean nothing inside the guest).
-pub fn namespace_dns(netns: &str) -> Dns {
-    let candidates = if netns.contains('/') {
-        vec![PathBuf::from("/etc/resolv.conf")]
-    } else {
-        vec![
-            PathBuf::from(format!("/etc/netns/{netns}/resolv.conf")),
-            PathBuf::from("/etc/resolv.conf"),
-        ]
-    };
-    for c in candidates {
-        if let Ok(s) = std::fs::read_to_string(&c) {
-            let mut d = Dns::from_lines(s.lines()).unwrap_or_default();
-            d.nameservers.retain(|ip| !ip.is_loopback());
-            return d;
-        }
-    }
-    Dns::default()
-}
-
 /// The supervisor's main: set the sandbox up, report on stdout, then serve until told to
 /// stop. Returns the process exit code.
 pub async fn supervise(root: &Path, id: &str) -> i32 {
     let paths = SandboxPaths::new(root, id);
-    let spec: RunSpec = match std::fs::read(spec_path(&paths))
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    // The sandbox's lock, handed over by `run` (or taken here when started by hand): held
+    // for the supervisor's whole life, so no `rm`/`gc` tears down behind its back.
+    let lock = match std::env::var(LOCK_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
     {
+        Some(fd) => SandboxLock::inherit(fd, &paths.dir).map(Some),
+        None => SandboxLock::try_acquire(&paths.dir),
+    };
+    std::env::remove_var(LOCK_FD_ENV);
+    let lock = match lock {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            report(&Ready::Failed {
+                error: format!("sandbox {id}: another sandnet holds its lock"),
+            });
+            return 1;
+        }
+        Err(e) => {
+            report(&Ready::Failed {
+                error: format!("sandbox {id}: {e}"),
+            });
+            return 1;
+        }
+    };
+    let spec = match RunSpec::load(&paths) {
         Ok(s) => s,
         Err(e) => {
             report(&Ready::Failed {
@@ -364,16 +430,28 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
             created: sandbox::now_unix(),
             timings: BTreeMap::new(),
             cni: None,
+            step: None,
+            error: None,
         },
         ns: None,
         qemu: None,
         agent: None,
-        teardown_ms: BTreeMap::new(),
+        _lock: lock,
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => t.recv().await,
+            None => std::future::pending().await,
+        }
     };
     let outcome = tokio::select! {
         r = sv.start(&spec) => r,
         _ = reader_gone() => Err(RuntimeError::Failed(
             "the run process went away before the sandbox was ready".into(),
+        )),
+        _ = terminated => Err(RuntimeError::Failed(
+            "told to stop (SIGTERM) before the sandbox was ready".into(),
         )),
     };
     match outcome {
@@ -384,12 +462,18 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
         }
         Err(e) => {
             tracing::error!("start failed: {e}");
-            let actions = sv.teardown(true).await;
-            tracing::info!("rolled back: {actions:?}");
-            let _ = std::fs::remove_dir_all(&sv.paths.dir);
-            report(&Ready::Failed {
-                error: format!("sandbox {id}: {e}"),
-            });
+            let r = sv.teardown(true).await;
+            let error = match r {
+                Ok(rep) => {
+                    tracing::info!("rolled back: {:?}", rep.actions);
+                    format!("sandbox {id}: {e}")
+                }
+                Err(te) => {
+                    tracing::error!("rollback failed: {te}");
+                    format!("sandbox {id}: {e}; rolling back failed: {te}")
+                }
+            };
+            report(&Ready::Failed { error });
             1
         }
     }
@@ -437,8 +521,8 @@ struct Supervisor {
     ns: Option<NetNs>,
     qemu: Option<QemuProcess>,
     agent: Option<AgentClient>,
-    /// Step timings of the last teardown, in milliseconds.
-    teardown_ms: BTreeMap<String, u64>,
+    /// The sandbox's lock, held for the supervisor's life.
+    _lock: SandboxLock,
 }
 
 fn ms(since: Instant) -> u64 {
@@ -452,6 +536,19 @@ impl Supervisor {
         }
     }
 
+    /// Records that `step` starts (before it acts) and tells `run`.
+    async fn begin(&mut self, step: &str) {
+        self.state.step = Some(step.to_string());
+        self.save();
+        progress(step);
+        if let Some(ms) = std::env::var(STEP_PAUSE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
     async fn start(&mut self, spec: &RunSpec) -> Result<RunOutput> {
         let t0 = Instant::now();
         let mut timings = BTreeMap::new();
@@ -459,12 +556,11 @@ impl Supervisor {
             Some(n) => NetNs::open(n).map_err(host("open network namespace"))?,
             None => {
                 // Recorded before it exists, so that a crash right after leaves a trace.
-                let name = format!("sandnet-{}", spec.id);
+                let name = owned_name(&spec.id);
                 self.state.netns = name.clone();
                 self.state.netns_path = Path::new(sandnet_host::netns::NETNS_RUN_DIR).join(&name);
                 self.state.netns_created = true;
-                self.save();
-                progress("netns");
+                self.begin("netns").await;
                 let t = Instant::now();
                 let ns = NetNs::create(&name).map_err(host("create network namespace"))?;
                 timings.insert("netns_ms".to_string(), ms(t));
@@ -473,6 +569,9 @@ impl Supervisor {
         };
         self.state.netns_path = ns.path().to_path_buf();
         self.state.netns_id = Some(ns.id().map_err(host("network namespace"))?);
+        // Held from here on: teardown reaches the namespace through this descriptor, so
+        // CNI DEL runs in it whatever happens to its mount point.
+        self.ns = Some(ns.try_clone().map_err(host("network namespace"))?);
         self.save();
         let mut cni_dns = None;
         if let Some(c) = &spec.cni {
@@ -481,26 +580,13 @@ impl Supervisor {
                 c.host_netns = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
             }
             self.state.cni = Some(c.clone());
-            self.save();
-            progress("cni");
+            self.begin("cni").await;
             let t = Instant::now();
-            let res = cni_add(&c, &self.state.netns_path).await?;
+            let res = podnet::cni_add(&c, &self.state.netns_path).await?;
             timings.insert("cni_add_ms".to_string(), ms(t));
-            if !res.dns.nameservers.is_empty() {
-                cni_dns = Some(Dns {
-                    nameservers: res
-                        .dns
-                        .nameservers
-                        .iter()
-                        .filter_map(|n| n.parse().ok())
-                        .collect(),
-                    search: res.dns.search.clone(),
-                    options: res.dns.options.clone(),
-                });
-            }
+            cni_dns = podnet::cni_dns(&res);
         }
-        self.ns = Some(ns.try_clone().map_err(host("network namespace"))?);
-        progress("attach");
+        self.begin("attach").await;
 
         // Host side: scan and attach.
         let t = Instant::now();
@@ -517,7 +603,7 @@ impl Supervisor {
         let attach_ms = ms(t);
 
         // The guest image.
-        progress("image");
+        self.begin("image").await;
         let t = Instant::now();
         let img = tokio::task::spawn_blocking({
             let k = spec.vm.kernel.clone();
@@ -570,7 +656,7 @@ impl Supervisor {
                 flags: IFF_UP,
             });
         }
-        progress("boot");
+        self.begin("boot").await;
         let t = Instant::now();
         let netns_fd = self.ns.as_ref().map(|n| n.as_fd());
         let q = Qemu::spawn(vs, netns_fd, &self.paths.dir)
@@ -595,7 +681,7 @@ impl Supervisor {
         let boot_ms = ms(t);
 
         // The guest network, in Kata's order.
-        progress("network");
+        self.begin("network").await;
         let t = Instant::now();
         let devices: Vec<&str> = guest_ifaces.iter().map(|i| i.name.as_str()).collect();
         let wanted = NetworkConfig {
@@ -639,6 +725,7 @@ impl Supervisor {
         timings.insert("total_ms".to_string(), ms(t0));
         self.state.timings = timings.clone();
         self.state.status = Status::Running;
+        self.state.step = None;
         self.save();
         Ok(RunOutput {
             id: spec.id.clone(),
@@ -684,7 +771,7 @@ impl Supervisor {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("bind {}: {e}", self.paths.ctl.display());
-                self.teardown(true).await;
+                let _ = self.teardown(true).await;
                 return 1;
             }
         };
@@ -712,8 +799,13 @@ impl Supervisor {
                     self.save();
                 }
                 _ = sigterm => {
-                    self.teardown(false).await;
-                    return 0;
+                    return match self.teardown(false).await {
+                        Ok(_) => 0,
+                        Err(e) => {
+                            tracing::error!("{e}");
+                            1
+                        }
+                    };
                 }
                 conn = listener.accept() => {
                     let Ok((stream, _)) = conn else { continue };
@@ -726,11 +818,13 @@ impl Supervisor {
                     };
                     match req {
                         Ok(Request::Stop { force }) => {
-                            let actions = self.teardown(force).await;
-                            let timings = self.teardown_ms.clone();
-                            let _ = write_response(&mut wr, &Response::Stopped { actions, timings }).await;
+                            let (resp, code) = match self.teardown(force).await {
+                                Ok(rep) => (Response::Stopped { actions: rep.actions, timings: rep.timings, error: None }, 0),
+                                Err(e) => (Response::Stopped { actions: vec![], timings: BTreeMap::new(), error: Some(e.to_string()) }, 1),
+                            };
+                            let _ = write_response(&mut wr, &resp).await;
                             let _ = std::fs::remove_file(&self.paths.ctl);
-                            return 0;
+                            return code;
                         }
                         Ok(req) => {
                             let client = self.agent.clone();
@@ -748,14 +842,16 @@ impl Supervisor {
         }
     }
 
-    /// Stops QEMU and undoes the host side; every step runs whatever failed before.
-    async fn teardown(&mut self, force: bool) -> Vec<String> {
-        let mut actions = vec![];
-        let mut timings = BTreeMap::new();
+    /// Stops QEMU and gives back the host side (see [`teardown`]); on success the record
+    /// is removed, on failure it is kept saying which step failed.
+    async fn teardown(&mut self, force: bool) -> std::result::Result<RemoveReport, TeardownError> {
+        let mut rep = RemoveReport::default();
         self.state.status = Status::Stopping;
+        self.state.step = Some("qemu_stop".into());
         self.save();
         self.agent = None;
         let t = Instant::now();
+        let mut r = Ok(());
         if let Some(mut q) = self.qemu.take() {
             if !force {
                 if let Some(qmp) = q.qmp() {
@@ -764,27 +860,23 @@ impl Supervisor {
                 let _ = q.wait_timeout(Duration::from_secs(3)).await;
             }
             match q.kill().await {
-                Ok(()) => actions.push(format!("stopped QEMU (pid {})", q.pid())),
-                Err(e) => actions.push(format!("stopping QEMU failed: {e}")),
+                Ok(()) => rep.actions.push(format!("stopped QEMU (pid {})", q.pid())),
+                Err(e) => {
+                    r = Err(TeardownError::Step {
+                        id: self.state.id.clone(),
+                        step: "stop QEMU",
+                        source: Box::new(e),
+                    })
+                }
             }
         }
-        timings.insert("qemu_stop_ms".to_string(), ms(t));
-        let t = Instant::now();
-        let ns = self.ns.take();
-        if let Some(ns) = &ns {
-            match sandnet_host::detach(ns, &attach_dir(&self.root)).await {
-                Ok(r) => actions.extend(r.actions),
-                Err(e) => actions.push(format!("detach failed: {e}")),
-            }
+        rep.timings.insert("qemu_stop_ms".to_string(), ms(t));
+        if r.is_ok() {
+            let ns = self.ns.take();
+            r = teardown::release_host_side(&self.root, &self.paths, &mut self.state, ns, &mut rep)
+                .await;
         }
-        timings.insert("detach_ms".to_string(), ms(t));
-        // DEL through the namespace we hold, even if its mount point went away.
-        let via = ns.as_ref().map(fd_path);
-        actions
-            .extend(release_network(&self.root, &self.state, via.as_deref(), &mut timings).await);
-        drop(ns);
-        self.teardown_ms = timings;
-        actions
+        teardown::finish(&self.paths, &mut self.state, r, &mut rep).map(|()| rep)
     }
 }
 
@@ -871,309 +963,11 @@ pub async fn apply_network(
     Ok(())
 }
 
-/// What `rm` did.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct RemoveReport {
-    /// Whether there was no such sandbox.
-    pub not_found: bool,
-    /// One line per action.
-    pub actions: Vec<String>,
-    /// Step timings in milliseconds: from the supervisor `qemu_stop_ms`, `detach_ms`,
-    /// `cni_del_ms`, `netns_ms`; `total_ms` for the whole removal.
-    pub timings: BTreeMap<String, u64>,
-}
-
-/// Removes a sandbox: through its supervisor when it is alive, otherwise from the persisted
-/// state. Idempotent: an unknown id is reported, not an error.
-pub async fn remove(root: &Path, id: &str, force: bool) -> Result<RemoveReport> {
-    sandbox::check_id(id)?;
-    let st = match SandboxState::load(root, id) {
-        Ok(s) => s,
-        Err(SandboxError::NotFound(_)) => {
-            let dir = SandboxPaths::new(root, id).dir;
-            let existed = dir.exists();
-            let _ = std::fs::remove_dir_all(&dir);
-            return Ok(RemoveReport {
-                not_found: !existed,
-                actions: if existed {
-                    vec![format!("removed incomplete {}", dir.display())]
-                } else {
-                    vec![]
-                },
-                timings: BTreeMap::new(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let t0 = Instant::now();
-    let mut report = RemoveReport::default();
-    let paths = SandboxPaths::new(root, id);
-    if st.supervisor_alive() {
-        match control::call(
-            id,
-            &paths.ctl,
-            &Request::Stop { force },
-            Duration::from_secs(30),
-        )
-        .await
-        {
-            Ok(Response::Stopped { actions, timings }) => {
-                report.actions.extend(actions);
-                report.timings = timings;
-            }
-            Ok(other) => report
-                .actions
-                .push(format!("supervisor answered {other:?}")),
-            Err(e) => report.actions.push(format!("supervisor: {e}")),
-        }
-    }
-    report.actions.extend(cleanup_from_state(root, id).await?);
-    report.timings.insert("total_ms".to_string(), ms(t0));
-    Ok(report)
-}
-
-/// Cleans up after a sandbox from its persisted state alone: kills its QEMU and supervisor
-/// if they are still there, detaches its namespace, removes the state directory.
-pub async fn cleanup_from_state(root: &Path, id: &str) -> Result<Vec<String>> {
-    let paths = SandboxPaths::new(root, id);
-    let st = match SandboxState::load(root, id) {
-        Ok(s) => s,
-        Err(SandboxError::NotFound(_)) => {
-            let _ = std::fs::remove_dir_all(&paths.dir);
-            return Ok(vec![]);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut actions = vec![];
-    // Reach the pod namespace before anything is killed: QEMU runs inside it, and the
-    // recorded path may no longer lead to it (unmounted, or mounted only in the private
-    // mount namespace of a supervisor started under `ip netns exec`, gone with it).
-    let pod_ns = reach_netns(root, &st);
-    for (what, alive, pid) in [
-        ("supervisor", st.supervisor_alive(), st.supervisor_pid),
-        ("QEMU", st.qemu_alive(root), st.qemu_pid),
-    ] {
-        if let (true, Some(pid)) = (alive, pid) {
-            let p = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-            for _ in 0..200 {
-                if !Path::new(&format!("/proc/{pid}")).exists()
-                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .map(|s| s.contains(") Z "))
-                        .unwrap_or(true)
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            actions.push(format!("killed {what} (pid {pid})"));
-        }
-    }
-    match &pod_ns {
-        Some(ns) => {
-            let r = sandnet_host::detach(ns, &attach_dir(root))
-                .await
-                .map_err(host("detach"))?;
-            actions.extend(r.actions);
-        }
-        None => {
-            // The namespace is gone, and with it every tap and filter in it.
-            if let Some(nsid) = st.netns_id {
-                sandnet_host::interwork::forget_state(&attach_dir(root), nsid)
-                    .map_err(host("forget attach state"))?;
-            }
-        }
-    }
-    let via = pod_ns.as_ref().map(fd_path);
-    actions.extend(release_network(root, &st, via.as_deref(), &mut BTreeMap::new()).await);
-    drop(pod_ns);
-    std::fs::remove_dir_all(&paths.dir).map_err(|e| SandboxError::Io {
-        path: paths.dir.clone(),
-        source: e,
-    })?;
-    actions.push(format!("removed {}", paths.dir.display()));
-    Ok(actions)
-}
-
-/// Opens a sandbox's pod namespace: by its recorded path, else through its QEMU (which
-/// runs inside it); only when the identity matches the recorded one.
-fn reach_netns(root: &Path, st: &SandboxState) -> Option<NetNs> {
-    let want = st.netns_id?;
-    let mut cands = vec![];
-    if !st.netns_path.as_os_str().is_empty() {
-        cands.push(st.netns_path.clone());
-    }
-    if let (true, Some(pid)) = (st.qemu_alive(root), st.qemu_pid) {
-        cands.push(PathBuf::from(format!("/proc/{pid}/ns/net")));
-    }
-    cands.into_iter().find_map(|c| {
-        NetNs::open(&c.display().to_string())
-            .ok()
-            .filter(|ns| ns.id().is_ok_and(|id| id == want))
-    })
-}
-
-/// A path to an open namespace that this process's children (CNI plugins) can open for as
-/// long as it stays open, whatever happens to its mount point.
-fn fd_path(ns: &NetNs) -> PathBuf {
-    use std::os::fd::AsRawFd;
-    PathBuf::from(format!(
-        "/proc/{}/fd/{}",
-        std::process::id(),
-        ns.as_fd().as_raw_fd()
-    ))
-}
-
-/// Where `sandnet run` was started, as a path that stays valid: init's namespace, a named
-/// one under /run/netns, or empty (the supervisor then records its own `/proc/<pid>/ns/net`).
-pub fn host_netns() -> (PathBuf, Option<sandnet_host::NetNsId>) {
-    let Ok(cur) = NetNs::current().and_then(|n| n.id()) else {
-        return (PathBuf::new(), None);
-    };
-    let mut cands = vec![PathBuf::from("/proc/1/ns/net")];
-    if let Ok(rd) = std::fs::read_dir(sandnet_host::netns::NETNS_RUN_DIR) {
-        cands.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
-    }
-    for c in cands {
-        if let Ok(ns) = NetNs::open(&c.display().to_string()) {
-            if ns.id().ok() == Some(cur) {
-                return (c, Some(cur));
-            }
-        }
-    }
-    (PathBuf::new(), Some(cur))
-}
-
-fn cni_config(
-    c: &CniAttachment,
-) -> Result<(sandnet_cni::CniConfig, sandnet_cni::NetworkConfigList)> {
-    let fail =
-        |what: &str, e: sandnet_cni::CniError| RuntimeError::Failed(format!("CNI {what}: {e}"));
-    let list = sandnet_cni::NetworkConfigList::from_bytes(c.network.as_bytes())
-        .map_err(|e| fail("network configuration", e))?;
-    if let Some(want) = c.host_netns_id {
-        let ok = NetNs::open(&c.host_netns.display().to_string())
-            .and_then(|n| n.id())
-            .is_ok_and(|id| id == want);
-        if !ok {
-            return Err(RuntimeError::Failed(format!(
-                "CNI: the namespace it ran in ({}) is gone",
-                c.host_netns.display()
-            )));
-        }
-    }
-    let cfg = sandnet_cni::CniConfig::new(c.bin_dirs.clone(), c.cache_dir.clone())
-        .with_timeout(Duration::from_millis(c.timeout_ms))
-        .with_plugin_netns_path(&c.host_netns)
-        .map_err(|e| fail("host namespace", e))?;
-    Ok((cfg, list))
-}
-
-fn cni_runtime(c: &CniAttachment, pod_netns: &Path) -> sandnet_cni::Runtime {
-    sandnet_cni::Runtime::new(
-        c.container_id.clone(),
-        pod_netns.to_path_buf(),
-        c.ifname.clone(),
-    )
-    .with_arg("IgnoreUnknown", "1")
-}
-
-async fn cni_add(c: &CniAttachment, pod_netns: &Path) -> Result<sandnet_cni::CniResult> {
-    let (cfg, list) = cni_config(c)?;
-    cfg.add(&list, &cni_runtime(c, pod_netns))
-        .await
-        .map_err(|e| RuntimeError::Failed(format!("CNI ADD ({}): {e}", list.name)))
-}
-
-/// Gives back what the sandbox took from the host besides taps: CNI DEL (in the namespace
-/// ADD ran in; `pod_netns` overrides the recorded pod namespace path), then the pod
-/// namespace if sandnet created it. Every step runs.
-async fn release_network(
-    root: &Path,
-    st: &SandboxState,
-    pod_netns: Option<&Path>,
-    timings: &mut BTreeMap<String, u64>,
-) -> Vec<String> {
-    let mut actions = vec![];
-    if let Some(c) = &st.cni {
-        let t = Instant::now();
-        let r = match cni_config(c) {
-            Ok((cfg, list)) => cfg
-                .del(&list, &cni_runtime(c, pod_netns.unwrap_or(&st.netns_path)))
-                .await
-                .map(|()| list.name.clone())
-                .map_err(|e| format!("CNI DEL ({}): {e}", list.name)),
-            Err(e) => Err(e.to_string()),
-        };
-        match r {
-            Ok(name) => actions.push(format!("CNI DEL {name} for {}", c.container_id)),
-            Err(e) => actions.push(format!("failed: {e}")),
-        }
-        timings.insert("cni_del_ms".to_string(), ms(t));
-    }
-    if st.netns_created && !st.netns.is_empty() {
-        let t = Instant::now();
-        let r = NetNs::delete(&st.netns);
-        timings.insert("netns_ms".to_string(), ms(t));
-        match r {
-            Ok(()) => {
-                actions.push(format!("deleted network namespace {}", st.netns));
-                // Nobody can attach that namespace any more: its attach lock file would
-                // only pile up, one per sandbox.
-                if let Some(id) = st.netns_id {
-                    let _ = std::fs::remove_file(attach_dir(root).join(format!("{id}.lock")));
-                }
-            }
-            Err(e) => actions.push(format!("failed: {e}")),
-        }
-    }
-    actions
-}
-
 /// Tells the `run` process (reading our stdout) which step is under way.
 fn progress(step: &str) {
     report(&Ready::Progress {
         step: step.to_string(),
     });
-}
-
-/// One line of `ps`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PsEntry {
-    /// Sandbox id.
-    pub id: String,
-    /// `running`, `creating`, `qemu-exited`, `supervisor-dead`, `dead`, …
-    pub status: String,
-    /// The pod namespace.
-    pub netns: String,
-    /// Interworking model.
-    pub model: Model,
-    /// QEMU's pid.
-    pub qemu_pid: Option<u32>,
-    /// Supervisor's pid.
-    pub supervisor_pid: Option<u32>,
-    /// Unix time of creation.
-    pub created: u64,
-}
-
-/// Every sandbox under the root with its health.
-pub fn ps(root: &Path) -> Result<Vec<PsEntry>> {
-    let mut out = vec![];
-    for id in sandbox::list(root)? {
-        let Ok(st) = SandboxState::load(root, &id) else {
-            continue;
-        };
-        out.push(PsEntry {
-            status: st.health(root).to_string(),
-            id,
-            netns: st.netns.clone(),
-            model: st.model,
-            qemu_pid: st.qemu_pid,
-            supervisor_pid: st.supervisor_pid,
-            created: st.created,
-        });
-    }
-    Ok(out)
 }
 
 /// Asks a live supervisor something; a clear error when it is not there.
@@ -1182,7 +976,7 @@ pub async fn ask(root: &Path, id: &str, req: &Request, timeout: Duration) -> Res
     let health = st.health(root);
     let gone = if !st.supervisor_alive() {
         Some("its supervisor is not running")
-    } else if health == "qemu-exited" {
+    } else if health == Health::QemuExited {
         // The supervisor lives on, but its agent connection is dead: say so rather than
         // pass on a transport error.
         Some("its VM is not running")
@@ -1198,229 +992,70 @@ pub async fn ask(root: &Path, id: &str, req: &Request, timeout: Duration) -> Res
     Ok(control::call(id, &paths.ctl, req, timeout).await?)
 }
 
-/// What `gc` removed.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct GcReport {
-    /// Sandboxes whose supervisor or QEMU was gone, and were cleaned up.
-    pub sandboxes: Vec<String>,
-    /// Other leftovers removed (namespaces, attach state, CNI attachments).
-    pub actions: Vec<String>,
-}
-
-/// Finds what dead sandboxes left behind and removes it: sandboxes whose supervisor or
-/// QEMU is gone (from their persisted state), namespaces `sandnet-<id>` and CNI
-/// attachments `sandnet-<id>` that no sandbox owns, attach state of namespaces that no
-/// longer exist. Live sandboxes, and anything not sandnet's, are left alone.
-pub async fn gc(root: &Path, cni_cache_dirs: &[PathBuf]) -> Result<GcReport> {
-    let mut rep = GcReport::default();
-    let mut live = std::collections::HashSet::new();
-    for id in sandbox::list(root)? {
-        let Ok(st) = SandboxState::load(root, &id) else {
-            continue;
-        };
-        match st.health(root) {
-            "running" | "creating" | "stopping" => {
-                live.insert(id);
-            }
-            "qemu-exited" if st.supervisor_alive() => {
-                let r = remove(root, &id, true).await?;
-                rep.actions.extend(r.actions);
-                rep.sandboxes.push(id);
-            }
-            _ => {
-                rep.actions.extend(cleanup_from_state(root, &id).await?);
-                rep.sandboxes.push(id);
-            }
-        }
+/// Asks the supervisor of a sandbox someone holds the lock of to tear it down: over its
+/// control socket once it serves, with SIGTERM while it is still starting (it then rolls
+/// back). Does nothing when no supervisor of this sandbox runs (another `rm`/`gc` holds
+/// the lock); the caller then waits for the lock.
+pub(crate) async fn ask_to_stop(
+    root: &Path,
+    id: &str,
+    force: bool,
+    rep: &mut RemoveReport,
+) -> std::result::Result<(), TeardownError> {
+    let Ok(st) = SandboxState::load(root, id) else {
+        return Ok(());
+    };
+    if !st.supervisor_alive() {
+        return Ok(());
     }
-    // Directories of sandboxes that never got a state file, whose supervisor is gone.
-    if let Ok(rd) = std::fs::read_dir(root) {
-        for e in rd.filter_map(|e| e.ok()) {
-            let Ok(name) = e.file_name().into_string() else {
-                continue;
-            };
-            let p = SandboxPaths::new(root, &name);
-            if sandbox::check_id(&name).is_ok()
-                && !live.contains(&name)
-                && !p.state.exists()
-                && spec_path(&p).exists()
-                && !supervisor_running(&name)
+    let paths = SandboxPaths::new(root, id);
+    match st.status {
+        Status::Running | Status::QemuExited => {
+            // `run` returns just before the supervisor binds its socket.
+            for _ in 0..100 {
+                if paths.ctl.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            match control::call(
+                id,
+                &paths.ctl,
+                &Request::Stop { force },
+                teardown::STOP_WAIT,
+            )
+            .await
             {
-                let _ = std::fs::remove_dir_all(&p.dir);
-                rep.actions
-                    .push(format!("removed incomplete {}", p.dir.display()));
-            }
-        }
-    }
-    // CNI attachments sandnet made whose sandbox is gone: DEL them here.
-    for dir in cni_cache_dirs {
-        let cfg = sandnet_cni::CniConfig::new(
-            sandnet_cni::DEFAULT_BIN_DIRS
-                .iter()
-                .map(PathBuf::from)
-                .collect(),
-            dir.clone(),
-        );
-        let Ok(atts) = cfg.cached_attachments(None) else {
-            continue;
-        };
-        for a in atts {
-            let Some(id) = a.container_id.strip_prefix("sandnet-") else {
-                continue;
-            };
-            // Live here, or a sandbox of another state root sharing this cache.
-            if live.contains(id) || supervisor_running(id) || netns_in_use(&a.netns_path) {
-                continue;
-            }
-            let r = match sandnet_cni::NetworkConfigList::from_bytes(&a.config) {
-                Ok(list) => cfg
-                    .del(&list, &a.runtime())
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            rep.actions.push(match r {
-                Ok(()) => format!("CNI DEL {} for {}", a.network, a.container_id),
-                Err(e) => format!("failed: CNI DEL {} for {}: {e}", a.network, a.container_id),
-            });
-        }
-    }
-    // Namespaces sandnet created for sandboxes that are gone.
-    if let Ok(rd) = std::fs::read_dir(sandnet_host::netns::NETNS_RUN_DIR) {
-        for e in rd.filter_map(|e| e.ok()) {
-            let Ok(name) = e.file_name().into_string() else {
-                continue;
-            };
-            if let Some(id) = name.strip_prefix("sandnet-") {
-                // Names are global but state roots are not: a namespace whose sandbox lives
-                // under another root (its supervisor runs, or QEMU still runs inside it) is
-                // not ours to delete.
-                if !live.contains(id)
-                    && !SandboxPaths::new(root, id).dir.exists()
-                    && !supervisor_running(id)
-                    && !netns_in_use(&e.path())
-                {
-                    match NetNs::delete(&name) {
-                        Ok(()) => rep
-                            .actions
-                            .push(format!("deleted network namespace {name}")),
-                        Err(e) => rep.actions.push(format!("failed: {e}")),
+                Ok(Response::Stopped {
+                    actions,
+                    timings,
+                    error,
+                }) => {
+                    rep.actions.extend(actions);
+                    rep.timings.extend(timings);
+                    if let Some(message) = error {
+                        return Err(TeardownError::Supervisor {
+                            id: id.to_string(),
+                            message,
+                        });
                     }
                 }
+                Ok(other) => tracing::warn!("supervisor of {id} answered {other:?}"),
+                Err(e) => tracing::warn!("supervisor of {id}: {e}"),
             }
         }
-    }
-    // Attach state of namespaces that no longer exist (their taps went with them).
-    rep.actions
-        .extend(forget_vanished_attachments(&attach_dir(root)));
-    Ok(rep)
-}
-
-/// Forgets attach plans whose namespace is gone (or is another one by now).
-fn forget_vanished_attachments(dir: &Path) -> Vec<String> {
-    let mut actions = vec![];
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return actions;
-    };
-    for e in rd.filter_map(|e| e.ok()) {
-        let p = e.path();
-        if p.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        let Some(st) = std::fs::read(&p)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<sandnet_host::interwork::AttachState>(&b).ok())
-        else {
-            continue;
-        };
-        let alive = NetNs::open(&st.netns)
-            .and_then(|ns| ns.id())
-            .is_ok_and(|id| id == st.netns_id);
-        if !alive && sandnet_host::interwork::forget_state(dir, st.netns_id).is_ok() {
-            let _ = std::fs::remove_file(dir.join(format!("{}.lock", st.netns_id)));
-            actions.push(format!(
-                "forgot attach state of vanished namespace {}",
-                st.netns
-            ));
-        }
-    }
-    actions
-}
-
-/// Whether any process is inside the namespace at `path` or holds it open (nsfs files read
-/// back as `net:[INODE]` through `/proc/<pid>/ns/net` and `/proc/<pid>/fd/*`).
-fn netns_in_use(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(m) = std::fs::metadata(path) else {
-        return false;
-    };
-    let want = std::ffi::OsString::from(format!("net:[{}]", m.ino()));
-    let me = std::process::id();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    for pid in rd
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter_map(|n| n.parse::<u32>().ok())
-        .filter(|&p| p != me)
-    {
-        let base = PathBuf::from(format!("/proc/{pid}"));
-        if std::fs::read_link(base.join("ns/net")).is_ok_and(|l| l.as_os_str() == want) {
-            return true;
-        }
-        if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
-            if fds
-                .filter_map(|e| e.ok())
-                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want))
-            {
-                return true;
+        Status::Creating => {
+            if let Some(pid) = st.supervisor_pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                rep.actions.push(format!(
+                    "asked the starting supervisor (pid {pid}) to roll back"
+                ));
             }
         }
+        _ => {}
     }
-    false
-}
-
-fn supervisor_running(id: &str) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    rd.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter_map(|n| n.parse::<u32>().ok())
-        .any(|pid| sandbox::cmdline_has(pid, &["__supervise", id]))
-}
-
-/// The network sandnet uses when the CNI conf dir has none: the seed's `10-mynet.conf`
-/// (bridge `cni0`, gateway, masquerade, host-local on 172.19.0.0/24, default route).
-pub const DEFAULT_NETWORK: &str = r#"{
-  "cniVersion": "0.2.0",
-  "name": "mynet",
-  "type": "bridge",
-  "bridge": "cni0",
-  "isGateway": true,
-  "ipMasq": true,
-  "ipam": {
-    "type": "host-local",
-    "subnet": "172.19.0.0/24",
-    "routes": [ { "dst": "0.0.0.0/0" } ]
-  }
-}"#;
-
-/// The network to use from a conf dir: its first valid configuration; the embedded
-/// default when the directory has no configuration files at all; an error when it has
-/// some but none is valid.
-pub fn network_from_dir(dir: &Path) -> Result<sandnet_cni::NetworkConfigList> {
-    let embedded = || {
-        sandnet_cni::NetworkConfigList::from_plugin_bytes(DEFAULT_NETWORK.as_bytes())
-            .map_err(|e| RuntimeError::Failed(format!("embedded default network: {e}")))
-    };
-    if !dir.exists() {
-        return embedded();
-    }
-    match sandnet_cni::NetworkConfigList::load_dir(dir) {
-        Ok(l) => Ok(l),
-        Err(sandnet_cni::CniError::NoConfig { skipped, .. }) if skipped.is_empty() => embedded(),
-        Err(e) => Err(RuntimeError::Failed(format!("CNI configuration: {e}"))),
-    }
+    Ok(())
 }

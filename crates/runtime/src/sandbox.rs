@@ -98,6 +98,8 @@ pub enum Status {
     QemuExited,
     /// Being removed.
     Stopping,
+    /// A teardown step failed; the record is kept so that `rm`/`gc` retry what is left.
+    TeardownFailed,
 }
 
 /// The persisted state of one sandbox: enough to clean up from, whatever died.
@@ -127,9 +129,16 @@ pub struct SandboxState {
     /// Step timings in milliseconds.
     #[serde(default)]
     pub timings: BTreeMap<String, u64>,
-    /// The CNI attachment made for this sandbox, recorded before its ADD ran.
+    /// The CNI attachment made for this sandbox, recorded before its ADD ran, and cleared
+    /// only once its DEL succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniAttachment>,
+    /// The step under way (of starting or of tearing down), recorded before it acts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Why the last teardown failed (with [`Status::TeardownFailed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Everything needed to run CNI ADD for a sandbox, and DEL again later from anywhere.
@@ -154,19 +163,13 @@ pub struct CniAttachment {
 }
 
 impl SandboxState {
-    /// Writes the state atomically.
+    /// Writes the state atomically, readable by root only.
     pub fn save(&self, paths: &SandboxPaths) -> Result<(), SandboxError> {
-        let io = |source| SandboxError::Io {
+        let body = serde_json::to_vec_pretty(self).map_err(|e| SandboxError::Io {
             path: paths.state.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&paths.dir).map_err(io)?;
-        let tmp = paths.state.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&body).map_err(io)?;
-        f.sync_data().map_err(io)?;
-        std::fs::rename(&tmp, &paths.state).map_err(io)
+            source: std::io::Error::other(e),
+        })?;
+        write_private(&paths.state, &body)
     }
 
     /// Reads a sandbox's state.
@@ -199,15 +202,126 @@ impl SandboxState {
             .is_some_and(|pid| cmdline_has(pid, &[&dir.display().to_string()]))
     }
 
-    /// A one-word summary for `ps`: the status, or what died.
-    pub fn health(&self, root: &Path) -> &'static str {
+    /// What `ps` says of the sandbox: its status, or what died.
+    pub fn health(&self, root: &Path) -> Health {
+        if self.status == Status::TeardownFailed {
+            return Health::TeardownFailed(self.error.clone().unwrap_or_default());
+        }
         match (self.supervisor_alive(), self.qemu_alive(root), self.status) {
-            (true, true, Status::Running) => "running",
-            (true, _, Status::Creating) => "creating",
-            (true, _, Status::Stopping) => "stopping",
-            (true, false, _) | (true, true, Status::QemuExited) => "qemu-exited",
-            (false, true, _) => "supervisor-dead",
-            (false, false, _) => "dead",
+            (true, true, Status::Running) => Health::Running,
+            (true, _, Status::Creating) => Health::Creating,
+            (true, _, Status::Stopping) => Health::Stopping,
+            (true, false, _) | (true, true, _) => Health::QemuExited,
+            (false, true, _) => Health::SupervisorDead,
+            (false, false, _) => Health::Dead,
+        }
+    }
+}
+
+/// A sandbox's health as seen from outside its supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Supervisor and QEMU alive, the guest network configured.
+    Running,
+    /// Being set up.
+    Creating,
+    /// Being removed.
+    Stopping,
+    /// QEMU is gone; the supervisor waits to be told to clean up.
+    QemuExited,
+    /// QEMU runs but its supervisor is gone.
+    SupervisorDead,
+    /// Both are gone; only the record is left.
+    Dead,
+    /// A teardown step failed (why); `rm` retries what is left.
+    TeardownFailed(String),
+    /// The record cannot be read (why); `rm --force` removes what can be found.
+    Unreadable(String),
+}
+
+impl Health {
+    /// Whether a supervisor is at work on the sandbox (so nobody else may tear it down).
+    pub fn is_live(&self) -> bool {
+        matches!(self, Health::Running | Health::Creating | Health::Stopping)
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Health::Running => "running",
+            Health::Creating => "creating",
+            Health::Stopping => "stopping",
+            Health::QemuExited => "qemu-exited",
+            Health::SupervisorDead => "supervisor-dead",
+            Health::Dead => "dead",
+            Health::TeardownFailed(why) => return write!(f, "teardown-failed: {why}"),
+            Health::Unreadable(why) => return write!(f, "unreadable: {why}"),
+        };
+        f.pad(s)
+    }
+}
+
+/// Creates `dir` (and missing parents) accessible to root only; an existing directory is
+/// made so too (state may carry CNI arguments and guest output).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes `path` atomically with mode 0600. The temporary file has a name of its own per
+/// writer, and stale ones a killed writer left are removed, so no `*.tmp` outlives a write.
+pub fn write_private(path: &Path, body: &[u8]) -> Result<(), SandboxError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| SandboxError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    remove_stale_tmp(dir, &name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(body)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.map_err(io)
+}
+
+/// Removes `.<name>.<pid>.tmp` files whose writer is no longer running.
+fn remove_stale_tmp(dir: &Path, name: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in rd.filter_map(|e| e.ok()) {
+        let f = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = f
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

@@ -7,6 +7,7 @@ use sandnet_runtime::config::Config;
 use sandnet_runtime::control::{Request, Response};
 use sandnet_runtime::lifecycle::{self, RunSpec, VmParams};
 use sandnet_runtime::sandbox;
+use sandnet_runtime::{gc as rtgc, podnet, teardown};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -104,7 +105,7 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
     let mut netns = a.netns.clone();
     if netns.is_none() && cfg.runtime.disable_new_netns {
         // Kata's disable_new_netns (model none only): the VM shares this namespace, no NICs.
-        let (here, _) = lifecycle::host_netns();
+        let (here, _) = podnet::host_netns();
         if here.as_os_str().is_empty() {
             bail!("disable_new_netns: this network namespace has no name the sandbox can use");
         }
@@ -116,8 +117,8 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
     }
     let cni = if (netns.is_none() || a.cni) && !cfg.runtime.disable_new_netns {
         let conf_dir = a.cni_conf_dir.clone().unwrap_or(cfg.cni.conf_dir.clone());
-        let list = lifecycle::network_from_dir(&conf_dir)?;
-        let (host_netns, host_netns_id) = lifecycle::host_netns();
+        let list = podnet::network_from_dir(&conf_dir)?;
+        let (host_netns, host_netns_id) = podnet::host_netns();
         Some(sandbox::CniAttachment {
             network: String::from_utf8_lossy(&list.bytes).into_owned(),
             bin_dirs: if a.cni_bin_dir.is_empty() {
@@ -128,7 +129,7 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
             cache_dir: a.cni_cache_dir.clone().unwrap_or(cfg.cni.cache_dir.clone()),
             host_netns,
             host_netns_id,
-            container_id: format!("sandnet-{id}"),
+            container_id: podnet::owned_name(&id),
             ifname: "eth0".into(),
             timeout_ms: cfg.cni.timeout.as_millis() as u64,
         })
@@ -232,13 +233,14 @@ pub async fn supervise(id: &str, root: &Path) -> Result<i32> {
 
 /// `sandnet ps`.
 pub async fn ps(a: PsArgs, root: &Path) -> Result<i32> {
-    let list = lifecycle::ps(root)?;
+    let list = rtgc::ps(root)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         println!("{:<14} {:<16} {:<9} NETNS", "ID", "STATUS", "MODEL");
         for e in list {
-            println!("{:<14} {:<16} {:<9} {}", e.id, e.status, e.model, e.netns);
+            let model = e.model.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
+            println!("{:<14} {:<16} {:<9} {}", e.id, e.status, model, e.netns);
         }
     }
     Ok(0)
@@ -300,26 +302,14 @@ pub async fn exec(a: ExecArgs, root: &Path) -> Result<i32> {
 /// Arguments of `sandnet gc`.
 #[derive(Args, Debug)]
 pub struct GcArgs {
-    /// CNI cache directory to look for leaked attachments in (default: the configuration's).
-    #[arg(long)]
-    pub cni_cache_dir: Vec<PathBuf>,
-    /// Configuration file.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-/// `sandnet gc`.
+/// `sandnet gc`: non-zero when something could not be cleaned up (its record is kept).
 pub async fn gc(a: GcArgs, root: &Path) -> Result<i32> {
-    let (cfg, _) = Config::load(a.config.as_deref())?;
-    let dirs = if a.cni_cache_dir.is_empty() {
-        vec![cfg.cni.cache_dir.clone()]
-    } else {
-        a.cni_cache_dir.clone()
-    };
-    let rep = lifecycle::gc(root, &dirs).await.context("gc")?;
+    let rep = rtgc::gc(root).await.context("gc")?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
@@ -327,30 +317,42 @@ pub async fn gc(a: GcArgs, root: &Path) -> Result<i32> {
             println!("{l}");
         }
     }
-    Ok(0)
+    for f in &rep.failures {
+        eprintln!("sandnet: gc: {f}");
+    }
+    Ok(if rep.failures.is_empty() { 0 } else { 1 })
 }
 
-/// `sandnet rm`.
+/// `sandnet rm`: every id is tried; non-zero when any teardown failed (its record is kept
+/// for a retry).
 pub async fn rm(a: RmArgs, root: &Path) -> Result<i32> {
     let mut reports = vec![];
+    let mut failed = 0;
     for id in &a.ids {
-        let rep = lifecycle::remove(root, id, a.force)
-            .await
-            .with_context(|| format!("remove sandbox {id}"))?;
-        if rep.not_found {
-            eprintln!("sandnet: no sandbox {id} (nothing to remove)");
-        } else if !a.json {
-            println!("{id}");
+        sandbox::check_id(id).with_context(|| format!("remove sandbox {id}"))?;
+        match teardown::remove(root, id, a.force).await {
+            Ok(rep) => {
+                if rep.not_found {
+                    eprintln!("sandnet: no sandbox {id} (nothing to remove)");
+                } else if !a.json {
+                    println!("{id}");
+                }
+                reports.push(serde_json::json!({
+                    "id": id,
+                    "not_found": rep.not_found,
+                    "actions": rep.actions,
+                    "timings": rep.timings,
+                }));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("sandnet: remove sandbox {id}: {e}");
+                reports.push(serde_json::json!({ "id": id, "error": e.to_string() }));
+            }
         }
-        reports.push(serde_json::json!({
-            "id": id,
-            "not_found": rep.not_found,
-            "actions": rep.actions,
-            "timings": rep.timings,
-        }));
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }
-    Ok(0)
+    Ok(if failed == 0 { 0 } else { 1 })
 }

@@ -138,7 +138,6 @@ fn sigkill_during_attach_then_detach_leaves_nothing() {
 #[test]
 fn gc_forgets_attach_state_of_vanished_namespaces() {
     let env = env("cligc");
-    let cache = env.state.join("cni-cache");
     let json_files = || {
         std::fs::read_dir(env.state.join("attach"))
             .map(|rd| {
@@ -161,7 +160,7 @@ fn gc_forgets_attach_state_of_vanished_namespaces() {
             .success());
         assert_eq!(json_files(), 2);
     } // the first pod namespace is deleted here, taps and all
-    let o = env.run(&["gc", "--cni-cache-dir", cache.to_str().unwrap()]);
+    let o = env.run(&["gc"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("forgot attach state"));
     assert_eq!(json_files(), 1, "the live namespace's attachment is kept");

@@ -423,8 +423,16 @@ impl Qemu {
                 Err(e) => return Err(VmError::io("removing stale", stale, e)),
             }
         }
-        let log = std::fs::File::create(&paths.log)
-            .map_err(|e| VmError::io("creating", &paths.log, e))?;
+        let log = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&paths.log)
+                .map_err(|e| VmError::io("creating", &paths.log, e))?
+        };
         let log2 = log
             .try_clone()
             .map_err(|e| VmError::io("duplicating", &paths.log, e))?;
@@ -451,10 +459,13 @@ impl Qemu {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(true);
-        // SAFETY: the closure only makes async-signal-safe system calls (setns, fcntl) on fds
+        // SAFETY: the closure only makes async-signal-safe system calls (umask, setns, fcntl) on fds
         // that stay open in the parent until `spawn` returns.
         unsafe {
             cmd.pre_exec(move || {
+                // What QEMU creates (console, pid file, sockets) is root's alone: the
+                // console carries guest output.
+                libc::umask(0o077);
                 if let Some(ns) = netns_raw {
                     if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
                         return Err(std::io::Error::last_os_error());
