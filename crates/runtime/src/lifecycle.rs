@@ -582,7 +582,17 @@ impl Supervisor {
             self.state.cni = Some(c.clone());
             self.begin("cni").await;
             let t = Instant::now();
-            let res = podnet::cni_add(&c, &self.state.netns_path).await?;
+            let res = match podnet::cni_add(&c, &self.state.netns_path).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if !podnet::add_started(&c) {
+                        // Refused before any plugin ran (e.g. one is missing): no DEL owed.
+                        self.state.cni = None;
+                        self.save();
+                    }
+                    return Err(e.into());
+                }
+            };
             timings.insert("cni_add_ms".to_string(), ms(t));
             cni_dns = podnet::cni_dns(&res);
         }

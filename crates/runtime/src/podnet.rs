@@ -83,6 +83,17 @@ pub async fn cni_add(
         })
 }
 
+/// Whether an ADD for this attachment got as far as running a plugin: the executor writes
+/// its cache entry before the first plugin runs, so without one there is nothing to DEL.
+pub fn add_started(c: &CniAttachment) -> bool {
+    let Ok(list) = sandnet_cni::NetworkConfigList::from_bytes(c.network.as_bytes()) else {
+        return true; // cannot tell: DEL to be safe
+    };
+    let cfg = sandnet_cni::CniConfig::new(c.bin_dirs.clone(), c.cache_dir.clone());
+    let rt = cni_runtime(c, Path::new(""));
+    cfg.cache_path(&list.name, &rt).exists()
+}
+
 /// CNI DEL for a sandbox's attachment, with the plugin directories and namespace recorded
 /// at ADD; returns the network's name.
 pub async fn cni_del(c: &CniAttachment, pod_netns: &Path) -> Result<String, CniStepError> {

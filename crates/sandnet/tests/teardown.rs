@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A chained plugin that passes its prevResult on and fails DEL while `marker` exists.
 /// It runs after `bridge`, so its DEL runs first and fails before anything is released.
@@ -95,7 +95,10 @@ fn failed_cni_del_keeps_the_record_and_a_later_rm_cleans_up() {
     std::fs::write(&marker, "").unwrap();
     let o = h.sandnet(&["rm", &id]);
     let err = text(&o.stderr);
-    assert!(!o.status.success(), "rm must fail when CNI DEL fails: {err}");
+    assert!(
+        !o.status.success(),
+        "rm must fail when CNI DEL fails: {err}"
+    );
     for needle in [id.as_str(), "CNI DEL", "injected DEL failure", "retries"] {
         assert!(err.contains(needle), "{err:?} should name {needle:?}");
     }
@@ -138,31 +141,6 @@ fn spawn_run(h: &Host, id: &str, pause_ms: u64) -> Child {
     c.spawn().unwrap()
 }
 
-/// Waits until the state file names `step`; returns the supervisor's pid.
-fn wait_for_step(h: &Host, id: &str, step: &str) -> u32 {
-    let t = Instant::now();
-    loop {
-        if let Some(st) = h.state_of(id) {
-            if st["step"] == step {
-                return st["supervisor_pid"].as_u64().unwrap() as u32;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(90),
-            "step {step} never recorded; state: {:?}",
-            h.state_of(id)
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Whether the state file still names `step` (the kill hit it).
-fn assert_still_at(h: &Host, id: &str, step: &str) {
-    if let Some(st) = h.state_of(id) {
-        assert_eq!(st["step"], step, "the kill missed step {step}: {st}");
-    }
-}
-
 const STEPS: [&str; 5] = ["netns", "cni", "attach", "image", "boot"];
 
 /// The reproduction, at every step: `run` SIGKILLed while the record names the
@@ -176,9 +154,9 @@ fn run_killed_at_each_step_then_gc_rm_gc_leaves_nothing() {
     for step in STEPS {
         let id = h.new_id(&format!("k{step}"));
         let mut child = spawn_run(&h, &id, 400);
-        wait_for_step(&h, &id, step);
+        h.wait_for_step(&id, step);
         child.kill().unwrap();
-        assert_still_at(&h, &id, step);
+        h.assert_still_at(&id, step);
         let _ = child.wait();
         let g = h.sandnet(&["gc"]);
         let r = h.sandnet(&["rm", "--force", &id]);
@@ -210,11 +188,14 @@ fn supervisor_killed_at_each_step_run_cleans_up_from_the_record() {
     for step in STEPS {
         let id = h.new_id(&format!("s{step}"));
         let mut child = spawn_run(&h, &id, 400);
-        let sup = wait_for_step(&h, &id, step);
+        let sup = h.wait_for_step(&id, step);
         kill9(sup);
-        assert_still_at(&h, &id, step);
+        h.assert_still_at(&id, step);
         let o = wait_output(&mut child);
-        assert!(!o.status.success(), "run should fail after a kill at {step}");
+        assert!(
+            !o.status.success(),
+            "run should fail after a kill at {step}"
+        );
         let err = text(&o.stderr);
         assert!(
             err.contains("died before the sandbox was ready"),
@@ -232,7 +213,7 @@ fn rm_and_gc_during_boot_wait_for_the_supervisor() {
     h.write_conflist(&[]);
     let id = h.new_id("rmboot");
     let mut child = spawn_run(&h, &id, 0);
-    wait_for_step(&h, &id, "boot");
+    h.wait_for_step(&id, "boot");
     let (rm, gc) = std::thread::scope(|s| {
         let rm = s.spawn(|| h.sandnet(&["rm", &id]));
         let gc = s.spawn(|| h.sandnet(&["gc"]));

@@ -327,6 +327,31 @@ impl Host {
     }
 
     /// The sandbox's persisted state (`sandbox.json`), if any.
+    /// Waits until the sandbox's record names `step`; returns its supervisor's pid.
+    pub fn wait_for_step(&self, id: &str, step: &str) -> u32 {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.state_of(id) {
+                if st["step"] == step {
+                    return st["supervisor_pid"].as_u64().unwrap() as u32;
+                }
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "step {step} never recorded; state: {:?}",
+                self.state_of(id)
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Asserts the record still names `step` (a kill just now hit it).
+    pub fn assert_still_at(&self, id: &str, step: &str) {
+        if let Some(st) = self.state_of(id) {
+            assert_eq!(st["step"], step, "the kill missed step {step}: {st}");
+        }
+    }
+
     pub fn state_of(&self, id: &str) -> Option<Value> {
         let b = std::fs::read(self.state().join(id).join("sandbox.json")).ok()?;
         serde_json::from_slice(&b).ok()
@@ -490,4 +515,3 @@ pub fn wait_output(child: &mut Child) -> Output {
         stderr,
     }
 }
-
