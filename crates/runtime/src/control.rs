@@ -20,6 +20,11 @@ pub enum Request {
         /// How long the command may run.
         timeout_ms: u64,
     },
+    /// Stops the VM only; the sandbox's network stays until [`Request::Stop`].
+    Halt {
+        /// Kill QEMU at once instead of asking it to quit.
+        force: bool,
+    },
     /// Stops the VM, detaches the network and exits.
     Stop {
         /// Kill QEMU at once instead of asking it to quit.
@@ -67,6 +72,8 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// Answer to [`Request::Halt`]: the VM is stopped.
+    Halted,
     /// The request failed.
     Error {
         /// Why.

@@ -456,9 +456,21 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
     };
     match outcome {
         Ok(output) => {
+            // The control socket is there before `run` hears of success, so a caller may
+            // use the sandbox the moment `run` returns.
+            let _ = std::fs::remove_file(&sv.paths.ctl);
+            let listener = match tokio::net::UnixListener::bind(&sv.paths.ctl) {
+                Ok(l) => l,
+                Err(e) => {
+                    let error = format!("sandbox {id}: bind {}: {e}", sv.paths.ctl.display());
+                    let _ = sv.teardown(true).await;
+                    report(&Ready::Failed { error });
+                    return 1;
+                }
+            };
             report(&Ready::Ok { output });
             silence_stdout();
-            sv.serve().await
+            sv.serve(listener).await
         }
         Err(e) => {
             tracing::error!("start failed: {e}");
@@ -775,16 +787,7 @@ impl Supervisor {
     }
 
     /// Serves the control socket until told to stop; QEMU exiting on its own is recorded.
-    async fn serve(&mut self) -> i32 {
-        let _ = std::fs::remove_file(&self.paths.ctl);
-        let listener = match tokio::net::UnixListener::bind(&self.paths.ctl) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("bind {}: {e}", self.paths.ctl.display());
-                let _ = self.teardown(true).await;
-                return 1;
-            }
-        };
+    async fn serve(&mut self, listener: tokio::net::UnixListener) -> i32 {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let mut qemu_done = false;
@@ -835,6 +838,29 @@ impl Supervisor {
                             let _ = write_response(&mut wr, &resp).await;
                             let _ = std::fs::remove_file(&self.paths.ctl);
                             return code;
+                        }
+                        Ok(Request::Halt { force }) => {
+                            if let Some(q) = self.qemu.as_mut() {
+                                if !force {
+                                    if let Some(qmp) = q.qmp() {
+                                        let _ = tokio::time::timeout(Duration::from_secs(2), qmp.quit()).await;
+                                    }
+                                    let _ = q.wait_timeout(Duration::from_secs(3)).await;
+                                }
+                                let resp = match q.kill().await {
+                                    Ok(()) => Response::Halted,
+                                    Err(e) => Response::Error { message: format!("stop QEMU: {e}") },
+                                };
+                                if !qemu_done {
+                                    qemu_done = true;
+                                    self.state.status = Status::QemuExited;
+                                    self.save();
+                                }
+                                self.agent = None;
+                                let _ = write_response(&mut wr, &resp).await;
+                            } else {
+                                let _ = write_response(&mut wr, &Response::Halted).await;
+                            }
                         }
                         Ok(req) => {
                             let client = self.agent.clone();
@@ -922,7 +948,11 @@ async fn answer(client: Option<AgentClient>, req: Request) -> Response {
                     stderr: o.stderr,
                 })
             }),
-        Request::Stop { .. } => unreachable!("handled by the supervisor loop"),
+        Request::Stop { .. } | Request::Halt { .. } => {
+            return Response::Error {
+                message: "handled by the supervisor loop".into(),
+            }
+        }
     };
     r.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),
@@ -1021,7 +1051,7 @@ pub(crate) async fn ask_to_stop(
     let paths = SandboxPaths::new(root, id);
     match st.status {
         Status::Running | Status::QemuExited => {
-            // `run` returns just before the supervisor binds its socket.
+            // Recorded as running a moment before its control socket is bound.
             for _ in 0..100 {
                 if paths.ctl.exists() {
                     break;

@@ -80,18 +80,20 @@ fn run(cli: Cli) -> Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let sandboxes = sandboxcmd::runtime(&cli.state_dir, &cli.log)?;
     rt.block_on(async move {
+        let sb = &sandboxes;
         match cli.cmd {
             Cmd::Scan(a) => hostcmd::scan(a).await,
             Cmd::Attach(a) => hostcmd::attach(a, &cli.state_dir).await,
             Cmd::Detach(a) => hostcmd::detach(a, &cli.state_dir).await,
             Cmd::Demo(a) => demo::run(a, &cli.state_dir).await,
-            Cmd::Run(a) => sandboxcmd::run(a, &cli.state_dir, &cli.log).await,
-            Cmd::Ps(a) => sandboxcmd::ps(a, &cli.state_dir).await,
-            Cmd::Inspect(a) => sandboxcmd::inspect(a, &cli.state_dir).await,
-            Cmd::Exec(a) => sandboxcmd::exec(a, &cli.state_dir).await,
-            Cmd::Rm(a) => sandboxcmd::rm(a, &cli.state_dir).await,
-            Cmd::Gc(a) => sandboxcmd::gc(a, &cli.state_dir).await,
+            Cmd::Run(a) => sandboxcmd::run(a, sb).await,
+            Cmd::Ps(a) => sandboxcmd::ps(a, sb).await,
+            Cmd::Inspect(a) => sandboxcmd::inspect(a, sb).await,
+            Cmd::Exec(a) => sandboxcmd::exec(a, sb).await,
+            Cmd::Rm(a) => sandboxcmd::rm(a, sb).await,
+            Cmd::Gc(a) => sandboxcmd::gc(a, sb).await,
             Cmd::Supervise { id } => sandboxcmd::supervise(&id, &cli.state_dir).await,
         }
     })

@@ -2,12 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sandnet_host::Model;
+use sandnet_runtime::api::{CniRequest, PodNetns, Runtime, SandboxRequest};
 use sandnet_runtime::config::Config;
-use sandnet_runtime::control::{Request, Response};
-use sandnet_runtime::lifecycle::{self, RunSpec, VmParams};
+use sandnet_runtime::lifecycle;
 use sandnet_runtime::sandbox;
-use sandnet_runtime::{gc as rtgc, podnet, teardown};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -93,65 +91,39 @@ pub struct RmArgs {
     pub json: bool,
 }
 
+/// The runtime of the state root `root`, whose supervisors are this binary.
+pub fn runtime(root: &Path, log: &str) -> Result<Runtime> {
+    Ok(Runtime::new(
+        root,
+        std::env::current_exe()?,
+        vec![
+            "--state-dir".into(),
+            root.as_os_str().to_owned(),
+            "--log".into(),
+            log.into(),
+        ],
+    ))
+}
+
 /// `sandnet run`.
-pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
+pub async fn run(a: RunArgs, rt: &Runtime) -> Result<i32> {
     let (cfg, _warnings) = Config::load(a.config.as_deref())?;
-    let model: Model = match &a.model {
-        Some(m) => m.parse()?,
-        None => cfg.runtime.internetworking_model,
+    let mut req = SandboxRequest::new(cfg);
+    req.id = a.name.clone();
+    req.netns = match &a.netns {
+        Some(n) => PodNetns::Existing(n.clone()),
+        None => PodNetns::Create,
     };
-    let id = a.name.clone().unwrap_or_else(sandbox::new_id);
-    sandbox::check_id(&id)?;
-    let mut netns = a.netns.clone();
-    if netns.is_none() && cfg.runtime.disable_new_netns {
-        // Kata's disable_new_netns (model none only): the VM shares this namespace, no NICs.
-        let (here, _) = podnet::host_netns();
-        if here.as_os_str().is_empty() {
-            bail!("disable_new_netns: this network namespace has no name the sandbox can use");
-        }
-        netns = Some(here.display().to_string());
-    }
-    // Fail fast on a namespace that is not there, before anything starts.
-    if let Some(n) = &netns {
-        sandnet_host::NetNs::open(n)?;
-    }
-    let cni = if (netns.is_none() || a.cni) && !cfg.runtime.disable_new_netns {
-        let conf_dir = a.cni_conf_dir.clone().unwrap_or(cfg.cni.conf_dir.clone());
-        let list = podnet::network_from_dir(&conf_dir)?;
-        let (host_netns, host_netns_id) = podnet::host_netns();
-        Some(sandbox::CniAttachment {
-            network: String::from_utf8_lossy(&list.bytes).into_owned(),
-            bin_dirs: if a.cni_bin_dir.is_empty() {
-                cfg.cni.bin_dirs.clone()
-            } else {
-                a.cni_bin_dir.clone()
-            },
-            cache_dir: a.cni_cache_dir.clone().unwrap_or(cfg.cni.cache_dir.clone()),
-            host_netns,
-            host_netns_id,
-            container_id: podnet::owned_name(&id),
-            ifname: "eth0".into(),
-            timeout_ms: cfg.cni.timeout.as_millis() as u64,
-        })
-    } else {
-        None
+    req.cni = CniRequest {
+        force: a.cni,
+        conf_dir: a.cni_conf_dir.clone(),
+        bin_dirs: a.cni_bin_dir.clone(),
+        cache_dir: a.cni_cache_dir.clone(),
     };
-    let spec = RunSpec {
-        id: id.clone(),
-        netns,
-        model,
-        queues: a.queues,
-        vm: VmParams::from(&cfg.qemu),
-        dns: None,
-        cni,
-    };
-    let mut sup = std::process::Command::new(std::env::current_exe()?);
-    sup.arg("--state-dir")
-        .arg(root)
-        .arg("--log")
-        .arg(log)
-        .arg("__supervise")
-        .arg(&id);
+    req.model = a.model.as_deref().map(str::parse).transpose()?;
+    req.queues = a.queues;
+    let spec = rt.spec(&req)?;
+    let id = spec.id.clone();
     let bar = (!a.json && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
         let b = indicatif::ProgressBar::new_spinner();
         b.enable_steady_tick(Duration::from_millis(100));
@@ -176,11 +148,14 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
             ));
         }
     };
-    let out = lifecycle::launch(root, &spec, sup, &mut on_progress).await;
+    let out = rt.run_spec(&spec, &mut on_progress).await;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let out = out.with_context(|| format!("run sandbox {id}"))?;
+    let sb = out.with_context(|| format!("run sandbox {id}"))?;
+    let Some(out) = sb.ready() else {
+        bail!("run sandbox {id}: no report");
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -232,8 +207,8 @@ pub async fn supervise(id: &str, root: &Path) -> Result<i32> {
 }
 
 /// `sandnet ps`.
-pub async fn ps(a: PsArgs, root: &Path) -> Result<i32> {
-    let list = rtgc::ps(root)?;
+pub async fn ps(a: PsArgs, rt: &Runtime) -> Result<i32> {
+    let list = rt.list()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
@@ -247,13 +222,12 @@ pub async fn ps(a: PsArgs, root: &Path) -> Result<i32> {
 }
 
 /// `sandnet inspect`.
-pub async fn inspect(a: IdArgs, root: &Path) -> Result<i32> {
-    let r = lifecycle::ask(root, &a.id, &Request::Inspect, Duration::from_secs(30))
+pub async fn inspect(a: IdArgs, rt: &Runtime) -> Result<i32> {
+    let net = rt
+        .get(&a.id)?
+        .inspect()
         .await
         .with_context(|| format!("inspect sandbox {}", a.id))?;
-    let Response::Network(net) = r else {
-        bail!("inspect sandbox {}: {}", a.id, describe(&r));
-    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&net)?);
     } else {
@@ -274,25 +248,13 @@ pub async fn inspect(a: IdArgs, root: &Path) -> Result<i32> {
     Ok(0)
 }
 
-fn describe(r: &Response) -> String {
-    match r {
-        Response::Error { message } => message.clone(),
-        other => format!("unexpected answer {other:?}"),
-    }
-}
-
 /// `sandnet exec`: the command's exit status becomes ours.
-pub async fn exec(a: ExecArgs, root: &Path) -> Result<i32> {
-    let req = Request::Exec {
-        args: a.cmd.clone(),
-        timeout_ms: a.timeout.saturating_mul(1000),
-    };
-    let r = lifecycle::ask(root, &a.id, &req, Duration::from_secs(a.timeout + 30))
+pub async fn exec(a: ExecArgs, rt: &Runtime) -> Result<i32> {
+    let out = rt
+        .get(&a.id)?
+        .exec(&a.cmd, Duration::from_secs(a.timeout))
         .await
         .with_context(|| format!("exec in sandbox {}", a.id))?;
-    let Response::Exec(out) = r else {
-        bail!("exec in sandbox {}: {}", a.id, describe(&r));
-    };
     std::io::stdout().write_all(&out.stdout)?;
     std::io::stderr().write_all(&out.stderr)?;
     std::io::stdout().flush()?;
@@ -308,8 +270,8 @@ pub struct GcArgs {
 }
 
 /// `sandnet gc`: non-zero when something could not be cleaned up (its record is kept).
-pub async fn gc(a: GcArgs, root: &Path) -> Result<i32> {
-    let rep = rtgc::gc(root).await.context("gc")?;
+pub async fn gc(a: GcArgs, rt: &Runtime) -> Result<i32> {
+    let rep = rt.gc().await.context("gc")?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
@@ -325,12 +287,12 @@ pub async fn gc(a: GcArgs, root: &Path) -> Result<i32> {
 
 /// `sandnet rm`: every id is tried; non-zero when any teardown failed (its record is kept
 /// for a retry).
-pub async fn rm(a: RmArgs, root: &Path) -> Result<i32> {
+pub async fn rm(a: RmArgs, rt: &Runtime) -> Result<i32> {
     let mut reports = vec![];
     let mut failed = 0;
     for id in &a.ids {
         sandbox::check_id(id).with_context(|| format!("remove sandbox {id}"))?;
-        match teardown::remove(root, id, a.force).await {
+        match rt.handle(id).remove(a.force).await {
             Ok(rep) => {
                 if rep.not_found {
                     eprintln!("sandnet: no sandbox {id} (nothing to remove)");

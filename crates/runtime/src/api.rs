@@ -1,0 +1,341 @@
+//! The runtime's API: what the command line, a containerd shim or a network monitor call
+//! to run sandboxes. A typed [`SandboxRequest`] goes in; [`Runtime::run`] applies the
+//! policy (names sandnet owns, `disable_new_netns`, which CNI to run), starts the
+//! sandbox's supervisor and returns a [`Sandbox`] handle once the guest network is
+//! configured. The handle inspects, executes in, stops and removes it; [`Runtime::list`]
+//! and [`Runtime::gc`] cover every sandbox of the state root.
+
+use crate::config::Config;
+use crate::control::{ExecResult, GuestNetwork, Request, Response};
+use crate::gc::{GcReport, PsEntry};
+use crate::lifecycle::{self, RunOutput, RunSpec, RuntimeError, VmParams};
+use crate::podnet;
+use crate::sandbox::{self, CniAttachment, Health, SandboxPaths, SandboxState};
+use crate::teardown::{self, RemoveReport};
+use sandnet_host::{Model, NetNs};
+use sandnet_model::Dns;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// Which network namespace a sandbox's VM runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodNetns {
+    /// sandnet creates `sandnet-<id>` and runs CNI ADD in it (unless the configuration's
+    /// `disable_new_netns` says to share the caller's).
+    Create,
+    /// An existing namespace (a name under `/run/netns` or a path), used as it is.
+    Existing(String),
+}
+
+/// CNI settings of a request; each one left out takes the configuration's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CniRequest {
+    /// Run CNI ADD even in an existing namespace.
+    pub force: bool,
+    /// Configuration directory.
+    pub conf_dir: Option<PathBuf>,
+    /// Plugin directories, searched in order.
+    pub bin_dirs: Vec<PathBuf>,
+    /// Cache directory.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What a sandbox is asked to be.
+#[derive(Debug, Clone)]
+pub struct SandboxRequest {
+    /// Its id; a random one when `None`.
+    pub id: Option<String>,
+    /// Its network namespace.
+    pub netns: PodNetns,
+    /// CNI settings.
+    pub cni: CniRequest,
+    /// Interworking model; the configuration's when `None`.
+    pub model: Option<Model>,
+    /// Queues per NIC.
+    pub queues: u16,
+    /// DNS for the guest; from the CNI result or the namespace's resolv.conf when `None`.
+    pub dns: Option<Dns>,
+    /// The configuration (VM parameters, CNI defaults, runtime policy).
+    pub config: Config,
+}
+
+impl SandboxRequest {
+    /// A request with everything else from `config`: a new namespace, CNI from the
+    /// configuration, one queue per NIC.
+    pub fn new(config: Config) -> SandboxRequest {
+        SandboxRequest {
+            id: None,
+            netns: PodNetns::Create,
+            cni: CniRequest::default(),
+            model: None,
+            queues: 1,
+            dns: None,
+            config,
+        }
+    }
+}
+
+/// The sandboxes of one state root.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl Runtime {
+    /// A runtime keeping its state under `root`, whose supervisors are started as
+    /// `program ARGS… __supervise ID` (`program` is normally the `sandnet` binary; `args`
+    /// carries e.g. `--state-dir`).
+    pub fn new(root: impl Into<PathBuf>, program: impl Into<PathBuf>, args: Vec<OsString>) -> Self {
+        Runtime {
+            root: root.into(),
+            program: program.into(),
+            args,
+        }
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Turns a request into the spec its supervisor runs: picks the id, the model and the
+    /// namespace (failing fast on one that does not open), and records the CNI attachment
+    /// under the names sandnet owns.
+    pub fn spec(&self, req: &SandboxRequest) -> Result<RunSpec> {
+        let cfg = &req.config;
+        let id = req.id.clone().unwrap_or_else(sandbox::new_id);
+        sandbox::check_id(&id)?;
+        let mut netns = match &req.netns {
+            PodNetns::Existing(n) => Some(n.clone()),
+            PodNetns::Create => None,
+        };
+        if netns.is_none() && cfg.runtime.disable_new_netns {
+            // Kata's disable_new_netns (model none only): the VM shares this namespace.
+            let (here, _) = podnet::host_netns();
+            if here.as_os_str().is_empty() {
+                return Err(RuntimeError::Failed(
+                    "disable_new_netns: this network namespace has no name the sandbox can use"
+                        .into(),
+                ));
+            }
+            netns = Some(here.display().to_string());
+        }
+        if let Some(n) = &netns {
+            NetNs::open(n).map_err(|source| RuntimeError::Host {
+                step: "open network namespace",
+                source,
+            })?;
+        }
+        let cni = if (netns.is_none() || req.cni.force) && !cfg.runtime.disable_new_netns {
+            let conf_dir = req.cni.conf_dir.clone().unwrap_or(cfg.cni.conf_dir.clone());
+            let list = podnet::network_from_dir(&conf_dir)?;
+            let (host_netns, host_netns_id) = podnet::host_netns();
+            Some(CniAttachment {
+                network: String::from_utf8_lossy(&list.bytes).into_owned(),
+                bin_dirs: if req.cni.bin_dirs.is_empty() {
+                    cfg.cni.bin_dirs.clone()
+                } else {
+                    req.cni.bin_dirs.clone()
+                },
+                cache_dir: req
+                    .cni
+                    .cache_dir
+                    .clone()
+                    .unwrap_or(cfg.cni.cache_dir.clone()),
+                host_netns,
+                host_netns_id,
+                container_id: podnet::owned_name(&id),
+                ifname: "eth0".into(),
+                timeout_ms: cfg.cni.timeout.as_millis() as u64,
+            })
+        } else {
+            None
+        };
+        Ok(RunSpec {
+            id,
+            netns,
+            model: req.model.unwrap_or(cfg.runtime.internetworking_model),
+            queues: req.queues,
+            vm: VmParams::from(&cfg.qemu),
+            dns: req.dns.clone(),
+            cni,
+        })
+    }
+
+    /// Runs a sandbox: returns once its guest network is configured (`on_progress` hears
+    /// each step), or fails having rolled back.
+    pub async fn run(
+        &self,
+        req: &SandboxRequest,
+        on_progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Sandbox> {
+        let spec = self.spec(req)?;
+        self.run_spec(&spec, on_progress).await
+    }
+
+    /// Runs a sandbox from a ready spec (see [`Runtime::spec`]).
+    pub async fn run_spec(
+        &self,
+        spec: &RunSpec,
+        on_progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Sandbox> {
+        let mut sup = std::process::Command::new(&self.program);
+        sup.args(&self.args).arg("__supervise").arg(&spec.id);
+        let out = lifecycle::launch(&self.root, spec, sup, on_progress).await?;
+        Ok(Sandbox {
+            root: self.root.clone(),
+            id: spec.id.clone(),
+            ready: Some(out),
+        })
+    }
+
+    /// A handle on an existing sandbox (checked to have a record).
+    pub fn get(&self, id: &str) -> Result<Sandbox> {
+        sandbox::check_id(id)?;
+        if !SandboxPaths::new(&self.root, id).dir.exists() {
+            return Err(sandbox::SandboxError::NotFound(id.to_string()).into());
+        }
+        Ok(self.handle(id))
+    }
+
+    /// A handle on sandbox `id` whether or not it exists (removing an unknown id is not an
+    /// error).
+    pub fn handle(&self, id: &str) -> Sandbox {
+        Sandbox {
+            root: self.root.clone(),
+            id: id.to_string(),
+            ready: None,
+        }
+    }
+
+    /// Every sandbox with its health, unreadable records included.
+    pub fn list(&self) -> Result<Vec<PsEntry>> {
+        Ok(crate::gc::ps(&self.root)?)
+    }
+
+    /// Cleans up what dead sandboxes of this root left.
+    pub async fn gc(&self) -> Result<GcReport> {
+        Ok(crate::gc::gc(&self.root).await?)
+    }
+}
+
+/// How a sandbox's VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Its health when it was seen ended.
+    pub health: Health,
+    /// Whether the sandbox's record is gone (it was removed).
+    pub removed: bool,
+}
+
+/// One sandbox.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    root: PathBuf,
+    id: String,
+    ready: Option<RunOutput>,
+}
+
+impl Sandbox {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// What `run` reported when it became ready (only on the handle `run` returned).
+    pub fn ready(&self) -> Option<&RunOutput> {
+        self.ready.as_ref()
+    }
+
+    /// Its persisted record.
+    pub fn state(&self) -> Result<SandboxState> {
+        Ok(SandboxState::load(&self.root, &self.id)?)
+    }
+
+    /// Its health as seen from outside its supervisor.
+    pub fn health(&self) -> Health {
+        teardown::health_of(&self.root, &self.id).1
+    }
+
+    /// The guest's interfaces and routes, as its agent lists them.
+    pub async fn inspect(&self) -> Result<GuestNetwork> {
+        match self.ask(&Request::Inspect, Duration::from_secs(30)).await? {
+            Response::Network(n) => Ok(n),
+            other => Err(unexpected(&self.id, other)),
+        }
+    }
+
+    /// Runs a command in the guest, which may take `timeout`.
+    pub async fn exec(&self, args: &[String], timeout: Duration) -> Result<ExecResult> {
+        let req = Request::Exec {
+            args: args.to_vec(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self.ask(&req, timeout + Duration::from_secs(30)).await? {
+            Response::Exec(r) => Ok(r),
+            other => Err(unexpected(&self.id, other)),
+        }
+    }
+
+    /// Stops the VM (asks it to quit; at once with `force`); the sandbox's network stays
+    /// until [`Sandbox::remove`]. Stopping a stopped sandbox is not an error.
+    pub async fn stop(&self, force: bool) -> Result<()> {
+        if matches!(self.health(), Health::QemuExited | Health::Dead) {
+            return Ok(());
+        }
+        match self
+            .ask(&Request::Halt { force }, Duration::from_secs(30))
+            .await?
+        {
+            Response::Halted => Ok(()),
+            other => Err(unexpected(&self.id, other)),
+        }
+    }
+
+    /// Removes it: stops the VM, gives back the network, deletes the record. Idempotent; a
+    /// failed step keeps the record for a retry.
+    pub async fn remove(&self, force: bool) -> Result<RemoveReport> {
+        Ok(teardown::remove(&self.root, &self.id, force).await?)
+    }
+
+    /// Waits until its VM no longer runs (it exited or was stopped, or the sandbox was
+    /// removed), polling every `poll`.
+    pub async fn wait_exit(&self, poll: Duration) -> ExitInfo {
+        loop {
+            let paths = SandboxPaths::new(&self.root, &self.id);
+            if !paths.dir.exists() {
+                return ExitInfo {
+                    health: Health::Dead,
+                    removed: true,
+                };
+            }
+            let h = self.health();
+            if !matches!(h, Health::Running | Health::Creating) {
+                return ExitInfo {
+                    health: h,
+                    removed: false,
+                };
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    async fn ask(&self, req: &Request, timeout: Duration) -> Result<Response> {
+        match lifecycle::ask(&self.root, &self.id, req, timeout).await? {
+            Response::Error { message } => Err(RuntimeError::Failed(format!(
+                "sandbox {}: {message}",
+                self.id
+            ))),
+            r => Ok(r),
+        }
+    }
+}
+
+fn unexpected(id: &str, r: Response) -> RuntimeError {
+    RuntimeError::Failed(format!("sandbox {id}: unexpected answer {r:?}"))
+}
