@@ -379,17 +379,13 @@ async fn remove_in(
     };
     let lock = match lock {
         Some(l) => l,
-        None if SandboxState::load(root, id).is_err() && paths.state.exists() => {
+        None if unreadable(root, id).is_some() => {
             // Held, and the record is unreadable: nobody can be asked. Only with --force
             // are its supervisors killed (QEMU stays until its namespace is reached).
-            let (state_err, why) = match SandboxState::load(root, id) {
-                Err(e) => (true, e.to_string()),
-                Ok(_) => (false, String::new()),
-            };
-            if !force && state_err {
+            if !force {
                 return Err(TeardownError::Unreadable {
                     id: id.to_string(),
-                    why,
+                    why: unreadable(root, id).unwrap_or_default(),
                 });
             }
             for (pid, what) in processes_of(root, id) {
@@ -462,6 +458,14 @@ async fn remove_in(
     };
     drop(lock);
     r
+}
+
+/// Why a sandbox's record cannot be read, when it exists and cannot.
+fn unreadable(root: &Path, id: &str) -> Option<String> {
+    match SandboxState::load(root, id) {
+        Err(sandbox::SandboxError::NotFound(_)) | Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 /// The health of a sandbox from its record, `Unreadable` when it cannot be read.
