@@ -65,6 +65,9 @@ pub enum VmError {
         /// How long we waited.
         ms: u128,
     },
+    /// The accelerator could not be chosen (bad `SANDNET_ACCEL`, unusable verdict cache).
+    #[error("accelerator: {0}")]
+    Accel(String),
     /// QMP transport failure (socket, framing, JSON).
     #[error("QMP: {0}")]
     QmpProtocol(String),
