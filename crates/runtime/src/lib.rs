@@ -1,6 +1,7 @@
 //! sandnet's runtime: configuration, the sandbox life cycle and its persisted state, and
 //! the per-sandbox supervisor.
 
+pub mod boot;
 pub mod config;
 pub mod control;
 pub mod image;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_ROOT: &str = "/run/sandnet";
 
 /// Names under the root that are not sandboxes.
-const RESERVED: &[&str] = &["attach", "demo", "dev", "cni"];
+const RESERVED: &[&str] = &["attach", "demo", "dev", "cni", "accel"];
 
 /// Errors about sandbox state.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +130,12 @@ pub struct SandboxState {
     /// The CNI attachment made for this sandbox, recorded before its ADD ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniAttachment>,
+    /// The accelerator QEMU runs with (`kvm`, `tcg`); empty until it is chosen.
+    #[serde(default)]
+    pub accel: String,
+    /// Why that accelerator, in one line.
+    #[serde(default)]
+    pub accel_reason: String,
 }
 
 /// Everything needed to run CNI ADD for a sandbox, and DEL again later from anywhere.

@@ -196,7 +196,7 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
         };
         println!("  ip       {ip}");
         println!("  netns    {}", out.netns);
-        println!("  accel    {}", out.accel);
+        println!("  accel    {} ({})", out.accel, out.accel_reason);
         for i in &out.interfaces {
             let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
             println!(
@@ -236,9 +236,16 @@ pub async fn ps(a: PsArgs, root: &Path) -> Result<i32> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        println!("{:<14} {:<16} {:<9} NETNS", "ID", "STATUS", "MODEL");
+        println!(
+            "{:<14} {:<16} {:<9} {:<5} NETNS",
+            "ID", "STATUS", "MODEL", "ACCEL"
+        );
         for e in list {
-            println!("{:<14} {:<16} {:<9} {}", e.id, e.status, e.model, e.netns);
+            let accel = if e.accel.is_empty() { "-" } else { &e.accel };
+            println!(
+                "{:<14} {:<16} {:<9} {:<5} {}",
+                e.id, e.status, e.model, accel, e.netns
+            );
         }
     }
     Ok(0)
@@ -252,9 +259,17 @@ pub async fn inspect(a: IdArgs, root: &Path) -> Result<i32> {
     let Response::Network(net) = r else {
         bail!("inspect sandbox {}: {}", a.id, describe(&r));
     };
+    let st = sandbox::SandboxState::load(root, &a.id)
+        .with_context(|| format!("inspect sandbox {}", a.id))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&net)?);
+        let mut v = serde_json::to_value(&net)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("accel".into(), st.accel.clone().into());
+            o.insert("accel_reason".into(), st.accel_reason.clone().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        println!("accel        {} ({})", st.accel, st.accel_reason);
         for i in &net.interfaces {
             let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
             println!(
