@@ -51,7 +51,7 @@ impl Env {
         } else {
             let inner = self.cmd(&args);
             let mut c = Command::new(wrap[0]);
-            c.args(&wrap[1..]).arg(inner.get_program()).args(&args);
+            c.args(&wrap[1..]).arg(inner.get_program()).args(args);
             for (k, v) in inner.get_envs() {
                 match v {
                     Some(v) => c.env(k, v),
