@@ -101,6 +101,8 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
     };
     let id = a.name.clone().unwrap_or_else(sandbox::new_id);
     sandbox::check_id(&id)?;
+    // A bad SANDNET_ACCEL is refused before anything starts.
+    cfg.qemu.accel.with_env()?;
     let mut netns = a.netns.clone();
     if netns.is_none() && cfg.runtime.disable_new_netns {
         // Kata's disable_new_netns (model none only): the VM shares this namespace, no NICs.

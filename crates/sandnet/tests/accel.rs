@@ -439,3 +439,21 @@ fn qemu_hanging_under_kvm_is_killed_and_tcg_used() {
     );
     rm_clean(&env, &s(&out, "id"));
 }
+
+#[test]
+fn a_bad_accel_is_refused_before_anything_starts() {
+    let env = Env::new("acc-bad", "[hypervisor.qemu]\naccel = \"auto\"\n");
+    let pod = PodPair::new("acc-bad");
+    let args = ["run", "--name", "never", "--netns", &pod.pod.name];
+    let o = env
+        .cmd(&args)
+        .env("SANDNET_ACCEL", "fast")
+        .output()
+        .unwrap();
+    sandnet_testkit::assert_fails_with(&o, &["SANDNET_ACCEL", "\"fast\"", "auto, kvm or tcg"]);
+    std::fs::write(&env.cli.config, "[hypervisor.qemu]\naccel = \"fast\"\n").unwrap();
+    let o = env.sandnet(&args);
+    sandnet_testkit::assert_fails_with(&o, &["hypervisor.qemu.accel", "\"fast\""]);
+    assert!(!env.state().join("never").exists());
+    assert!(env.processes().is_empty());
+}
