@@ -38,7 +38,9 @@ static ACCELS: std::sync::Mutex<std::collections::BTreeSet<String>> =
 fn note_accel(run_json: &Value) {
     let a = run_json["accel"].as_str().unwrap_or("?");
     let why = run_json["accel_reason"].as_str().unwrap_or("");
-    let why = why.trim_end_matches(" (remembered for this boot)");
+    let why = why
+        .trim_end_matches(" (remembered for this boot)")
+        .trim_end_matches("; using TCG");
     if let Ok(mut s) = ACCELS.lock() {
         s.insert(format!("{a} ({why})"));
     }

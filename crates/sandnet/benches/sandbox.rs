@@ -114,7 +114,9 @@ fn one_run(state: &Path, config: &Path, pod: &TestNs) -> BTreeMap<String, u64> {
         }
     };
     let why = out["accel_reason"].as_str().unwrap_or("");
-    let why = why.trim_end_matches(" (remembered for this boot)");
+    let why = why
+        .trim_end_matches(" (remembered for this boot)")
+        .trim_end_matches("; using TCG");
     if let Ok(mut s) = ACCELS.lock() {
         s.insert(format!("{} ({why})", out["accel"].as_str().unwrap_or("?")));
     }
