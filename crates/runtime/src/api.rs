@@ -110,6 +110,14 @@ impl Runtime {
         let cfg = &req.config;
         let id = req.id.clone().unwrap_or_else(sandbox::new_id);
         sandbox::check_id(&id)?;
+        // A bad SANDNET_ACCEL is refused before anything starts.
+        cfg.qemu
+            .accel
+            .with_env()
+            .map_err(|source| RuntimeError::Vm {
+                step: "accelerator",
+                source,
+            })?;
         let mut netns = match &req.netns {
             PodNetns::Existing(n) => Some(n.clone()),
             PodNetns::Create => None,

@@ -3,7 +3,7 @@
 //! The keys Kata users already know keep their names and meaning — `[runtime]`
 //! `internetworking_model` and `disable_new_netns`, `[hypervisor.qemu]` `path`, `kernel`,
 //! `initrd`, `machine_type`, `kernel_params`, `default_vcpus`, `default_memory`,
-//! `disable_vhost_net` — and sandnet adds a `[cni]` section (`conf_dir`, `bin_dir`,
+//! `disable_vhost_net` — and sandnet adds `[hypervisor.qemu] accel` and a `[cni]` section (`conf_dir`, `bin_dir`,
 //! `cache_dir`, `timeout`). A Kata file can be copied as it is: Kata settings sandnet does not use, other
 //! hypervisors' sections and keys nobody knows are reported as [`Warning`]s (and logged with
 //! `tracing::warn!`), never as errors. Values sandnet uses are checked: a bad one is a
@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use sandnet_host::interwork::Model;
+use sandnet_vm::AccelMode;
 use thiserror::Error;
 use toml::{Table, Value};
 
@@ -95,6 +96,9 @@ pub struct QemuConfig {
     /// `disable_vhost_net`: never use vhost-net for virtio-net (default false: use it where
     /// the host has `/dev/vhost-net`).
     pub disable_vhost_net: bool,
+    /// `accel` (sandnet's own): `auto` (default: KVM where a guest really runs under it,
+    /// else TCG), `kvm` or `tcg`. `$SANDNET_ACCEL` overrides it.
+    pub accel: AccelMode,
 }
 
 /// The `[cni]` section (sandnet's own): where CNI network configurations, plugins and the
@@ -133,6 +137,7 @@ impl Default for QemuConfig {
             default_vcpus: DEFAULT_VCPUS,
             default_memory: DEFAULT_MEMORY_MIB,
             disable_vhost_net: false,
+            accel: AccelMode::Auto,
         }
     }
 }
@@ -294,6 +299,7 @@ const QEMU_KEYS: &[&str] = &[
     "default_vcpus",
     "default_memory",
     "disable_vhost_net",
+    "accel",
 ];
 /// `[hypervisor.qemu]` keys of Kata's file that sandnet ignores.
 const KATA_QEMU_KEYS: &[&str] = &[
@@ -549,6 +555,12 @@ impl Parser<'_> {
                     })?;
                 }
                 "disable_vhost_net" => out.disable_vhost_net = self.boolean(v, &key)?,
+                "accel" => {
+                    out.accel = self
+                        .string(v, &key)?
+                        .parse()
+                        .map_err(|e| self.invalid(&key, e))?
+                }
                 _ => self.ignore(key, k, QEMU_KEYS, KATA_QEMU_KEYS),
             }
         }

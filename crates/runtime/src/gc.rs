@@ -29,6 +29,10 @@ pub struct PsEntry {
     pub supervisor_pid: Option<u32>,
     /// Unix time of creation.
     pub created: u64,
+    /// The accelerator QEMU runs with (empty until chosen).
+    pub accel: String,
+    /// Why that accelerator.
+    pub accel_reason: String,
 }
 
 /// Every sandbox under the root with its health, unreadable records included.
@@ -43,6 +47,11 @@ pub fn ps(root: &Path) -> Result<Vec<PsEntry>, sandbox::SandboxError> {
             qemu_pid: st.as_ref().and_then(|s| s.qemu_pid),
             supervisor_pid: st.as_ref().and_then(|s| s.supervisor_pid),
             created: st.as_ref().map(|s| s.created).unwrap_or_default(),
+            accel: st.as_ref().map(|s| s.accel.clone()).unwrap_or_default(),
+            accel_reason: st
+                .as_ref()
+                .map(|s| s.accel_reason.clone())
+                .unwrap_or_default(),
             id,
         });
     }

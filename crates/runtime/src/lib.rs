@@ -2,6 +2,7 @@
 //! the per-sandbox supervisor.
 
 pub mod api;
+pub mod boot;
 pub mod config;
 pub mod control;
 pub mod gc;

@@ -7,6 +7,7 @@
 //! control socket. `run` starts it, reads one JSON line from its stdout (the result, or why
 //! it failed after rolling back), and returns.
 
+use crate::boot::{boot_vm, BootNic, BootPlan};
 use crate::control::{self, ExecResult, GuestNetwork, Request, Response};
 use crate::image;
 use crate::lock::SandboxLock;
@@ -17,10 +18,10 @@ use sandnet_agent_proto::AgentClient;
 use sandnet_host::interwork::{attach_scanned, AttachOptions};
 use sandnet_host::{scan_detail, HostError, Model, NetNs};
 use sandnet_model::{Dns, Interface, NetworkConfig, IFF_UP};
-use sandnet_vm::{Accel, NicSpec, Qemu, QemuProcess, VmSpec};
+use sandnet_vm::{QemuProcess, VmSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -88,10 +89,6 @@ fn host(step: &'static str) -> impl FnOnce(HostError) -> RuntimeError {
     move |source| RuntimeError::Host { step, source }
 }
 
-fn vm(step: &'static str) -> impl FnOnce(sandnet_vm::VmError) -> RuntimeError {
-    move |source| RuntimeError::Vm { step, source }
-}
-
 fn agent(step: &'static str) -> impl FnOnce(sandnet_agent_proto::ClientError) -> RuntimeError {
     move |source| RuntimeError::Agent { step, source }
 }
@@ -115,6 +112,9 @@ pub struct VmParams {
     pub kernel_params: String,
     /// Do not use vhost-net even where it exists.
     pub disable_vhost_net: bool,
+    /// How the accelerator is chosen.
+    #[serde(default)]
+    pub accel: sandnet_vm::AccelMode,
 }
 
 impl Default for VmParams {
@@ -135,6 +135,7 @@ impl From<&crate::config::QemuConfig> for VmParams {
             initrd: c.initrd.clone(),
             kernel_params: c.kernel_params.clone(),
             disable_vhost_net: c.disable_vhost_net,
+            accel: c.accel,
         }
     }
 }
@@ -176,6 +177,9 @@ pub struct RunOutput {
     pub timings: BTreeMap<String, u64>,
     /// The accelerator QEMU runs with.
     pub accel: String,
+    /// Why that accelerator, in one line.
+    #[serde(default)]
+    pub accel_reason: String,
 }
 
 /// The single line a supervisor writes to its stdout when it is ready or has given up.
@@ -202,6 +206,11 @@ impl RunSpec {
         let b = std::fs::read(&p).map_err(io)?;
         serde_json::from_slice(&b).map_err(|e| io(std::io::Error::other(e)))
     }
+}
+
+/// Where accelerator verdicts are kept.
+fn accel_dir(root: &Path) -> PathBuf {
+    root.join("accel")
 }
 
 /// Fault-injection knob for kill-point tests: the supervisor waits this many milliseconds
@@ -432,6 +441,8 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
             cni: None,
             step: None,
             error: None,
+            accel: String::new(),
+            accel_reason: String::new(),
         },
         ns: None,
         qemu: None,
@@ -636,39 +647,31 @@ impl Supervisor {
         .map_err(|e| RuntimeError::Failed(format!("image task: {e}")))??;
         let image_ms = ms(t);
 
-        // QEMU, inside the pod namespace, with every endpoint cold-plugged.
-        let (accel, why) = Accel::detect();
-        tracing::info!("accelerator {}: {why}", accel.as_str());
-        let mut vs = VmSpec::new(&img.kernel, &img.initrd, accel);
-        vs.qemu = spec.vm.qemu.clone();
-        vs.machine = spec.vm.machine.clone();
-        vs.vcpus = spec.vm.vcpus;
-        vs.memory_mib = spec.vm.memory_mib;
-        if !spec.vm.kernel_params.is_empty() {
-            vs.kernel_args = format!("{} {}", vs.kernel_args, spec.vm.kernel_params);
-        }
+        // QEMU, inside the pod namespace, with every endpoint cold-plugged; under KVM only
+        // where a guest really runs under it (see boot.rs).
+        let make_spec = |accel| {
+            let mut vs = VmSpec::new(&img.kernel, &img.initrd, accel);
+            vs.qemu = spec.vm.qemu.clone();
+            vs.machine = spec.vm.machine.clone();
+            vs.vcpus = spec.vm.vcpus;
+            vs.memory_mib = spec.vm.memory_mib;
+            if !spec.vm.kernel_params.is_empty() {
+                vs.kernel_args = format!("{} {}", vs.kernel_args, spec.vm.kernel_params);
+            }
+            vs
+        };
         let vhost = !spec.vm.disable_vhost_net && Path::new("/dev/vhost-net").exists();
         let mut guest_ifaces = Vec::new();
+        let mut nics = Vec::new();
         for (i, mut e) in eps.into_iter().enumerate() {
             if e.fds.is_empty() {
                 continue; // model none
             }
-            let queues = e.fds.len() as u32;
-            let vhost_fds = if vhost {
-                open_vhost(queues).map_err(|source| {
-                    RuntimeError::Failed(format!("open /dev/vhost-net: {source}"))
-                })?
-            } else {
-                vec![]
-            };
-            let nic = NicSpec {
+            nics.push(BootNic {
                 id: format!("net{i}"),
                 mac: e.guest_mac,
                 tap_fds: std::mem::take(&mut e.fds),
-                vhost_fds,
-                queues,
-            };
-            vs.nics.push(nic);
+            });
             guest_ifaces.push(Interface {
                 name: e.endpoint.name.clone(),
                 kind: e.endpoint.kind.clone(),
@@ -679,28 +682,33 @@ impl Supervisor {
             });
         }
         self.begin("boot").await;
-        let t = Instant::now();
-        let netns_fd = self.ns.as_ref().map(|n| n.as_fd());
-        let q = Qemu::spawn(vs, netns_fd, &self.paths.dir)
-            .await
-            .map_err(vm("start QEMU"))?;
-        let qemu_ms = ms(t);
-        self.state.qemu_pid = Some(q.pid());
-        self.qemu = Some(q);
+        let cache_dir = accel_dir(&self.root);
+        let plan = BootPlan {
+            mode: spec.vm.accel,
+            cache_dir: &cache_dir,
+            spec: &make_spec,
+            vhost,
+            netns: self.ns.as_ref().map(|n| n.as_fd()),
+            dir: &self.paths.dir,
+        };
+        let (state, paths) = (&mut self.state, &self.paths);
+        let mut record = |pid: Option<u32>, accel: sandnet_vm::Accel, why: &str| {
+            state.qemu_pid = pid;
+            state.accel = accel.to_string();
+            if !why.is_empty() {
+                state.accel_reason = why.to_string();
+            }
+            if let Err(e) = state.save(paths) {
+                tracing::error!("{e}");
+            }
+        };
+        let booted = boot_vm(plan, nics, &mut record).await?;
+        let (accel, qemu_ms, boot_ms) = (booted.accel, booted.qemu_ms, booted.boot_ms);
+        self.state.qemu_pid = Some(booted.qemu.pid());
+        self.state.accel_reason = booted.reason.clone();
+        self.qemu = Some(booted.qemu);
         self.save();
-
-        // Wait for the agent: the first answer means the guest booted.
-        let t = Instant::now();
-        let agent_sock = self
-            .qemu
-            .as_ref()
-            .map(|q| q.paths().agent.clone())
-            .unwrap_or_default();
-        let client = AgentClient::connect(&agent_sock, Duration::from_secs(10))
-            .await
-            .map_err(agent("connect to the agent channel"))?;
-        self.wait_for_agent(&client).await?;
-        let boot_ms = ms(t);
+        let client = booted.agent;
 
         // The guest network, in Kata's order.
         self.begin("network").await;
@@ -756,34 +764,8 @@ impl Supervisor {
             routes,
             timings,
             accel: accel.as_str().to_string(),
+            accel_reason: self.state.accel_reason.clone(),
         })
-    }
-
-    async fn wait_for_agent(&mut self, client: &AgentClient) -> Result<()> {
-        let deadline = Instant::now() + BOOT_TIMEOUT;
-        let probe = client.clone().with_call_timeout(Duration::from_secs(2));
-        loop {
-            match probe.health_check().await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    if let Some(q) = self.qemu.as_mut() {
-                        if let Ok(Some(st)) = q.try_wait() {
-                            return Err(RuntimeError::Failed(format!(
-                                "QEMU exited ({st}) before the guest agent answered: {}",
-                                q.log_tail(3).replace('\n', " | ")
-                            )));
-                        }
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(RuntimeError::Agent {
-                            step: "wait for the guest agent",
-                            source: e,
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
     }
 
     /// Serves the control socket until told to stop; QEMU exiting on its own is recorded.
@@ -957,18 +939,6 @@ async fn answer(client: Option<AgentClient>, req: Request) -> Response {
     r.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),
     })
-}
-
-fn open_vhost(queues: u32) -> std::io::Result<Vec<OwnedFd>> {
-    (0..queues)
-        .map(|_| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/vhost-net")
-                .map(OwnedFd::from)
-        })
-        .collect()
 }
 
 /// Applies a network to a guest through its agent, in Kata's order: every interface, then

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_ROOT: &str = "/run/sandnet";
 
 /// Names under the root that are not sandboxes.
-const RESERVED: &[&str] = &["attach", "demo", "dev", "cni"];
+const RESERVED: &[&str] = &["attach", "demo", "dev", "cni", "accel"];
 
 /// Errors about sandbox state.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +139,12 @@ pub struct SandboxState {
     /// Why the last teardown failed (with [`Status::TeardownFailed`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The accelerator QEMU runs with (`kvm`, `tcg`); empty until it is chosen.
+    #[serde(default)]
+    pub accel: String,
+    /// Why that accelerator, in one line.
+    #[serde(default)]
+    pub accel_reason: String,
 }
 
 /// Everything needed to run CNI ADD for a sandbox, and DEL again later from anywhere.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sandnet_host::interwork::Model;
 use sandnet_runtime::config::{Config, ConfigError, Warning, WarningKind};
+use sandnet_vm::AccelMode;
 
 fn parse(text: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
     Config::from_toml_str(text, "/etc/sandnet/sandnet.toml")
@@ -60,6 +61,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.qemu.default_vcpus, 1);
     assert_eq!(c.qemu.default_memory, 256);
     assert!(!c.qemu.disable_vhost_net);
+    assert_eq!(c.qemu.accel, AccelMode::Auto);
     assert_eq!(c.cni.conf_dir, Path::new("/etc/cni/net.d"));
     assert_eq!(
         c.cni.bin_dirs,
@@ -85,6 +87,7 @@ kernel_params = " debug "
 default_vcpus = 2
 default_memory = 512
 disable_vhost_net = true
+accel = "tcg"
 
 [cni]
 conf_dir = "/srv/cni/conf"
@@ -104,6 +107,7 @@ cache_dir = "/srv/cni/cache"
     assert_eq!(c.qemu.default_vcpus, 2);
     assert_eq!(c.qemu.default_memory, 512);
     assert!(c.qemu.disable_vhost_net);
+    assert_eq!(c.qemu.accel, AccelMode::Tcg);
     assert_eq!(c.cni.conf_dir, Path::new("/srv/cni/conf"));
     assert_eq!(
         c.cni.bin_dirs,
@@ -531,6 +535,7 @@ fn example_file_mentions_every_supported_key() {
         "default_vcpus = ",
         "default_memory = ",
         "disable_vhost_net = ",
+        "accel = ",
         "conf_dir = ",
         "bin_dir = ",
         "cache_dir = ",
@@ -639,4 +644,28 @@ fn errors_from_a_file_name_the_file() {
             file.display()
         )
     );
+}
+
+#[test]
+fn accel_modes_and_a_bad_one_named_by_key() {
+    for (v, m) in [
+        ("auto", AccelMode::Auto),
+        ("kvm", AccelMode::Kvm),
+        ("tcg", AccelMode::Tcg),
+    ] {
+        let (c, w) = parse(&format!("[hypervisor.qemu]\naccel = \"{v}\"\n")).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.qemu.accel, m);
+    }
+    let e = parse_err("[hypervisor.qemu]\naccel = \"hvf\"\n");
+    assert_eq!(e.key(), Some("hypervisor.qemu.accel"));
+    let msg = e.to_string();
+    assert!(msg.contains("hypervisor.qemu.accel"), "{msg}");
+    assert!(
+        msg.contains("\"hvf\"") && msg.contains("auto, kvm or tcg"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+    let e = parse_err("[hypervisor.qemu]\naccel = true\n");
+    assert_eq!(e.key(), Some("hypervisor.qemu.accel"));
 }

@@ -14,7 +14,7 @@
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,28 @@ fn sh(cmd: &str, args: &[&str]) -> Output {
 }
 
 /// The host namespace and dirs; removed on drop (sandboxes first).
+/// Every accelerator `run --json` reported, with its reason (never a guess from /dev/kvm).
+static ACCELS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn note_accel(run_json: &Value) {
+    let a = run_json["accel"].as_str().unwrap_or("?");
+    let why = run_json["accel_reason"].as_str().unwrap_or("");
+    let why = why
+        .trim_end_matches(" (remembered for this boot)")
+        .trim_end_matches("; using TCG");
+    if let Ok(mut s) = ACCELS.lock() {
+        s.insert(format!("{a} ({why})"));
+    }
+}
+
+fn accels() -> String {
+    ACCELS
+        .lock()
+        .map(|s| s.iter().cloned().collect::<Vec<_>>().join("; "))
+        .unwrap_or_default()
+}
+
 struct Bench {
     ns: String,
     dir: PathBuf,
@@ -114,6 +136,7 @@ impl Bench {
             String::from_utf8_lossy(&o.stderr)
         );
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        note_accel(&v);
         (wall, timings(&v["timings"]))
     }
 
@@ -272,17 +295,14 @@ fn main() {
         .unwrap_or(10)
         .max(1);
     let mut b = Bench::new();
-    let accel = if Path::new("/dev/kvm").exists() {
-        "(KVM if it works, else TCG)"
-    } else {
-        "(TCG)"
-    };
+    // A warm-up run builds (or checks) the cached initramfs, and settles the accelerator,
+    // outside the figures.
+    round(&mut b, 1, &mut Samples::default(), &mut Samples::default());
     println!(
-        "sandnet run/rm, host side by step {accel}; median of {rounds} rounds; ms; \
+        "sandnet run/rm, host side by step; median of {rounds} rounds; ms; \
          the parallel column is the median over all sandboxes of all rounds"
     );
-    // A warm-up run builds (or checks) the cached initramfs outside the figures.
-    round(&mut b, 1, &mut Samples::default(), &mut Samples::default());
+    println!("accelerator (as run reported): {}", accels());
 
     let (mut run1, mut rm1) = (Samples::default(), Samples::default());
     for _ in 0..rounds {
@@ -345,4 +365,5 @@ fn main() {
     for (name, add, del) in cni_per_plugin(&b, cni_rounds) {
         println!("{name:<24} {add:>8.1} {del:>8.1}");
     }
+    println!("accelerator of every run (as run reported): {}", accels());
 }

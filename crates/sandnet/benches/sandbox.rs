@@ -21,6 +21,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TARGET_MS: u64 = 50;
+
+/// Every accelerator `run --json` reported, with its reason (never a guess from /dev/kvm).
+static ACCELS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 const KEYS: [&str; 5] = ["boot_ms", "attach_ms", "agent_ms", "network_ms", "total_ms"];
 
 fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
@@ -109,6 +113,13 @@ fn one_run(state: &Path, config: &Path, pod: &TestNs) -> BTreeMap<String, u64> {
             Err(e) => panic!("{e}"),
         }
     };
+    let why = out["accel_reason"].as_str().unwrap_or("");
+    let why = why
+        .trim_end_matches(" (remembered for this boot)")
+        .trim_end_matches("; using TCG");
+    if let Ok(mut s) = ACCELS.lock() {
+        s.insert(format!("{} ({why})", out["accel"].as_str().unwrap_or("?")));
+    }
     let (first, guest) = guest_apply_ms(&state.join(&id).join("console.log"));
     sandnet(state, config, &["rm", &id]);
     let mut m: BTreeMap<String, u64> = KEYS
@@ -373,6 +384,10 @@ fn main() {
     }
     for v in verdicts {
         println!("{v}");
+    }
+    if let Ok(a) = ACCELS.lock() {
+        let a: Vec<String> = a.iter().cloned().collect();
+        println!("accelerator (as run reported): {}", a.join("; "));
     }
     drop(state_dir);
 }

@@ -172,7 +172,7 @@ pub async fn run(a: RunArgs, rt: &Runtime) -> Result<i32> {
         };
         println!("  ip       {ip}");
         println!("  netns    {}", out.netns);
-        println!("  accel    {}", out.accel);
+        println!("  accel    {} ({})", out.accel, out.accel_reason);
         for i in &out.interfaces {
             let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
             println!(
@@ -212,10 +212,17 @@ pub async fn ps(a: PsArgs, rt: &Runtime) -> Result<i32> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        println!("{:<14} {:<16} {:<9} NETNS", "ID", "STATUS", "MODEL");
+        println!(
+            "{:<14} {:<16} {:<9} {:<5} NETNS",
+            "ID", "STATUS", "MODEL", "ACCEL"
+        );
         for e in list {
             let model = e.model.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
-            println!("{:<14} {:<16} {:<9} {}", e.id, e.status, model, e.netns);
+            let accel = if e.accel.is_empty() { "-" } else { &e.accel };
+            println!(
+                "{:<14} {:<16} {:<9} {:<5} {}",
+                e.id, e.status, model, accel, e.netns
+            );
         }
     }
     Ok(0)
@@ -228,9 +235,19 @@ pub async fn inspect(a: IdArgs, rt: &Runtime) -> Result<i32> {
         .inspect()
         .await
         .with_context(|| format!("inspect sandbox {}", a.id))?;
+    let st = rt
+        .get(&a.id)?
+        .state()
+        .with_context(|| format!("inspect sandbox {}", a.id))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&net)?);
+        let mut v = serde_json::to_value(&net)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("accel".into(), st.accel.clone().into());
+            o.insert("accel_reason".into(), st.accel_reason.clone().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        println!("accel        {} ({})", st.accel, st.accel_reason);
         for i in &net.interfaces {
             let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
             println!(

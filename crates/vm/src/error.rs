@@ -48,7 +48,11 @@ pub enum VmError {
         source: std::io::Error,
     },
     /// QEMU exited before it was ready (or while being waited for).
-    #[error("QEMU exited ({status}) before it was ready; last lines of {log}:\n{tail}")]
+    #[error(
+        "QEMU exited ({status}) before it was ready; last lines of {}: {}",
+        .log.display(),
+        .tail.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" | ")
+    )]
     QemuExited {
         /// The exit status as text.
         status: String,
@@ -65,6 +69,9 @@ pub enum VmError {
         /// How long we waited.
         ms: u128,
     },
+    /// The accelerator could not be chosen (bad `SANDNET_ACCEL`, unusable verdict cache).
+    #[error("accelerator: {0}")]
+    Accel(String),
     /// QMP transport failure (socket, framing, JSON).
     #[error("QMP: {0}")]
     QmpProtocol(String),

@@ -1,15 +1,16 @@
-//! Whether KVM really runs guests here, or QEMU must use TCG.
+//! The raw KVM probe and the [`Accel`] type.
 //!
-//! `/dev/kvm` existing is not enough: on some machines a guest hangs under KVM. The probe
-//! therefore creates a VM with one vCPU that runs a few bytes of real-mode code (`out` then
-//! `hlt`) at the reset vector, on a thread, and gives up after a timeout.
+//! The probe creates a VM with one vCPU that runs a few bytes of real-mode code (`out` then
+//! `hlt`) at the reset vector, on a thread, and gives up after a timeout. `/dev/kvm` existing
+//! is not enough for KVM to work, and neither is this probe passing: [`crate::accel`] decides
+//! by what QEMU really does.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// A QEMU accelerator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// Hardware virtualisation through `/dev/kvm`.
     Kvm,
@@ -25,51 +26,42 @@ impl Accel {
             Accel::Tcg => "tcg",
         }
     }
+}
 
-    /// Decides once per process (later calls return the first answer) and logs which
-    /// accelerator and why. `SANDNET_ACCEL=kvm|tcg` overrides the probe.
-    pub fn detect() -> (Accel, String) {
-        static CHOICE: OnceLock<(Accel, String)> = OnceLock::new();
-        CHOICE
-            .get_or_init(|| {
-                let (a, why) = Self::probe(Duration::from_secs(2));
-                tracing::info!(accel = a.as_str(), reason = %why, "QEMU accelerator chosen");
-                (a, why)
-            })
-            .clone()
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
+}
 
-    /// Probes without caching, waiting at most `timeout` for the test vCPU.
-    pub fn probe(timeout: Duration) -> (Accel, String) {
-        match std::env::var("SANDNET_ACCEL").as_deref() {
-            Ok("tcg") => return (Accel::Tcg, "SANDNET_ACCEL=tcg".into()),
-            Ok("kvm") => return (Accel::Kvm, "SANDNET_ACCEL=kvm".into()),
-            _ => {}
-        }
-        if !std::path::Path::new("/dev/kvm").exists() {
-            return (Accel::Tcg, "/dev/kvm does not exist".into());
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("kvm-probe".into())
-            .spawn(move || {
-                let _ = tx.send(run_probe_vm());
-            });
-        if let Err(e) = spawned {
-            return (
-                Accel::Tcg,
-                format!("could not start the KVM probe thread: {e}"),
-            );
-        }
-        match rx.recv_timeout(timeout) {
-            Ok(Ok(())) => (Accel::Kvm, "a KVM test vCPU ran to hlt".into()),
-            Ok(Err(e)) => (Accel::Tcg, format!("KVM probe failed: {e}")),
-            // The probe thread stays blocked in KVM_RUN; it is left behind on purpose.
-            Err(_) => (
-                Accel::Tcg,
-                format!("a KVM test vCPU did not reach hlt within {timeout:?} (guests hang under KVM here)"),
-            ),
-        }
+/// The test code run by [`probe`]: `mov al,0x2a; out 0xf1,al; hlt`.
+const PROBE_CODE: [u8; 5] = [0xb0, 0x2a, 0xe6, 0xf1, 0xf4];
+
+/// Whether a bare KVM vCPU runs here: `Ok(what ran)` or `Err(why not)`. Waits at most
+/// `timeout` for the test vCPU. Passing is necessary, not sufficient, for QEMU to run a guest
+/// under KVM (see [`crate::accel`] for the real decision).
+pub fn probe(timeout: Duration) -> Result<String, String> {
+    probe_code(&PROBE_CODE, timeout)
+}
+
+fn probe_code(code: &'static [u8], timeout: Duration) -> Result<String, String> {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        return Err("/dev/kvm does not exist".into());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("kvm-probe".into())
+        .spawn(move || {
+            let _ = tx.send(run_probe_vm(code));
+        })
+        .map_err(|e| format!("could not start the KVM probe thread: {e}"))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(())) => Ok("a KVM test vCPU ran to hlt".into()),
+        Ok(Err(e)) => Err(format!("KVM probe failed: {e}")),
+        // The probe thread stays blocked in KVM_RUN; it is left behind on purpose.
+        Err(_) => Err(format!(
+            "a KVM test vCPU did not reach hlt within {timeout:?} (guests hang under KVM here)"
+        )),
     }
 }
 
@@ -151,7 +143,7 @@ fn map(len: usize, fd: Option<&OwnedFd>) -> Result<Mapping, String> {
 }
 
 /// Runs `mov al,0x2a; out 0xf1,al; hlt` at the reset vector (CS base 0xffff0000, IP 0xfff0).
-fn run_probe_vm() -> Result<(), String> {
+fn run_probe_vm(code: &[u8]) -> Result<(), String> {
     let kvm = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -164,8 +156,10 @@ fn run_probe_vm() -> Result<(), String> {
     let vm = owned(ioctl(&kvm, KVM_CREATE_VM, 0, "KVM_CREATE_VM")?);
     const MEM: usize = 0x10000;
     let mem = map(MEM, None)?;
-    let code: [u8; 5] = [0xb0, 0x2a, 0xe6, 0xf1, 0xf4];
-    // SAFETY: offset 0xfff0 + 5 lies inside the 64 KiB mapping.
+    if code.len() > 16 {
+        return Err("probe code longer than 16 bytes".into());
+    }
+    // SAFETY: offset 0xfff0 + at most 16 bytes lies inside the 64 KiB mapping.
     unsafe {
         std::ptr::copy_nonoverlapping(code.as_ptr(), (mem.0 as *mut u8).add(0xfff0), code.len())
     };
@@ -220,13 +214,39 @@ fn run_probe_vm() -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn have_kvm() -> bool {
+        std::path::Path::new("/dev/kvm").exists()
+    }
+
     #[test]
     fn probe_gives_a_reason() {
-        let (a, why) = Accel::probe(Duration::from_secs(2));
-        assert!(!why.is_empty());
-        if !std::path::Path::new("/dev/kvm").exists() && std::env::var("SANDNET_ACCEL").is_err() {
-            assert_eq!(a, Accel::Tcg);
-            assert!(why.contains("/dev/kvm"), "{why}");
+        match probe(Duration::from_secs(2)) {
+            Ok(why) => {
+                assert!(have_kvm());
+                assert!(why.contains("hlt"), "{why}");
+            }
+            Err(why) => {
+                assert!(!why.is_empty());
+                if !have_kvm() {
+                    assert!(why.contains("/dev/kvm"), "{why}");
+                }
+            }
+        }
+    }
+
+    /// The probe checks what the vCPU did: a vCPU that writes the wrong value, or halts
+    /// without writing, fails it. (Needs /dev/kvm; without it every probe fails anyway.)
+    #[test]
+    fn probe_fails_when_the_vcpu_misbehaves() {
+        static WRONG_VALUE: [u8; 5] = [0xb0, 0x2b, 0xe6, 0xf1, 0xf4];
+        static HLT_ONLY: [u8; 1] = [0xf4];
+        let e = probe_code(&WRONG_VALUE, Duration::from_secs(2)).unwrap_err();
+        if have_kvm() {
+            assert!(e.contains("0x2b"), "{e}");
+        }
+        let e = probe_code(&HLT_ONLY, Duration::from_secs(2)).unwrap_err();
+        if have_kvm() {
+            assert!(e.contains("exit reason 5"), "{e}");
         }
     }
 }

@@ -2,12 +2,13 @@
 //! line and child process, and a QMP client for hot plug.
 //!
 //! Typical use: [`GuestKernel::locate`] the kernel fetched by `scripts/guest-kernel.sh`, build
-//! the image with [`Initramfs::build_cached`], pick [`Accel::detect`], fill a [`VmSpec`] with
+//! the image with [`Initramfs::build_cached`], choose the accelerator with [`accel::choose`], fill a [`VmSpec`] with
 //! [`NicSpec`]s and [`Qemu::spawn`] it inside the pod netns; the returned process holds a
 //! negotiated [`QmpClient`] ([`QemuProcess::qmp`]) for hot plug.
 
 #![warn(missing_docs)]
 
+pub mod accel;
 pub mod cpio;
 mod error;
 pub mod initramfs;
@@ -16,6 +17,7 @@ pub mod kvm;
 pub mod qemu;
 pub mod qmp;
 
+pub use accel::{AccelMode, Choice, KvmTrial};
 pub use error::{Result, VmError};
 pub use initramfs::{
     Initramfs, InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_INITRAMFS_CACHE, MODULE_LIST_PATH,

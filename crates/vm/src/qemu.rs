@@ -111,7 +111,7 @@ pub struct VmSpec {
     pub qemu: PathBuf,
     /// Machine type (`q35`).
     pub machine: String,
-    /// Accelerator (see [`Accel::detect`]).
+    /// Accelerator (see [`crate::accel::choose`]).
     pub accel: Accel,
     /// Number of vCPUs.
     pub vcpus: u32,

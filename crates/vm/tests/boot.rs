@@ -1,4 +1,4 @@
-//! Real guests under QEMU (TCG here): cold-plugged tap, console log, errors. Run as root.
+//! Real guests under QEMU (the accelerator sandnet would pick, TCG after a failed KVM trial): cold-plugged tap, console log, errors. Run as root.
 
 mod common;
 
@@ -17,26 +17,24 @@ async fn boot_and_ping(test: &str, queues: usize, vcpus: u32) {
     ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "tap0"]);
     ns.ip(&["link", "set", "tap0", "up"]);
 
-    let (accel, why) = Accel::detect();
-    eprintln!("accelerator: {} ({why})", accel.as_str());
-    let mut spec = VmSpec::new(kernel.boot_image(), &initrd, accel);
-    spec.vcpus = vcpus;
-    spec.kernel_args
-        .push_str(" sandnet.ip=10.77.0.2/24 sandnet.peer=10.77.0.1");
-    let mac = "02:aa:bb:cc:dd:01".parse().unwrap();
-    spec.nics.push(NicSpec {
-        id: "eth0".into(),
-        mac,
-        tap_fds: taps,
-        vhost_fds: vec![],
-        queues: queues as u32,
-    });
-
+    let make = |accel| {
+        let mut spec = VmSpec::new(kernel.boot_image(), &initrd, accel);
+        spec.vcpus = vcpus;
+        spec.kernel_args
+            .push_str(" sandnet.ip=10.77.0.2/24 sandnet.peer=10.77.0.1");
+        spec.nics.push(NicSpec {
+            id: "eth0".into(),
+            mac: "02:aa:bb:cc:dd:01".parse().unwrap(),
+            tap_fds: taps.iter().map(dup).collect(),
+            vhost_fds: vec![],
+            queues: queues as u32,
+        });
+        spec
+    };
     let state = scratch.path().join("state");
     let t0 = Instant::now();
-    let mut qemu = Qemu::spawn(spec, Some(ns.file.as_fd()), &state)
-        .await
-        .expect("spawn");
+    let (mut qemu, accel) = spawn_auto(make, Some(ns.file.as_fd()), &state).await;
+    eprintln!("[{test}] accelerator {accel}");
     let qmp_ready = t0.elapsed();
     assert_eq!(qemu.child_fds()[0].tap_fds.len(), queues);
     assert!(qemu.paths().agent.exists(), "agent socket missing");

@@ -2,8 +2,11 @@
 //! a busybox-script guest.
 #![allow(dead_code)]
 
-use sandnet_vm::{GuestKernel, Initramfs, InitramfsSpec};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use sandnet_vm::accel::{self, KVM_TRIAL_DEADLINE};
+use sandnet_vm::{
+    Accel, AccelMode, GuestKernel, Initramfs, InitramfsSpec, Qemu, QemuProcess, VmSpec,
+};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -218,4 +221,56 @@ pub async fn wait_for_text(path: &Path, needle: &str, timeout: Duration) -> Opti
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     None
+}
+
+/// What the test guest prints first on its console: its sign of life.
+pub const SIGN_OF_LIFE: &str = "SANDNET-INIT up";
+
+/// Starts the VM `make(accel)` the way sandnet does: under the accelerator
+/// `accel::choose(auto)` picks (verdicts cached in the temp dir, `SANDNET_ACCEL` honoured);
+/// when that is a KVM trial whose QEMU fails to start or whose console lacks
+/// [`SIGN_OF_LIFE`] within the trial deadline, that QEMU is killed, the verdict recorded,
+/// and `make(Tcg)` started instead. `make` is called once per attempt (give it duplicated
+/// fds).
+pub async fn spawn_auto(
+    mut make: impl FnMut(Accel) -> VmSpec,
+    netns: Option<BorrowedFd<'_>>,
+    state: &Path,
+) -> (QemuProcess, Accel) {
+    let cache = std::env::temp_dir().join("sandnet-vm-test-accel");
+    let qemu = make(Accel::Tcg).qemu;
+    let choice = tokio::task::spawn_blocking(move || accel::choose(AccelMode::Auto, &cache, &qemu))
+        .await
+        .unwrap()
+        .expect("choose the accelerator");
+    eprintln!("accelerator: {} ({})", choice.accel, choice.reason);
+    let Some(trial) = choice.trial else {
+        let q = Qemu::spawn(make(choice.accel), netns, state)
+            .await
+            .expect("spawn");
+        return (q, choice.accel);
+    };
+    let t0 = Instant::now();
+    let why = match Qemu::spawn(make(Accel::Kvm), netns, state).await {
+        Err(e) => accel::describe_kvm_failure(&e),
+        Ok(mut q) => {
+            let left = KVM_TRIAL_DEADLINE.saturating_sub(t0.elapsed());
+            let console = q.paths().console.clone();
+            if wait_for_text(&console, SIGN_OF_LIFE, left).await.is_some() {
+                trial
+                    .passed("the test guest printed its marker under KVM")
+                    .unwrap();
+                return (q, Accel::Kvm);
+            }
+            q.kill().await.unwrap();
+            let tail = accel::last_lines(&q.log_tail(3), 2);
+            format!("no sign of life within {KVM_TRIAL_DEADLINE:?} (qemu.log: {tail})")
+        }
+    };
+    eprintln!("accelerator: KVM failed ({why}); using TCG");
+    trial.failed(&format!("KVM failed ({why})")).unwrap();
+    let q = Qemu::spawn(make(Accel::Tcg), netns, state)
+        .await
+        .expect("spawn under TCG");
+    (q, Accel::Tcg)
 }

@@ -1,0 +1,285 @@
+//! Booting a sandbox's VM until its agent answers, under the accelerator
+//! [`sandnet_vm::accel::choose`] picks — and when that is a KVM trial that fails (QEMU
+//! aborts, exits, or shows no sign of life within [`KVM_TRIAL_DEADLINE`]), killing that QEMU,
+//! recording the verdict and booting the same sandbox again under TCG.
+
+use crate::lifecycle::{RuntimeError, BOOT_TIMEOUT};
+use sandnet_agent_proto::AgentClient;
+use sandnet_model::MacAddr;
+use sandnet_vm::accel::{self, KVM_TRIAL_DEADLINE};
+use sandnet_vm::{Accel, AccelMode, NicSpec, Qemu, QemuProcess, VmSpec};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A NIC of the sandbox. Its tap fds stay here; every QEMU started gets duplicates, so a
+/// TCG retry can plug the same queues again.
+#[derive(Debug)]
+pub struct BootNic {
+    /// Device id in QEMU.
+    pub id: String,
+    /// The guest NIC's MAC.
+    pub mac: MacAddr,
+    /// One tap (or macvtap) fd per queue.
+    pub tap_fds: Vec<OwnedFd>,
+}
+
+/// What [`boot_vm`] needs besides the NICs.
+pub struct BootPlan<'a> {
+    /// How to choose the accelerator.
+    pub mode: AccelMode,
+    /// Where accelerator verdicts are kept (`<state root>/accel`).
+    pub cache_dir: &'a Path,
+    /// The VM without NICs, for an accelerator.
+    pub spec: &'a dyn Fn(Accel) -> VmSpec,
+    /// Open `/dev/vhost-net` for each queue.
+    pub vhost: bool,
+    /// The pod namespace QEMU runs in.
+    pub netns: Option<BorrowedFd<'a>>,
+    /// The sandbox's state directory (QEMU's sockets and logs).
+    pub dir: &'a Path,
+}
+
+/// A VM whose agent answered.
+#[derive(Debug)]
+pub struct Booted {
+    /// The QEMU process.
+    pub qemu: QemuProcess,
+    /// The agent connection.
+    pub agent: AgentClient,
+    /// The accelerator it runs with.
+    pub accel: Accel,
+    /// Why that accelerator, in one line.
+    pub reason: String,
+    /// Time until QEMU answered on QMP (of the attempt that succeeded).
+    pub qemu_ms: u64,
+    /// Time from then until the agent answered.
+    pub boot_ms: u64,
+}
+
+/// Something to record in the sandbox state as it happens: QEMU's pid (`None` once that QEMU
+/// is gone), and the accelerator with its reason.
+pub type Record<'a> = dyn FnMut(Option<u32>, Accel, &str) + 'a;
+
+/// Chooses the accelerator and boots until the guest agent answers, falling back from a failed
+/// KVM trial to TCG (one `warn` line says why). A forced mode never falls back. On error no
+/// QEMU of this call is left running.
+pub async fn boot_vm(
+    plan: BootPlan<'_>,
+    nics: Vec<BootNic>,
+    record: &mut Record<'_>,
+) -> Result<Booted, RuntimeError> {
+    let qemu_bin = (plan.spec)(Accel::Tcg).qemu;
+    let (mode, cache_dir) = (plan.mode, plan.cache_dir.to_path_buf());
+    let choice = tokio::task::spawn_blocking(move || accel::choose(mode, &cache_dir, &qemu_bin))
+        .await
+        .map_err(|e| RuntimeError::Failed(format!("accelerator task: {e}")))?
+        .map_err(|source| RuntimeError::Vm {
+            step: "choose the accelerator",
+            source,
+        })?;
+    tracing::info!("accelerator {}: {}", choice.accel, choice.reason);
+    record(None, choice.accel, &choice.reason);
+    let Some(trial) = choice.trial else {
+        let b = attempt(&plan, &nics, choice.accel, BOOT_TIMEOUT, record).await;
+        return b
+            .map_err(|f| f.error)
+            .map(|b| b.with(choice.accel, choice.reason));
+    };
+    match attempt(&plan, &nics, Accel::Kvm, KVM_TRIAL_DEADLINE, record).await {
+        Ok(b) => {
+            if let Err(e) = trial.passed("a guest answered its agent under KVM") {
+                tracing::error!("{e}");
+            }
+            Ok(b.with(Accel::Kvm, "a guest answered its agent under KVM".into()))
+        }
+        Err(f) if !f.kvm_suspect => Err(f.error),
+        Err(f) => {
+            let why = format!("KVM failed ({})", f.why);
+            if let Err(e) = trial.failed(&why) {
+                tracing::error!("{e}");
+            }
+            let reason = format!("{why}; using TCG");
+            tracing::warn!("accelerator: {reason}");
+            record(None, Accel::Tcg, &reason);
+            let b = attempt(&plan, &nics, Accel::Tcg, BOOT_TIMEOUT, record).await;
+            b.map_err(|f| f.error).map(|b| b.with(Accel::Tcg, reason))
+        }
+    }
+}
+
+/// A failed attempt: the error to report, and for a KVM trial whether (and why) KVM may be
+/// at fault.
+struct Failure {
+    error: RuntimeError,
+    kvm_suspect: bool,
+    why: String,
+}
+
+struct Attempt {
+    qemu: QemuProcess,
+    agent: AgentClient,
+    qemu_ms: u64,
+    boot_ms: u64,
+}
+
+impl Attempt {
+    fn with(self, accel: Accel, reason: String) -> Booted {
+        Booted {
+            qemu: self.qemu,
+            agent: self.agent,
+            accel,
+            reason,
+            qemu_ms: self.qemu_ms,
+            boot_ms: self.boot_ms,
+        }
+    }
+}
+
+/// One QEMU under `accel`: started, and waited for until its agent answers (at most
+/// `deadline` from the start). Killed and reaped if anything fails.
+async fn attempt(
+    plan: &BootPlan<'_>,
+    nics: &[BootNic],
+    accel: Accel,
+    deadline: Duration,
+    record: &mut Record<'_>,
+) -> Result<Attempt, Failure> {
+    let plain = |error: RuntimeError| Failure {
+        why: error.to_string(),
+        error,
+        kvm_suspect: false,
+    };
+    let mut spec = (plan.spec)(accel);
+    for n in nics {
+        spec.nics.push(nic_spec(n, plan.vhost).map_err(plain)?);
+    }
+    let t = Instant::now();
+    let until = t + deadline;
+    let mut q = match Qemu::spawn(spec, plan.netns, plan.dir).await {
+        Ok(q) => q,
+        Err(e) => {
+            return Err(Failure {
+                kvm_suspect: accel::kvm_may_be_at_fault(&e),
+                why: accel::describe_kvm_failure(&e),
+                error: RuntimeError::Vm {
+                    step: "start QEMU",
+                    source: e,
+                },
+            })
+        }
+    };
+    let qemu_ms = ms(t);
+    record(Some(q.pid()), accel, "");
+    let t = Instant::now();
+    let r = wait_for_agent(&mut q, until).await;
+    match r {
+        Ok(agent) => Ok(Attempt {
+            qemu: q,
+            agent,
+            qemu_ms,
+            boot_ms: ms(t),
+        }),
+        Err(f) => {
+            let _ = q.kill().await;
+            record(None, accel, "");
+            Err(f)
+        }
+    }
+}
+
+fn nic_spec(n: &BootNic, vhost: bool) -> Result<NicSpec, RuntimeError> {
+    let tap_fds = n
+        .tap_fds
+        .iter()
+        .map(|f| f.try_clone())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| RuntimeError::Failed(format!("duplicate the tap fds of {}: {e}", n.id)))?;
+    let queues = tap_fds.len() as u32;
+    let vhost_fds = if vhost {
+        open_vhost(queues).map_err(|e| RuntimeError::Failed(format!("open /dev/vhost-net: {e}")))?
+    } else {
+        vec![]
+    };
+    Ok(NicSpec {
+        id: n.id.clone(),
+        mac: n.mac,
+        tap_fds,
+        vhost_fds,
+        queues,
+    })
+}
+
+fn open_vhost(queues: u32) -> std::io::Result<Vec<OwnedFd>> {
+    (0..queues)
+        .map(|_| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/vhost-net")
+                .map(OwnedFd::from)
+        })
+        .collect()
+}
+
+/// Waits until the guest agent answers its health check (the first answer means the guest
+/// booted), QEMU exits, or `until` passes.
+async fn wait_for_agent(q: &mut QemuProcess, until: Instant) -> Result<AgentClient, Failure> {
+    let suspect = |why: String, error: RuntimeError| Failure {
+        error,
+        kvm_suspect: true,
+        why,
+    };
+    let sock = q.paths().agent.clone();
+    let client = match AgentClient::connect(&sock, Duration::from_secs(10)).await {
+        Ok(c) => c,
+        Err(source) => {
+            let error = RuntimeError::Agent {
+                step: "connect to the agent channel",
+                source,
+            };
+            return Err(suspect(error.to_string(), error));
+        }
+    };
+    let probe = client.clone().with_call_timeout(Duration::from_secs(2));
+    loop {
+        let e = match probe.health_check().await {
+            Ok(()) => return Ok(client),
+            Err(e) => e,
+        };
+        if let Ok(Some(st)) = q.try_wait() {
+            let tail = q.log_tail(3);
+            let what = if st.signal() == Some(libc::SIGABRT) {
+                "QEMU aborted".to_string()
+            } else {
+                format!("QEMU exited ({st})")
+            };
+            let why = format!("{what}: {}", accel::last_lines(&tail, 2));
+            let error = RuntimeError::Failed(format!(
+                "{what} before the guest agent answered: {}",
+                tail.replace('\n', " | ")
+            ));
+            return Err(suspect(why, error));
+        }
+        if Instant::now() >= until {
+            let console = std::fs::read_to_string(&q.paths().console).unwrap_or_default();
+            let last = accel::last_lines(&console, 1);
+            let why = format!(
+                "the guest showed no sign of life within {} s (console: {})",
+                KVM_TRIAL_DEADLINE.as_secs(),
+                if last.is_empty() { "empty" } else { &last }
+            );
+            let error = RuntimeError::Agent {
+                step: "wait for the guest agent",
+                source: e,
+            };
+            return Err(suspect(why, error));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
