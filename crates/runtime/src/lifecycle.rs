@@ -447,8 +447,10 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
         ns: None,
         qemu: None,
         agent: None,
-        _lock: lock,
     };
+    // Held until the process is gone: `rm` waiting for the lock then knows the supervisor
+    // has exited, not just finished its teardown.
+    lock.hold_until_exit();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let terminated = async {
         match term.as_mut() {
@@ -544,8 +546,6 @@ struct Supervisor {
     ns: Option<NetNs>,
     qemu: Option<QemuProcess>,
     agent: Option<AgentClient>,
-    /// The sandbox's lock, held for the supervisor's life.
-    _lock: SandboxLock,
 }
 
 fn ms(since: Instant) -> u64 {

@@ -111,6 +111,12 @@ impl SandboxLock {
         })
     }
 
+    /// Keeps the lock until this process exits (the kernel releases it then), so nobody
+    /// sees a sandbox free while its holder is still winding down.
+    pub fn hold_until_exit(self) {
+        std::mem::forget(self);
+    }
+
     /// The descriptor, to be passed to a child that takes the lock over.
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

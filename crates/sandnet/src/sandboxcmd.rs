@@ -203,7 +203,10 @@ pub async fn run(a: RunArgs, rt: &Runtime) -> Result<i32> {
 
 /// `sandnet __supervise ID` (started by `run`).
 pub async fn supervise(id: &str, root: &Path) -> Result<i32> {
-    Ok(lifecycle::supervise(root, id).await)
+    let code = lifecycle::supervise(root, id).await;
+    // Exit at once: the sandbox's lock goes with this process, and waiting here for the
+    // runtime's idle threads would keep `rm` waiting too.
+    std::process::exit(code)
 }
 
 /// `sandnet ps`.
