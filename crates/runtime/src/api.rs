@@ -7,11 +7,13 @@
 
 use crate::config::Config;
 use crate::control::{ExecResult, GuestNetwork, Request, Response};
+use crate::error::RuntimeError;
 use crate::gc::{GcReport, PsEntry};
-use crate::lifecycle::{self, RunOutput, RunSpec, RuntimeError, VmParams};
 use crate::podnet;
 use crate::sandbox::{self, CniAttachment, Health, SandboxPaths, SandboxState};
+use crate::spec::{RunOutput, RunSpec, VmParams};
 use crate::teardown::{self, RemoveReport};
+use crate::{client, launch};
 use sandnet_host::{Model, NetNs};
 use sandnet_model::Dns;
 use std::ffi::OsString;
@@ -126,10 +128,7 @@ impl Runtime {
             // Kata's disable_new_netns (model none only): the VM shares this namespace.
             let (here, _) = podnet::host_netns();
             if here.as_os_str().is_empty() {
-                return Err(RuntimeError::Failed(
-                    "disable_new_netns: this network namespace has no name the sandbox can use"
-                        .into(),
-                ));
+                return Err(RuntimeError::NoNamedNetns);
             }
             netns = Some(here.display().to_string());
         }
@@ -194,7 +193,7 @@ impl Runtime {
     ) -> Result<Sandbox> {
         let mut sup = std::process::Command::new(&self.program);
         sup.args(&self.args).arg("__supervise").arg(&spec.id);
-        let out = lifecycle::launch(&self.root, spec, sup, on_progress).await?;
+        let out = launch::launch(&self.root, spec, sup, on_progress).await?;
         Ok(Sandbox {
             root: self.root.clone(),
             id: spec.id.clone(),
@@ -334,16 +333,19 @@ impl Sandbox {
     }
 
     async fn ask(&self, req: &Request, timeout: Duration) -> Result<Response> {
-        match lifecycle::ask(&self.root, &self.id, req, timeout).await? {
-            Response::Error { message } => Err(RuntimeError::Failed(format!(
-                "sandbox {}: {message}",
-                self.id
-            ))),
+        match client::ask(&self.root, &self.id, req, timeout).await? {
+            Response::Error { message } => Err(RuntimeError::Answer {
+                id: self.id.clone(),
+                message,
+            }),
             r => Ok(r),
         }
     }
 }
 
 fn unexpected(id: &str, r: Response) -> RuntimeError {
-    RuntimeError::Failed(format!("sandbox {id}: unexpected answer {r:?}"))
+    RuntimeError::Answer {
+        id: id.to_string(),
+        message: format!("unexpected answer {r:?}"),
+    }
 }

@@ -3,7 +3,7 @@
 //! aborts, exits, or shows no sign of life within [`KVM_TRIAL_DEADLINE`]), killing that QEMU,
 //! recording the verdict and booting the same sandbox again under TCG.
 
-use crate::lifecycle::{RuntimeError, BOOT_TIMEOUT};
+use crate::error::RuntimeError;
 use sandnet_agent_proto::AgentClient;
 use sandnet_model::MacAddr;
 use sandnet_vm::accel::{self, KVM_TRIAL_DEADLINE};
@@ -12,6 +12,9 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// How long a guest may take to answer its agent after QEMU started (TCG is slow).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A NIC of the sandbox. Its tap fds stay here; every QEMU started gets duplicates, so a
 /// TCG retry can plug the same queues again.
@@ -74,7 +77,10 @@ pub async fn boot_vm(
     let (mode, cache_dir) = (plan.mode, plan.cache_dir.to_path_buf());
     let choice = tokio::task::spawn_blocking(move || accel::choose(mode, &cache_dir, &qemu_bin))
         .await
-        .map_err(|e| RuntimeError::Failed(format!("accelerator task: {e}")))?
+        .map_err(|source| RuntimeError::Task {
+            step: "choose the accelerator",
+            source,
+        })?
         .map_err(|source| RuntimeError::Vm {
             step: "choose the accelerator",
             source,
@@ -195,10 +201,16 @@ fn nic_spec(n: &BootNic, vhost: bool) -> Result<NicSpec, RuntimeError> {
         .iter()
         .map(|f| f.try_clone())
         .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| RuntimeError::Failed(format!("duplicate the tap fds of {}: {e}", n.id)))?;
+        .map_err(|source| RuntimeError::Io {
+            step: format!("duplicate the tap fds of {}", n.id),
+            source,
+        })?;
     let queues = tap_fds.len() as u32;
     let vhost_fds = if vhost {
-        open_vhost(queues).map_err(|e| RuntimeError::Failed(format!("open /dev/vhost-net: {e}")))?
+        open_vhost(queues).map_err(|source| RuntimeError::Io {
+            step: "open /dev/vhost-net".into(),
+            source,
+        })?
     } else {
         vec![]
     };
@@ -256,10 +268,10 @@ async fn wait_for_agent(q: &mut QemuProcess, until: Instant) -> Result<AgentClie
                 format!("QEMU exited ({st})")
             };
             let why = format!("{what}: {}", accel::last_lines(&tail, 2));
-            let error = RuntimeError::Failed(format!(
-                "{what} before the guest agent answered: {}",
-                tail.replace('\n', " | ")
-            ));
+            let error = RuntimeError::QemuEnded {
+                what: what.clone(),
+                log: tail.replace('\n', " | "),
+            };
             return Err(suspect(why, error));
         }
         if Instant::now() >= until {

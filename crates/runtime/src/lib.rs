@@ -1,14 +1,22 @@
-//! sandnet's runtime: configuration, the sandbox life cycle and its persisted state, and
-//! the per-sandbox supervisor.
+//! sandnet's runtime: the sandbox life cycle behind one API ([`api`]), the per-sandbox
+//! supervisor, teardown and gc, pod networking (netns, CNI, DNS), the configuration and
+//! the persisted state.
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod boot;
+pub mod client;
 pub mod config;
 pub mod control;
+pub mod error;
 pub mod gc;
+pub mod guest;
 pub mod image;
-pub mod lifecycle;
+pub mod launch;
 pub mod lock;
 pub mod podnet;
+pub mod report;
 pub mod sandbox;
+pub mod spec;
+pub mod supervisor;
 pub mod teardown;

@@ -287,7 +287,7 @@ async fn cleanup_unreadable(
     rep: &mut RemoveReport,
 ) -> Result<(), TeardownError> {
     let paths = SandboxPaths::new(root, id);
-    let spec = crate::lifecycle::RunSpec::load(&paths).ok();
+    let spec = crate::spec::RunSpec::load(&paths).ok();
     let procs = processes_of(root, id);
     // The namespace: through QEMU (inside it), or where the spec said, or the one sandnet
     // names for this sandbox when the spec asked for a new one.
@@ -404,7 +404,7 @@ async fn remove_in(
         }
         None => {
             // Its supervisor (or another rm/gc) is at work: ask it, then wait for it.
-            crate::lifecycle::ask_to_stop(root, id, force, rep).await?;
+            crate::client::ask_to_stop(root, id, force, rep).await?;
             match SandboxLock::acquire_within(&paths.dir, STOP_WAIT).await {
                 Ok(Some(l)) => l,
                 Ok(None) if force => {

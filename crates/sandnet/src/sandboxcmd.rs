@@ -4,8 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use sandnet_runtime::api::{CniRequest, PodNetns, Runtime, SandboxRequest};
 use sandnet_runtime::config::Config;
-use sandnet_runtime::lifecycle;
 use sandnet_runtime::sandbox;
+use sandnet_runtime::supervisor;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -203,7 +203,7 @@ pub async fn run(a: RunArgs, rt: &Runtime) -> Result<i32> {
 
 /// `sandnet __supervise ID` (started by `run`).
 pub async fn supervise(id: &str, root: &Path) -> Result<i32> {
-    let code = lifecycle::supervise(root, id).await;
+    let code = supervisor::supervise(root, id).await;
     // Exit at once: the sandbox's lock goes with this process, and waiting here for the
     // runtime's idle threads would keep `rm` waiting too.
     std::process::exit(code)

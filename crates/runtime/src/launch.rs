@@ -1,0 +1,190 @@
+//! `run`'s side of starting a sandbox: create its directory and lock, write its spec,
+//! start its supervisor in a session of its own with the lock handed over, and wait for
+//! the supervisor's report — cleaning up from the record if the supervisor dies first.
+
+use crate::boot::BOOT_TIMEOUT;
+use crate::error::{Result, RuntimeError};
+use crate::lock::SandboxLock;
+use crate::report::Ready;
+use crate::sandbox::{self, SandboxError, SandboxPaths, SandboxState};
+use crate::spec::{spec_path, RunOutput, RunSpec};
+use crate::teardown::{self, RemoveReport};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Fault-injection knob for kill-point tests: the supervisor waits this many milliseconds
+/// after recording each step of `run` (so a test can kill it while the record names the
+/// step for certain). Unset in production.
+pub const STEP_PAUSE_ENV: &str = "SANDNET_STEP_PAUSE_MS";
+
+/// The environment variable through which `run` hands the sandbox's lock to its
+/// supervisor (a descriptor number).
+pub const LOCK_FD_ENV: &str = "SANDNET_LOCK_FD";
+
+/// Starts a sandbox: creates its directory (root-only) and takes its lock, writes its spec,
+/// starts `supervisor` (a command that runs [`supervise`] for this id, e.g. `sandnet
+/// __supervise ID`) in a session of its own with the lock handed over, and waits for it to
+/// report. On failure the supervisor has rolled back; the directory is removed here unless
+/// the supervisor kept a record of something it could not undo.
+pub async fn launch(
+    root: &Path,
+    spec: &RunSpec,
+    mut supervisor: std::process::Command,
+    on_progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<RunOutput> {
+    sandbox::check_id(&spec.id)?;
+    let paths = SandboxPaths::new(root, &spec.id);
+    sandbox::create_private_dir(root).map_err(|e| SandboxError::Io {
+        path: root.to_path_buf(),
+        source: e,
+    })?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o700).create(&paths.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(SandboxError::Exists(spec.id.clone()).into())
+            }
+            Err(e) => {
+                return Err(SandboxError::Io {
+                    path: paths.dir.clone(),
+                    source: e,
+                }
+                .into())
+            }
+        }
+    }
+    let lock = match SandboxLock::try_acquire(&paths.dir) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Err(SandboxError::Exists(spec.id.clone()).into()),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+            return Err(e.into());
+        }
+    };
+    let r = launch_in(root, &paths, spec, &lock, &mut supervisor, on_progress).await;
+    if r.is_err() && !paths.state.exists() {
+        let _ = std::fs::remove_dir_all(&paths.dir);
+    }
+    drop(lock);
+    r
+}
+
+async fn launch_in(
+    root: &Path,
+    paths: &SandboxPaths,
+    spec: &RunSpec,
+    lock: &SandboxLock,
+    supervisor: &mut std::process::Command,
+    on_progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<RunOutput> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SandboxError::Io { path, source }
+    };
+    let body =
+        serde_json::to_vec_pretty(spec).map_err(|e| io(&paths.dir)(std::io::Error::other(e)))?;
+    sandbox::write_private(&spec_path(paths), &body)?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&paths.log)
+            .map_err(io(&paths.log))?
+    };
+    let lock_fd = lock.raw_fd();
+    {
+        use std::os::unix::process::CommandExt;
+        supervisor
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .env(LOCK_FD_ENV, lock_fd.to_string());
+        // SAFETY: setsid and fcntl are async-signal-safe; the supervisor must outlive this
+        // process and not share its session or terminal, and it inherits the sandbox lock
+        // (the descriptor stays close-on-exec in this process).
+        unsafe {
+            supervisor.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::fcntl(lock_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = tokio::process::Command::from(std::mem::replace(
+        supervisor,
+        std::process::Command::new("true"),
+    ))
+    .kill_on_drop(false)
+    .spawn()
+    .map_err(|source| RuntimeError::Io {
+        step: "start supervisor".into(),
+        source,
+    })?;
+    let pid = child.id();
+    let out = child.stdout.take().ok_or_else(|| RuntimeError::Io {
+        step: "supervisor stdout".into(),
+        source: std::io::Error::other("not piped"),
+    })?;
+    let mut reader = BufReader::new(out);
+    let deadline = Instant::now() + BOOT_TIMEOUT + Duration::from_secs(120);
+    let ready: Option<Ready> = loop {
+        let mut line = String::new();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, reader.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Ready>(&line) {
+                Ok(Ready::Progress { step }) => on_progress(&step),
+                Ok(r) => break Some(r),
+                Err(_) => break None,
+            },
+            _ => break None,
+        }
+    };
+    match ready {
+        Some(Ready::Ok { output }) => Ok(output),
+        Some(Ready::Failed { error }) => {
+            let _ = child.wait().await;
+            Err(RuntimeError::Supervisor(error))
+        }
+        Some(Ready::Progress { .. }) => unreachable!("progress lines are consumed above"),
+        None => {
+            // It died or hung without a word: clean up from the persisted state. The
+            // lock it held is ours too, so nobody else starts a teardown meanwhile.
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait().await;
+            let tail = log_tail(&paths.log, 5);
+            let mut rep = RemoveReport::default();
+            let cleanup = match SandboxState::load(root, &spec.id) {
+                Ok(mut st) => teardown::cleanup_locked(root, &mut st, &mut rep)
+                    .await
+                    .err()
+                    .map(|e| format!("; cleaning up failed: {e}"))
+                    .unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            Err(RuntimeError::SupervisorDied {
+                id: spec.id.clone(),
+                log: tail.replace('\n', " | "),
+                cleanup,
+            })
+        }
+    }
+}
+
+fn log_tail(p: &Path, n: usize) -> String {
+    let s = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,116 @@
+//! What a sandbox is asked to be (`spec.json`, persisted before its supervisor starts) and
+//! what `run` reports once it is up.
+
+use crate::sandbox::{SandboxError, SandboxPaths};
+use sandnet_host::Model;
+use sandnet_model::{Dns, Interface};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The VM part of a sandbox's specification (from the configuration file and flags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmParams {
+    /// QEMU binary.
+    pub qemu: PathBuf,
+    /// Machine type.
+    pub machine: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Kernel image to boot instead of the cached cloud kernel.
+    pub kernel: Option<PathBuf>,
+    /// Initramfs to use instead of sandnet's.
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel arguments.
+    pub kernel_params: String,
+    /// Do not use vhost-net even where it exists.
+    pub disable_vhost_net: bool,
+    /// How the accelerator is chosen.
+    #[serde(default)]
+    pub accel: sandnet_vm::AccelMode,
+}
+
+impl Default for VmParams {
+    fn default() -> Self {
+        let c = crate::config::QemuConfig::default();
+        VmParams::from(&c)
+    }
+}
+
+impl From<&crate::config::QemuConfig> for VmParams {
+    fn from(c: &crate::config::QemuConfig) -> Self {
+        VmParams {
+            qemu: c.path.clone(),
+            machine: c.machine_type.clone(),
+            vcpus: c.default_vcpus,
+            memory_mib: c.default_memory,
+            kernel: c.kernel.clone(),
+            initrd: c.initrd.clone(),
+            kernel_params: c.kernel_params.clone(),
+            disable_vhost_net: c.disable_vhost_net,
+            accel: c.accel,
+        }
+    }
+}
+
+/// Everything a supervisor needs to start a sandbox (persisted as `spec.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Sandbox id.
+    pub id: String,
+    /// The pod namespace (name or path); `None`: sandnet creates `sandnet-<id>`.
+    pub netns: Option<String>,
+    /// Interworking model.
+    pub model: Model,
+    /// Queues per NIC.
+    pub queues: u16,
+    /// The VM.
+    pub vm: VmParams,
+    /// DNS for the guest (defaults to the namespace's resolv.conf when `None`).
+    #[serde(default)]
+    pub dns: Option<Dns>,
+    /// CNI to run in the pod namespace before attaching, if any.
+    #[serde(default)]
+    pub cni: Option<crate::sandbox::CniAttachment>,
+}
+
+/// What `run` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutput {
+    /// Sandbox id.
+    pub id: String,
+    /// The pod namespace.
+    pub netns: String,
+    /// The guest's interfaces, as its agent lists them after configuration.
+    pub interfaces: Vec<Interface>,
+    /// The guest's routes, likewise.
+    pub routes: Vec<sandnet_model::Route>,
+    /// Step timings in milliseconds: `attach_ms`, `image_ms`, `qemu_ms`, `boot_ms`,
+    /// `agent_ms`, `network_ms` (attach + agent), `total_ms`.
+    pub timings: BTreeMap<String, u64>,
+    /// The accelerator QEMU runs with.
+    pub accel: String,
+    /// Why that accelerator, in one line.
+    #[serde(default)]
+    pub accel_reason: String,
+}
+
+/// Where a sandbox's spec is kept.
+pub(crate) fn spec_path(paths: &SandboxPaths) -> PathBuf {
+    paths.dir.join("spec.json")
+}
+
+impl RunSpec {
+    /// Reads a sandbox's `spec.json`.
+    pub fn load(paths: &SandboxPaths) -> std::result::Result<RunSpec, SandboxError> {
+        let p = spec_path(paths);
+        let io = |source| SandboxError::Io {
+            path: p.clone(),
+            source,
+        };
+        let b = std::fs::read(&p).map_err(io)?;
+        serde_json::from_slice(&b).map_err(|e| io(std::io::Error::other(e)))
+    }
+}

@@ -1,0 +1,147 @@
+//! The supervisor's control socket: inspect and exec through the guest agent, halt the VM,
+//! stop (tear down and exit); QEMU exiting on its own is recorded.
+
+use super::Supervisor;
+use crate::control::{ExecResult, GuestNetwork, Request, Response};
+use crate::sandbox::Status;
+use sandnet_agent_proto::AgentClient;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+impl Supervisor {
+    /// Serves the control socket until told to stop; QEMU exiting on its own is recorded.
+    pub(super) async fn serve(&mut self, listener: tokio::net::UnixListener) -> i32 {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut qemu_done = false;
+        loop {
+            let qemu_exit = async {
+                match (self.qemu.as_mut(), qemu_done) {
+                    (Some(q), false) => q.wait().await.ok(),
+                    _ => std::future::pending().await,
+                }
+            };
+            let sigterm = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                st = qemu_exit => {
+                    qemu_done = true;
+                    tracing::warn!("QEMU exited on its own: {st:?}");
+                    self.state.status = Status::QemuExited;
+                    self.save();
+                }
+                _ = sigterm => {
+                    return match self.teardown(false).await {
+                        Ok(_) => 0,
+                        Err(e) => {
+                            tracing::error!("{e}");
+                            1
+                        }
+                    };
+                }
+                conn = listener.accept() => {
+                    let Ok((stream, _)) = conn else { continue };
+                    let (rd, mut wr) = stream.into_split();
+                    let mut line = String::new();
+                    let mut rd = BufReader::new(rd);
+                    let req = match tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line)).await {
+                        Ok(Ok(_)) => serde_json::from_str::<Request>(&line),
+                        _ => continue,
+                    };
+                    match req {
+                        Ok(Request::Stop { force }) => {
+                            let (resp, code) = match self.teardown(force).await {
+                                Ok(rep) => (Response::Stopped { actions: rep.actions, timings: rep.timings, error: None }, 0),
+                                Err(e) => (Response::Stopped { actions: vec![], timings: BTreeMap::new(), error: Some(e.to_string()) }, 1),
+                            };
+                            let _ = write_response(&mut wr, &resp).await;
+                            let _ = std::fs::remove_file(&self.paths.ctl);
+                            return code;
+                        }
+                        Ok(Request::Halt { force }) => {
+                            if let Some(q) = self.qemu.as_mut() {
+                                if !force {
+                                    if let Some(qmp) = q.qmp() {
+                                        let _ = tokio::time::timeout(Duration::from_secs(2), qmp.quit()).await;
+                                    }
+                                    let _ = q.wait_timeout(Duration::from_secs(3)).await;
+                                }
+                                let resp = match q.kill().await {
+                                    Ok(()) => Response::Halted,
+                                    Err(e) => Response::Error { message: format!("stop QEMU: {e}") },
+                                };
+                                if !qemu_done {
+                                    qemu_done = true;
+                                    self.state.status = Status::QemuExited;
+                                    self.save();
+                                }
+                                self.agent = None;
+                                let _ = write_response(&mut wr, &resp).await;
+                            } else {
+                                let _ = write_response(&mut wr, &Response::Halted).await;
+                            }
+                        }
+                        Ok(req) => {
+                            let client = self.agent.clone();
+                            tokio::spawn(async move {
+                                let resp = answer(client, req).await;
+                                let _ = write_response(&mut wr, &resp).await;
+                            });
+                        }
+                        Err(e) => {
+                            let _ = write_response(&mut wr, &Response::Error { message: format!("bad request: {e}") }).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn write_response(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    r: &Response,
+) -> std::io::Result<()> {
+    let mut b = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    b.push(b'\n');
+    w.write_all(&b).await
+}
+
+async fn answer(client: Option<AgentClient>, req: Request) -> Response {
+    let Some(c) = client else {
+        return Response::Error {
+            message: "the guest agent is not connected".into(),
+        };
+    };
+    let r = match req {
+        Request::Inspect => match (c.list_interfaces().await, c.list_routes().await) {
+            (Ok(interfaces), Ok(routes)) => {
+                Ok(Response::Network(GuestNetwork { interfaces, routes }))
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        },
+        Request::Exec { args, timeout_ms } => c
+            .exec(&args, Duration::from_millis(timeout_ms))
+            .await
+            .map(|o| {
+                Response::Exec(ExecResult {
+                    exit_code: o.exit_code,
+                    stdout: o.stdout,
+                    stderr: o.stderr,
+                })
+            }),
+        Request::Stop { .. } | Request::Halt { .. } => {
+            return Response::Error {
+                message: "handled by the supervisor loop".into(),
+            }
+        }
+    };
+    r.unwrap_or_else(|e| Response::Error {
+        message: e.to_string(),
+    })
+}
