@@ -24,7 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use sandnet_host::interwork::Model;
+use sandnet_model::InterworkingModel;
 use thiserror::Error;
 use toml::{Table, Value};
 
@@ -67,7 +67,7 @@ pub struct Config {
 pub struct RuntimeConfig {
     /// `internetworking_model`: how each pod NIC is connected to the VM (default `tcfilter`;
     /// Kata's alias `default` means the same).
-    pub internetworking_model: Model,
+    pub internetworking_model: InterworkingModel,
     /// `disable_new_netns`: do not create a network namespace for the sandbox (default
     /// false). As in Kata, only valid with `internetworking_model = "none"`.
     pub disable_new_netns: bool,
@@ -116,7 +116,7 @@ pub struct CniDirs {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            internetworking_model: Model::TcFilter,
+            internetworking_model: InterworkingModel::TcFilter,
             disable_new_netns: false,
         }
     }
@@ -415,7 +415,9 @@ impl Config {
                 k => p.ignore(key.clone(), k, SECTIONS, KATA_SECTIONS),
             }
         }
-        if config.runtime.disable_new_netns && config.runtime.internetworking_model != Model::None {
+        if config.runtime.disable_new_netns
+            && config.runtime.internetworking_model != InterworkingModel::None
+        {
             return Err(p.invalid(
                 "runtime.disable_new_netns",
                 format!(
@@ -481,8 +483,8 @@ impl Parser<'_> {
                     let name = self.string(v, &key)?;
                     // Kata's own alias for its default model, which is tcfilter.
                     let name = if name == "default" { "tcfilter" } else { name };
-                    out.internetworking_model =
-                        Model::from_str(name).map_err(|e| self.invalid(&key, e.to_string()))?;
+                    out.internetworking_model = InterworkingModel::from_str(name)
+                        .map_err(|e| self.invalid(&key, e.to_string()))?;
                 }
                 "disable_new_netns" => out.disable_new_netns = self.boolean(v, &key)?,
                 _ => self.ignore(key, k, RUNTIME_KEYS, KATA_RUNTIME_KEYS),
@@ -759,7 +761,7 @@ mod tests {
         let (c, w) = parse("").unwrap();
         assert_eq!(c, Config::default());
         assert!(w.is_empty());
-        assert_eq!(c.runtime.internetworking_model, Model::TcFilter);
+        assert_eq!(c.runtime.internetworking_model, InterworkingModel::TcFilter);
         assert!(!c.runtime.disable_new_netns);
         assert_eq!(c.qemu.path, Path::new("/usr/bin/qemu-system-x86_64"));
         assert_eq!(c.qemu.kernel, None);
@@ -814,7 +816,7 @@ mod tests {
     #[test]
     fn default_alias_is_tcfilter() {
         let (c, _) = parse("[runtime]\ninternetworking_model = \"default\"\n").unwrap();
-        assert_eq!(c.runtime.internetworking_model, Model::TcFilter);
+        assert_eq!(c.runtime.internetworking_model, InterworkingModel::TcFilter);
     }
 
     #[test]

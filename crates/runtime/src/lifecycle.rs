@@ -12,7 +12,8 @@ use crate::image;
 use crate::sandbox::{self, CniAttachment, SandboxError, SandboxPaths, SandboxState, Status};
 use sandnet_agent_proto::AgentClient;
 use sandnet_host::interwork::{attach_scanned, AttachOptions};
-use sandnet_host::{scan_detail, HostError, Model, NetNs};
+use sandnet_host::{scan_detail, HostError, NetNs, NetNsRef};
+use sandnet_model::InterworkingModel;
 use sandnet_model::{Dns, Interface, NetworkConfig, IFF_UP};
 use sandnet_vm::{Accel, NicSpec, Qemu, QemuProcess, VmSpec};
 use serde::{Deserialize, Serialize};
@@ -135,7 +136,7 @@ pub struct RunSpec {
     /// The pod namespace (name or path); `None`: sandnet creates `sandnet-<id>`.
     pub netns: Option<String>,
     /// Interworking model.
-    pub model: Model,
+    pub model: InterworkingModel,
     /// Queues per NIC.
     pub queues: u16,
     /// The VM.
@@ -314,13 +315,17 @@ fn log_tail(p: &Path, n: usize) -> String {
 /// iproute2 convention) or the host's `/etc/resolv.conf`, without loopback nameservers
 /// (which mean nothing inside the guest).
 pub fn namespace_dns(netns: &str) -> Dns {
-    let candidates = if netns.contains('/') {
-        vec![PathBuf::from("/etc/resolv.conf")]
-    } else {
-        vec![
-            PathBuf::from(format!("/etc/netns/{netns}/resolv.conf")),
+    let candidates = match netns
+        .parse::<NetNsRef>()
+        .ok()
+        .as_ref()
+        .and_then(NetNsRef::as_name)
+    {
+        Some(name) => vec![
+            PathBuf::from(format!("/etc/netns/{name}/resolv.conf")),
             PathBuf::from("/etc/resolv.conf"),
-        ]
+        ],
+        None => vec![PathBuf::from("/etc/resolv.conf")],
     };
     for c in candidates {
         if let Ok(s) = std::fs::read_to_string(&c) {
@@ -456,7 +461,10 @@ impl Supervisor {
         let t0 = Instant::now();
         let mut timings = BTreeMap::new();
         let ns = match &spec.netns {
-            Some(n) => NetNs::open(n).map_err(host("open network namespace"))?,
+            Some(n) => n
+                .parse::<NetNsRef>()
+                .and_then(|r| NetNs::open(&r))
+                .map_err(host("open network namespace"))?,
             None => {
                 // Recorded before it exists, so that a crash right after leaves a trace.
                 let name = format!("sandnet-{}", spec.id);
@@ -505,7 +513,7 @@ impl Supervisor {
         // Host side: scan and attach.
         let t = Instant::now();
         let nl = ns.netlink().map_err(host("netlink"))?;
-        let scan = scan_detail(&nl).await.map_err(host("scan"))?;
+        let scan = scan_detail(&nl).await.map_err(|e| host("scan")(e.into()))?;
         let opts = AttachOptions {
             model: spec.model,
             queues: spec.queues,
@@ -780,8 +788,7 @@ impl Supervisor {
         timings.insert("detach_ms".to_string(), ms(t));
         // DEL through the namespace we hold, even if its mount point went away.
         let via = ns.as_ref().map(fd_path);
-        actions
-            .extend(release_network(&self.root, &self.state, via.as_deref(), &mut timings).await);
+        actions.extend(release_network(&self.state, via.as_deref(), &mut timings).await);
         drop(ns);
         self.teardown_ms = timings;
         actions
@@ -985,7 +992,7 @@ pub async fn cleanup_from_state(root: &Path, id: &str) -> Result<Vec<String>> {
         }
     }
     let via = pod_ns.as_ref().map(fd_path);
-    actions.extend(release_network(root, &st, via.as_deref(), &mut BTreeMap::new()).await);
+    actions.extend(release_network(&st, via.as_deref(), &mut BTreeMap::new()).await);
     drop(pod_ns);
     std::fs::remove_dir_all(&paths.dir).map_err(|e| SandboxError::Io {
         path: paths.dir.clone(),
@@ -1007,7 +1014,7 @@ fn reach_netns(root: &Path, st: &SandboxState) -> Option<NetNs> {
         cands.push(PathBuf::from(format!("/proc/{pid}/ns/net")));
     }
     cands.into_iter().find_map(|c| {
-        NetNs::open(&c.display().to_string())
+        NetNs::open(&NetNsRef::path(c))
             .ok()
             .filter(|ns| ns.id().is_ok_and(|id| id == want))
     })
@@ -1035,7 +1042,7 @@ pub fn host_netns() -> (PathBuf, Option<sandnet_host::NetNsId>) {
         cands.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
     }
     for c in cands {
-        if let Ok(ns) = NetNs::open(&c.display().to_string()) {
+        if let Ok(ns) = NetNs::open(&NetNsRef::path(c.clone())) {
             if ns.id().ok() == Some(cur) {
                 return (c, Some(cur));
             }
@@ -1052,7 +1059,7 @@ fn cni_config(
     let list = sandnet_cni::NetworkConfigList::from_bytes(c.network.as_bytes())
         .map_err(|e| fail("network configuration", e))?;
     if let Some(want) = c.host_netns_id {
-        let ok = NetNs::open(&c.host_netns.display().to_string())
+        let ok = NetNs::open(&NetNsRef::path(&c.host_netns))
             .and_then(|n| n.id())
             .is_ok_and(|id| id == want);
         if !ok {
@@ -1089,7 +1096,6 @@ async fn cni_add(c: &CniAttachment, pod_netns: &Path) -> Result<sandnet_cni::Cni
 /// ADD ran in; `pod_netns` overrides the recorded pod namespace path), then the pod
 /// namespace if sandnet created it. Every step runs.
 async fn release_network(
-    root: &Path,
     st: &SandboxState,
     pod_netns: Option<&Path>,
     timings: &mut BTreeMap<String, u64>,
@@ -1116,14 +1122,7 @@ async fn release_network(
         let r = NetNs::delete(&st.netns);
         timings.insert("netns_ms".to_string(), ms(t));
         match r {
-            Ok(()) => {
-                actions.push(format!("deleted network namespace {}", st.netns));
-                // Nobody can attach that namespace any more: its attach lock file would
-                // only pile up, one per sandbox.
-                if let Some(id) = st.netns_id {
-                    let _ = std::fs::remove_file(attach_dir(root).join(format!("{id}.lock")));
-                }
-            }
+            Ok(()) => actions.push(format!("deleted network namespace {}", st.netns)),
             Err(e) => actions.push(format!("failed: {e}")),
         }
     }
@@ -1147,7 +1146,7 @@ pub struct PsEntry {
     /// The pod namespace.
     pub netns: String,
     /// Interworking model.
-    pub model: Model,
+    pub model: InterworkingModel,
     /// QEMU's pid.
     pub qemu_pid: Option<u32>,
     /// Supervisor's pid.
@@ -1333,11 +1332,13 @@ fn forget_vanished_attachments(dir: &Path) -> Vec<String> {
         else {
             continue;
         };
-        let alive = NetNs::open(&st.netns)
+        let alive = st
+            .netns
+            .parse::<NetNsRef>()
+            .and_then(|r| NetNs::open(&r))
             .and_then(|ns| ns.id())
             .is_ok_and(|id| id == st.netns_id);
         if !alive && sandnet_host::interwork::forget_state(dir, st.netns_id).is_ok() {
-            let _ = std::fs::remove_file(dir.join(format!("{}.lock", st.netns_id)));
             actions.push(format!(
                 "forgot attach state of vanished namespace {}",
                 st.netns

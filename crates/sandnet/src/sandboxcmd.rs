@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sandnet_host::Model;
+use sandnet_host::{InterworkingModel, NetNsRef};
 use sandnet_runtime::config::Config;
 use sandnet_runtime::control::{Request, Response};
 use sandnet_runtime::lifecycle::{self, RunSpec, VmParams};
@@ -21,6 +21,9 @@ pub struct RunArgs {
     /// Run CNI ADD even in the namespace given with --netns.
     #[arg(long)]
     pub cni: bool,
+    /// Allow --netns to be the host's network namespace (PID 1's) or this process's own.
+    #[arg(long)]
+    pub allow_host_netns: bool,
     /// CNI configuration directory (default: the configuration's, else /etc/cni/net.d).
     #[arg(long)]
     pub cni_conf_dir: Option<PathBuf>,
@@ -95,12 +98,16 @@ pub struct RmArgs {
 /// `sandnet run`.
 pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
     let (cfg, _warnings) = Config::load(a.config.as_deref())?;
-    let model: Model = match &a.model {
+    let model: InterworkingModel = match &a.model {
         Some(m) => m.parse()?,
         None => cfg.runtime.internetworking_model,
     };
     let id = a.name.clone().unwrap_or_else(sandbox::new_id);
     sandbox::check_id(&id)?;
+    // Fail fast on a namespace that is not there, or is the host's, before anything starts.
+    if let Some(n) = &a.netns {
+        n.parse::<NetNsRef>()?.open_guarded(a.allow_host_netns)?;
+    }
     let mut netns = a.netns.clone();
     if netns.is_none() && cfg.runtime.disable_new_netns {
         // Kata's disable_new_netns (model none only): the VM shares this namespace, no NICs.
@@ -109,10 +116,6 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
             bail!("disable_new_netns: this network namespace has no name the sandbox can use");
         }
         netns = Some(here.display().to_string());
-    }
-    // Fail fast on a namespace that is not there, before anything starts.
-    if let Some(n) = &netns {
-        sandnet_host::NetNs::open(n)?;
     }
     let cni = if (netns.is_none() || a.cni) && !cfg.runtime.disable_new_netns {
         let conf_dir = a.cni_conf_dir.clone().unwrap_or(cfg.cni.conf_dir.clone());
@@ -266,7 +269,11 @@ pub async fn inspect(a: IdArgs, root: &Path) -> Result<i32> {
             );
         }
         for r in &net.routes {
-            println!("route {} dev {}", sandnet_host::nl::route_text(r), r.device);
+            println!(
+                "route {} dev {}",
+                sandnet_host::netlink::route_text(r),
+                r.device
+            );
         }
     }
     Ok(0)
