@@ -393,6 +393,7 @@ pub async fn detach(ns: &NetNs, state_dir: &Path) -> Result<DetachReport> {
         return Err(HostError::Multiple(errors));
     }
     remove_state(state_dir, id)?;
+    state::remove_stale_tmp(state_dir);
     report.nothing_attached = st.is_none() && report.actions.is_empty();
     Ok(report)
 }

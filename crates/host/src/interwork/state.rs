@@ -106,8 +106,9 @@ pub(crate) fn save_state(dir: &Path, st: &AttachState) -> Result<()> {
     written.map_err(state_err(&p))
 }
 
-/// Removes `*.tmp` files left in the state directory by a writer that was killed.
-fn remove_stale_tmp(dir: &Path) {
+/// Removes `*.tmp` files left in the state directory by a writer that was killed; only
+/// with the directory lock held.
+pub(crate) fn remove_stale_tmp(dir: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
