@@ -5,6 +5,8 @@
 //! prints, so the same values cross every boundary of the data flow
 //! (netns → scan → endpoints → interworking → hypervisor → agent).
 
+#![warn(missing_docs)]
+
 mod interworking;
 mod mac;
 
