@@ -1,7 +1,7 @@
 //! sandnet's netlink layer, shared by the host side and the guest agent: a route socket
 //! opener ([`socket`]), a thin request/answer client with the link, address, route and
 //! neighbour operations both sides need ([`Netlink`]), and the scan of a namespace into
-//! the shared model ([`scan`]). It knows nothing of taps, tc or interworking, so the static
+//! the shared model ([`mod@scan`]). It knows nothing of taps, tc or interworking, so the static
 //! guest agent does not carry them.
 
 #![warn(missing_docs)]
