@@ -7,6 +7,8 @@
 //! The `.proto` files are in this crate's `protos/` directory; the Rust code is generated
 //! from them at build time (pure-Rust parser, no `protoc`).
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod convert;
 

@@ -2,7 +2,7 @@
 
 use sandnet_agent_proto::ttrpc;
 use sandnet_agent_proto::ConvertError;
-use sandnet_host::HostError;
+use sandnet_netlink::NetlinkError;
 
 /// Why a request failed; each variant maps to one ttrpc status code.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +21,7 @@ pub enum AgentError {
     Deadline(String),
     /// The kernel refused a netlink request.
     #[error(transparent)]
-    Host(#[from] HostError),
+    Netlink(#[from] NetlinkError),
     /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -48,7 +48,7 @@ impl AgentError {
             AgentError::Invalid(_) | AgentError::Convert(_) => ttrpc::Code::INVALID_ARGUMENT,
             AgentError::NotFound(_) => ttrpc::Code::NOT_FOUND,
             AgentError::Deadline(_) => ttrpc::Code::DEADLINE_EXCEEDED,
-            AgentError::Host(h) => match h.errno() {
+            AgentError::Netlink(h) => match h.errno() {
                 _ if h.is_not_found() => ttrpc::Code::NOT_FOUND,
                 Some(libc::EINVAL) | Some(libc::ERANGE) | Some(libc::ENETUNREACH) => {
                     ttrpc::Code::INVALID_ARGUMENT

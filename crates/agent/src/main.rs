@@ -118,7 +118,7 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
             "kernel modules"
         );
     }
-    let nl = sandnet_host::Netlink::connect_current().context("opening netlink")?;
+    let nl = sandnet_netlink::Netlink::connect_current().context("opening netlink")?;
     let net = net::NetApplier::new(nl, Duration::from_millis(args.link_wait_ms));
     if pid1 {
         if let Err(e) = net.loopback_up().await {

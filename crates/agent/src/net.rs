@@ -8,11 +8,11 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::route::RouteType;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use sandnet_host::scan::{address_of, link_detail, route_from_message, scan_detail, LinkDetail};
-use sandnet_host::Netlink;
 use sandnet_model::{
     Family, Interface, IpNet, MacAddr, Neighbor, NeighborState, NetworkConfig, Route, IFF_NOARP,
 };
+use sandnet_netlink::scan::{address_of, link_detail, route_from_message, scan_detail, LinkDetail};
+use sandnet_netlink::Netlink;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -252,7 +252,7 @@ impl NetApplier {
             if !index.contains_key(&r.device) {
                 return Err(AgentError::NotFound(format!(
                     "route {}: device {:?} does not exist",
-                    sandnet_host::nl::route_text(r),
+                    sandnet_netlink::route_text(r),
                     r.device
                 )));
             }
@@ -261,7 +261,7 @@ impl NetApplier {
             {
                 return Err(AgentError::Invalid(format!(
                     "route {}: mixed address families",
-                    sandnet_host::nl::route_text(r)
+                    sandnet_netlink::route_text(r)
                 )));
             }
         }
@@ -270,7 +270,7 @@ impl NetApplier {
             .filter(|r| {
                 let ok = r.family == Family::V4 || self.ipv6_enabled(Some(&r.device));
                 if !ok {
-                    tracing::info!(route = %sandnet_host::nl::route_text(r), dev = %r.device,
+                    tracing::info!(route = %sandnet_netlink::route_text(r), dev = %r.device,
                         "IPv6 disabled: route skipped");
                 }
                 ok

@@ -29,6 +29,8 @@
 //! `bridge` plugin should put `cni0`) whatever thread calls, open it once at start-up:
 //! `CniConfig::default().with_plugin_netns_path(Path::new("/proc/self/ns/net"))`.
 
+#![warn(missing_docs)]
+
 mod cache;
 mod conf;
 mod error;

@@ -6,9 +6,9 @@
 //! bridges and dummies are not (they are someone's backend, a switch, or a sink), and
 //! neither is anything sandnet itself created.
 
-use crate::scan::{LinkDetail, ScanResult};
 use ipnet::IpNet;
 use sandnet_model::{LinkKind, MacAddr};
+use sandnet_netlink::{LinkDetail, ScanResult};
 use serde::{Deserialize, Serialize};
 
 /// The alias prefix that marks links sandnet created.

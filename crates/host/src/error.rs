@@ -1,5 +1,6 @@
 //! The host side's error type.
 
+use sandnet_netlink::NetlinkError;
 use std::io;
 use std::path::PathBuf;
 
@@ -29,17 +30,9 @@ pub enum HostError {
         #[source]
         source: io::Error,
     },
-    /// The kernel refused a netlink request.
-    #[error("{what}: {}", errno_text(*.errno))]
-    Netlink {
-        /// What was being done, naming the object.
-        what: String,
-        /// The kernel's errno (positive).
-        errno: i32,
-    },
-    /// The netlink connection itself failed (not a kernel answer).
-    #[error("netlink: {0}")]
-    NetlinkTransport(String),
+    /// A netlink request failed (kernel refusal or transport).
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
     /// A link the operation needs is not there (any more).
     #[error("link {0:?} not found (it may have been removed)")]
     LinkNotFound(String),
@@ -54,9 +47,15 @@ pub enum HostError {
         #[source]
         source: io::Error,
     },
-    /// An interworking model name that sandnet does not know.
-    #[error("unknown interworking model {0:?} (expected tcfilter, macvtap or none)")]
-    UnknownModel(String),
+    /// The namespace is the host's (init's) or the caller's own, and the caller did not
+    /// say that is meant.
+    #[error("refusing network namespace {ns}: it is {which}, and attaching there would take over its NICs (pass --allow-host-netns if that is really meant)")]
+    HostNetns {
+        /// The namespace as the caller named it.
+        ns: String,
+        /// Which host namespace it is.
+        which: crate::netns::HostNetns,
+    },
     /// A bad argument from the caller.
     #[error("{0}")]
     InvalidArgument(String),
@@ -82,16 +81,11 @@ pub enum HostError {
     Multiple(Vec<HostError>),
 }
 
-fn errno_text(errno: i32) -> String {
-    let e = io::Error::from_raw_os_error(errno);
-    e.to_string()
-}
-
 impl HostError {
     /// The kernel errno behind a netlink error, if that is what this is.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            HostError::Netlink { errno, .. } => Some(*errno),
+            HostError::Netlink(e) => e.errno(),
             _ => None,
         }
     }

@@ -1,24 +1,25 @@
-//! Host side of sandnet: network namespaces, the netlink scan of a pod namespace into the
-//! shared model, endpoints, and the interworking models (`tcfilter`, `macvtap`, `none`) that
-//! connect each endpoint to a tap a VMM can open.
+//! Host side of sandnet: network namespaces, endpoints, tc and taps, and the interworking
+//! models (`tcfilter`, `macvtap`, `none`) that connect each endpoint to a tap a VMM can
+//! open. The netlink client and the scan are `sandnet-netlink`'s (shared with the guest
+//! agent), re-exported here as [`netlink`].
 //!
 //! Everything talks to the kernel over netlink or ioctls; nothing runs `ip` or `tc`.
+
+#![warn(missing_docs)]
 
 pub mod endpoint;
 pub mod error;
 pub mod interwork;
 pub mod netns;
-pub mod nl;
-pub mod scan;
 pub mod tap;
 pub mod tc;
 
 pub use endpoint::{Endpoint, SkipReason};
 pub use error::{HostError, Result};
-pub use interwork::{attach, detach, AttachOptions, AttachedEndpoint, DetachReport, Model};
-pub use netns::{NetNs, NetNsId};
-pub use nl::Netlink;
-pub use scan::{scan, scan_detail, ScanResult};
+pub use interwork::{attach, detach, AttachOptions, AttachedEndpoint, DetachReport};
+pub use netns::{HostNetns, NetNs, NetNsId, NetNsRef};
+pub use sandnet_model::InterworkingModel;
+pub use sandnet_netlink::{self as netlink, scan, scan_detail, Netlink, NetlinkError, ScanResult};
 
 /// Random bytes from the kernel (`getrandom`), falling back to the clock and pid where
 /// that fails; for names and addresses, not for secrets.

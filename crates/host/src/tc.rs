@@ -7,7 +7,6 @@
 //! itself, without guessing at names or priorities.
 
 use crate::error::Result;
-use crate::nl::Netlink;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::tc::{
     TcAction, TcActionAttribute, TcActionGeneric, TcActionMirrorOption, TcActionOption,
@@ -15,6 +14,7 @@ use netlink_packet_route::tc::{
     TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
 };
 use netlink_packet_route::RouteNetlinkMessage;
+use sandnet_netlink::Netlink;
 use std::time::Duration;
 
 /// The cookie on every action sandnet adds.
@@ -68,7 +68,7 @@ pub async fn add_ingress_qdisc(nl: &Netlink, index: u32, name: &str) -> Result<b
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -108,7 +108,7 @@ pub async fn del_ingress_qdisc(nl: &Netlink, index: u32, name: &str) -> Result<(
         .await
     {
         Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => Ok(()),
-        r => r,
+        r => Ok(r?),
     }
 }
 
@@ -152,7 +152,8 @@ pub async fn add_redirect(
         NLM_F_CREATE | NLM_F_EXCL,
         || format!("add redirect filter {from_name} -> {to_name}"),
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Every filter on a device's ingress, with whether it is one of sandnet's.
@@ -168,7 +169,7 @@ async fn ingress_filters(nl: &Netlink, index: u32) -> Result<Vec<(TcMessage, Opt
         Ok(v) => v,
         // No ingress qdisc, or no such device: no filters.
         Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => return Ok(vec![]),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     Ok(msgs
         .into_iter()
@@ -265,6 +266,6 @@ pub async fn del_filter(nl: &Netlink, f: &OurFilter) -> Result<()> {
         .await
     {
         Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => Ok(()),
-        r => r,
+        r => Ok(r?),
     }
 }

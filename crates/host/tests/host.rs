@@ -1,14 +1,21 @@
 //! The host side against the real kernel, each test in namespaces of its own; results are
 //! checked with `ip -j` / `tc -j` and, for the datapath, frame by frame.
 
-use sandnet_host::interwork::{load_state, AttachOptions, Model};
+use sandnet_host::interwork::{load_state, AttachOptions};
 use sandnet_host::tap::VNET_HDR_LEN;
-use sandnet_host::{attach, detach, scan_detail, HostError, NetNs};
+use sandnet_host::{
+    attach, detach, scan_detail, HostError, InterworkingModel as Model, NetNs, NetNsRef,
+};
 use sandnet_testkit::{
     frame, has_tag, mac_bytes, recv_matching, write_fd, PacketSocket, PodPair, TempDir, TestNs,
 };
 use serde_json::Value;
 use std::time::Duration;
+
+/// A namespace reference as the command line would parse it.
+fn nsref(s: &str) -> NetNsRef {
+    s.parse().unwrap()
+}
 
 fn state_dir(tag: &str) -> TempDir {
     TempDir::new(tag)
@@ -56,8 +63,8 @@ fn netns_create_open_delete() {
     let ns = NetNs::create(&name).unwrap();
     let listed = sandnet_testkit::run("ip", &["netns", "list"]);
     assert!(listed.contains(&name), "{listed}");
-    let by_path = NetNs::open(&format!("/run/netns/{name}")).unwrap();
-    let by_var = NetNs::open(&format!("/var/run/netns/{name}")).unwrap();
+    let by_path = NetNs::open(&nsref(&format!("/run/netns/{name}"))).unwrap();
+    let by_var = NetNs::open(&nsref(&format!("/var/run/netns/{name}"))).unwrap();
     assert_eq!(ns.id().unwrap(), by_path.id().unwrap());
     assert_eq!(ns.id().unwrap(), by_var.id().unwrap());
     assert_ne!(ns.id().unwrap(), NetNs::current().unwrap().id().unwrap());
@@ -73,7 +80,7 @@ fn netns_create_open_delete() {
     assert!(!sandnet_testkit::run("ip", &["netns", "list"]).contains(&name));
     NetNs::delete(&name).unwrap();
     assert!(matches!(
-        NetNs::open(&name),
+        NetNs::open(&nsref(&name)),
         Err(HostError::NetnsNotFound(_))
     ));
 }
@@ -81,15 +88,15 @@ fn netns_create_open_delete() {
 #[test]
 fn netns_bad_input() {
     assert!(matches!(
-        NetNs::open("sandnet-no-such-ns"),
+        NetNs::open(&nsref("sandnet-no-such-ns")),
         Err(HostError::NetnsNotFound(_))
     ));
     assert!(matches!(
-        NetNs::open("/proc/self/ns/uts"),
+        NetNs::open(&nsref("/proc/self/ns/uts")),
         Err(HostError::NotANetns(_))
     ));
     assert!(matches!(
-        NetNs::open("/etc/hostname"),
+        NetNs::open(&nsref("/etc/hostname")),
         Err(HostError::NotANetns(_))
     ));
     assert!(matches!(
@@ -148,7 +155,7 @@ async fn scan_matches_ip() {
     pod.ip(&["link", "add", "br0", "type", "bridge"]);
     pod.ip(&["addr", "add", "10.99.0.1/32", "dev", "br0"]);
 
-    let ns = NetNs::open(&pod.name).unwrap();
+    let ns = NetNs::open(&nsref(&pod.name)).unwrap();
     let s = scan_detail(&ns.netlink().unwrap()).await.unwrap();
     let c = &s.config;
     // Interfaces: everything but lo, with what ip reports.
@@ -233,7 +240,7 @@ async fn tcfilter_attach_detach_as_tc_sees_it() {
     let p = PodPair::new("tcf");
     p.pod.ip(&["link", "set", "eth0", "mtu", "1450"]);
     let dir = state_dir("tcf");
-    let ns = NetNs::open(&p.pod.name).unwrap();
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
     let eps = attach(&ns, &opts(Model::TcFilter, &dir)).await.unwrap();
     assert_eq!(eps.len(), 1);
     let e = &eps[0];
@@ -283,7 +290,7 @@ async fn tcfilter_keeps_a_qdisc_it_did_not_create() {
     let p = PodPair::new("keepq");
     p.pod.tc_json(&["qdisc", "add", "dev", "eth0", "ingress"]);
     let dir = state_dir("keepq");
-    let ns = NetNs::open(&p.pod.name).unwrap();
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
     attach(&ns, &opts(Model::TcFilter, &dir)).await.unwrap();
     detach(&ns, &dir).await.unwrap();
     assert!(
@@ -320,7 +327,7 @@ fn datapath_roundtrip(p: &PodPair, fd: &std::os::fd::OwnedFd, guest_mac: &str) {
 async fn tcfilter_datapath_both_ways() {
     let p = PodPair::new("tcdp");
     let dir = state_dir("tcdp");
-    let ns = NetNs::open(&p.pod.name).unwrap();
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
     let eps = attach(&ns, &opts(Model::TcFilter, &dir)).await.unwrap();
     datapath_roundtrip(&p, &eps[0].fds[0], &eps[0].guest_mac.to_string());
     drop(eps);
@@ -335,7 +342,7 @@ async fn macvtap_datapath_and_restore() {
     let before_mac = p.pod_mac("eth0");
     let before_routes = p.pod.ip_json(&["route", "show"]);
     let dir = state_dir("mvt");
-    let ns = NetNs::open(&p.pod.name).unwrap();
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
     let eps = attach(&ns, &opts(Model::Macvtap, &dir)).await.unwrap();
     let e = &eps[0];
     assert_eq!(e.guest_mac.to_string(), before_mac);
@@ -380,7 +387,7 @@ async fn macvtap_datapath_and_restore() {
 async fn multiqueue_taps_and_reopen_by_name() {
     let p = PodPair::new("mq");
     let dir = state_dir("mq");
-    let ns = NetNs::open(&p.pod.name).unwrap();
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
     let mut o = opts(Model::TcFilter, &dir);
     o.queues = 4;
     let eps = attach(&ns, &o).await.unwrap();
@@ -418,7 +425,7 @@ async fn multiqueue_taps_and_reopen_by_name() {
 async fn attach_twice_is_refused_and_changes_nothing() {
     let p = PodPair::new("twice");
     let dir = state_dir("twice");
-    let ns = NetNs::open(&p.pod.name).unwrap();
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
     attach(&ns, &opts(Model::TcFilter, &dir)).await.unwrap();
     let links = p.pod.link_names();
     let st = load_state(&dir, ns.id().unwrap()).unwrap();
@@ -433,6 +440,14 @@ async fn attach_twice_is_refused_and_changes_nothing() {
     assert_eq!(p.pod.link_names(), links);
     assert_eq!(load_state(&dir, ns.id().unwrap()).unwrap(), st);
     detach(&ns, &dir).await.unwrap();
+    // Serialising attach and detach left no lock or temporary file behind.
+    for d in [&dir, &other] {
+        let left: Vec<_> = std::fs::read_dir(&**d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?} left in {}", d.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,7 +455,7 @@ async fn vanished_link_rolls_back_everything() {
     let p = PodPair::new("vanish");
     p.add_veth("eth1", "veth1", "10.1.0.5/24", "10.1.0.1/24");
     let dir = state_dir("vanish");
-    let ns = NetNs::open(&p.pod.name).unwrap();
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
     let nl = ns.netlink().unwrap();
     let scan = scan_detail(&nl).await.unwrap();
     let before_links = p.pod.link_names();
@@ -466,7 +481,7 @@ async fn detach_from_marks_when_state_is_lost_and_after_partial_damage() {
     let p = PodPair::new("lost");
     p.add_veth("eth1", "veth1", "10.1.0.5/24", "10.1.0.1/24");
     let dir = state_dir("lost");
-    let ns = NetNs::open(&p.pod.name).unwrap();
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
     let eps = attach(&ns, &opts(Model::TcFilter, &dir)).await.unwrap();
     let taps: Vec<String> = eps.iter().map(|e| e.tap.clone().unwrap()).collect();
     drop(eps);
@@ -493,7 +508,7 @@ async fn fifteen_byte_names_and_skipped_kinds() {
         "link", "add", "noaddr0", "type", "veth", "peer", "name", "noaddr1",
     ]);
     let dir = state_dir("long");
-    let ns = NetNs::open(&p.pod.name).unwrap();
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
     let eps = attach(&ns, &opts(Model::TcFilter, &dir)).await.unwrap();
     let names: Vec<&str> = eps.iter().map(|e| e.endpoint.name.as_str()).collect();
     assert_eq!(names.len(), 2, "{names:?}");

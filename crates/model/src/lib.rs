@@ -5,8 +5,12 @@
 //! prints, so the same values cross every boundary of the data flow
 //! (netns → scan → endpoints → interworking → hypervisor → agent).
 
+#![warn(missing_docs)]
+
+mod interworking;
 mod mac;
 
+pub use interworking::InterworkingModel;
 pub use ipnet::IpNet;
 pub use mac::{MacAddr, ParseMacError};
 
@@ -418,6 +422,9 @@ pub enum ModelError {
     /// A `nameserver` line whose address does not parse.
     #[error("bad nameserver address {0:?}")]
     BadNameserver(String),
+    /// An interworking model name that sandnet does not know.
+    #[error("unknown interworking model {0:?} (expected tcfilter, macvtap or none)")]
+    UnknownInterworkingModel(String),
 }
 
 #[cfg(test)]

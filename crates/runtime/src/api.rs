@@ -14,8 +14,9 @@ use crate::sandbox::{self, CniAttachment, Health, SandboxPaths, SandboxState};
 use crate::spec::{RunOutput, RunSpec, VmParams};
 use crate::teardown::{self, RemoveReport};
 use crate::{client, launch};
-use sandnet_host::{Model, NetNs};
+use sandnet_host::NetNsRef;
 use sandnet_model::Dns;
+use sandnet_model::InterworkingModel as Model;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,6 +61,9 @@ pub struct SandboxRequest {
     pub queues: u16,
     /// DNS for the guest; from the CNI result or the namespace's resolv.conf when `None`.
     pub dns: Option<Dns>,
+    /// Allow an existing namespace that is init's or the caller's own (refused otherwise:
+    /// attaching there would redirect the host's own NICs).
+    pub allow_host_netns: bool,
     /// The configuration (VM parameters, CNI defaults, runtime policy).
     pub config: Config,
 }
@@ -75,6 +79,7 @@ impl SandboxRequest {
             model: None,
             queues: 1,
             dns: None,
+            allow_host_netns: false,
             config,
         }
     }
@@ -132,11 +137,15 @@ impl Runtime {
             }
             netns = Some(here.display().to_string());
         }
-        if let Some(n) = &netns {
-            NetNs::open(n).map_err(|source| RuntimeError::Host {
-                step: "open network namespace",
-                source,
-            })?;
+        // Fail fast on a namespace that is not there, or is the host's, before anything
+        // starts (the one sandnet shares under disable_new_netns is policy, not a typo).
+        if let PodNetns::Existing(n) = &req.netns {
+            n.parse::<NetNsRef>()
+                .and_then(|r| r.open_guarded(req.allow_host_netns))
+                .map_err(|source| RuntimeError::Host {
+                    step: "open network namespace",
+                    source,
+                })?;
         }
         let cni = if (netns.is_none() || req.cni.force) && !cfg.runtime.disable_new_netns {
             let conf_dir = req.cni.conf_dir.clone().unwrap_or(cfg.cni.conf_dir.clone());

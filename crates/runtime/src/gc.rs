@@ -6,8 +6,8 @@
 use crate::lock::SandboxLock;
 use crate::sandbox::{self, Health, SandboxPaths};
 use crate::teardown::{self, attach_dir, RemoveReport};
-use sandnet_host::Model;
-use sandnet_host::NetNs;
+use sandnet_host::{NetNs, NetNsRef};
+use sandnet_model::InterworkingModel as Model;
 use serde::Serialize;
 use std::path::Path;
 
@@ -151,11 +151,13 @@ fn forget_vanished_attachments(dir: &Path) -> Vec<String> {
         else {
             continue;
         };
-        let alive = NetNs::open(&st.netns)
+        let alive = st
+            .netns
+            .parse::<NetNsRef>()
+            .and_then(|r| NetNs::open(&r))
             .and_then(|ns| ns.id())
             .is_ok_and(|id| id == st.netns_id);
         if !alive && sandnet_host::interwork::forget_state(dir, st.netns_id).is_ok() {
-            let _ = std::fs::remove_file(dir.join(format!("{}.lock", st.netns_id)));
             actions.push(format!(
                 "forgot attach state of vanished namespace {}",
                 st.netns

@@ -2,7 +2,7 @@
 //! runtime, reached again after a crash), CNI ADD and DEL for it, and its DNS.
 
 use crate::sandbox::{CniAttachment, SandboxState};
-use sandnet_host::NetNs;
+use sandnet_host::{NetNs, NetNsRef};
 use sandnet_model::Dns;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ fn cni_config(
     let list = sandnet_cni::NetworkConfigList::from_bytes(c.network.as_bytes())
         .map_err(|e| CniStepError::Config(Box::new(e)))?;
     if let Some(want) = c.host_netns_id {
-        let ok = NetNs::open(&c.host_netns.display().to_string())
+        let ok = NetNs::open(&NetNsRef::path(&c.host_netns))
             .and_then(|n| n.id())
             .is_ok_and(|id| id == want);
         if !ok {
@@ -129,13 +129,17 @@ pub fn cni_dns(res: &sandnet_cni::CniResult) -> Option<Dns> {
 /// iproute2 convention) or the host's `/etc/resolv.conf`, without loopback nameservers
 /// (which mean nothing inside the guest).
 pub fn namespace_dns(netns: &str) -> Dns {
-    let candidates = if netns.contains('/') {
-        vec![PathBuf::from("/etc/resolv.conf")]
-    } else {
-        vec![
-            PathBuf::from(format!("/etc/netns/{netns}/resolv.conf")),
+    let candidates = match netns
+        .parse::<NetNsRef>()
+        .ok()
+        .as_ref()
+        .and_then(NetNsRef::as_name)
+    {
+        Some(name) => vec![
+            PathBuf::from(format!("/etc/netns/{name}/resolv.conf")),
             PathBuf::from("/etc/resolv.conf"),
-        ]
+        ],
+        None => vec![PathBuf::from("/etc/resolv.conf")],
     };
     for c in candidates {
         if let Ok(s) = std::fs::read_to_string(&c) {
@@ -159,7 +163,7 @@ pub fn reach_netns(root: &Path, st: &SandboxState) -> Option<NetNs> {
         cands.push(PathBuf::from(format!("/proc/{pid}/ns/net")));
     }
     cands.into_iter().find_map(|c| {
-        NetNs::open(&c.display().to_string())
+        NetNs::open(&NetNsRef::path(&c))
             .ok()
             .filter(|ns| ns.id().is_ok_and(|id| id == want))
     })
@@ -187,7 +191,7 @@ pub fn host_netns() -> (PathBuf, Option<sandnet_host::NetNsId>) {
         cands.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
     }
     for c in cands {
-        if let Ok(ns) = NetNs::open(&c.display().to_string()) {
+        if let Ok(ns) = NetNs::open(&NetNsRef::path(&c)) {
             if ns.id().ok() == Some(cur) {
                 return (c, Some(cur));
             }

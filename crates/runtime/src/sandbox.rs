@@ -1,7 +1,8 @@
 //! A sandbox's persisted state under `<root>/<id>/`, and what can be told about it from
 //! outside its supervisor (is the supervisor alive, is QEMU).
 
-use sandnet_host::{Model, NetNsId};
+use sandnet_host::NetNsId;
+use sandnet_model::InterworkingModel;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -117,7 +118,7 @@ pub struct SandboxState {
     #[serde(default)]
     pub netns_created: bool,
     /// The interworking model.
-    pub model: Model,
+    pub model: InterworkingModel,
     /// Life-cycle status.
     pub status: Status,
     /// The supervisor's pid.

@@ -2,7 +2,7 @@
 //! what `run` reports once it is up.
 
 use crate::sandbox::{SandboxError, SandboxPaths};
-use sandnet_host::Model;
+use sandnet_model::InterworkingModel as Model;
 use sandnet_model::{Dns, Interface};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -11,7 +11,7 @@
 use crate::lock::SandboxLock;
 use crate::podnet::{self, fd_path, owned_name, reach_netns};
 use crate::sandbox::{self, Health, SandboxPaths, SandboxState, Status};
-use sandnet_host::NetNs;
+use sandnet_host::{NetNs, NetNsRef};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -160,10 +160,6 @@ pub(crate) async fn release_host_side(
         rep.timings.insert("netns_ms".into(), ms(t));
         rep.actions
             .push(format!("deleted network namespace {}", st.netns));
-        // Nobody can attach that namespace any more: its attach lock would only pile up.
-        if let Some(nsid) = st.netns_id {
-            let _ = std::fs::remove_file(attach_dir(root).join(format!("{nsid}.lock")));
-        }
         st.netns_created = false;
         if let Err(e) = st.save(paths) {
             tracing::error!("{e}");
@@ -300,7 +296,9 @@ async fn cleanup_unreadable(
         Some(Some(n)) => cands.push(n),
         _ => cands.push(owned_name(id)),
     }
-    let pod_ns = cands.iter().find_map(|c| NetNs::open(c).ok());
+    let pod_ns = cands
+        .iter()
+        .find_map(|c| c.parse::<NetNsRef>().and_then(|r| NetNs::open(&r)).ok());
     for (pid, what) in procs {
         if !kill_and_wait(pid).await {
             return Err(TeardownError::step(
@@ -330,16 +328,12 @@ async fn cleanup_unreadable(
         rep.actions
             .push(format!("CNI DEL {name} for {}", c.container_id));
     }
-    let nsid = pod_ns.as_ref().and_then(|n| n.id().ok());
     drop(pod_ns);
     if matches!(spec.as_ref().map(|s| &s.netns), Some(None)) {
         let name = owned_name(id);
         NetNs::delete(&name).map_err(|e| TeardownError::step(id, "delete network namespace", e))?;
         rep.actions
             .push(format!("deleted network namespace {name}"));
-        if let Some(nsid) = nsid {
-            let _ = std::fs::remove_file(attach_dir(root).join(format!("{nsid}.lock")));
-        }
     }
     std::fs::remove_dir_all(&paths.dir).map_err(|e| TeardownError::step(id, "remove state", e))?;
     rep.actions.push(format!("removed {}", paths.dir.display()));

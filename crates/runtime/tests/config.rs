@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use sandnet_host::interwork::Model;
+use sandnet_model::InterworkingModel;
 use sandnet_runtime::config::{Config, ConfigError, Warning, WarningKind};
 use sandnet_vm::AccelMode;
 
@@ -51,7 +51,7 @@ fn example_path() -> PathBuf {
 #[test]
 fn defaults_are_the_documented_ones() {
     let c = Config::default();
-    assert_eq!(c.runtime.internetworking_model, Model::TcFilter);
+    assert_eq!(c.runtime.internetworking_model, InterworkingModel::TcFilter);
     assert!(!c.runtime.disable_new_netns);
     assert_eq!(c.qemu.path, Path::new("/usr/bin/qemu-system-x86_64"));
     assert_eq!(c.qemu.kernel, None);
@@ -97,7 +97,7 @@ cache_dir = "/srv/cni/cache"
     )
     .expect("valid file");
     assert!(w.is_empty(), "{w:?}");
-    assert_eq!(c.runtime.internetworking_model, Model::Macvtap);
+    assert_eq!(c.runtime.internetworking_model, InterworkingModel::Macvtap);
     assert!(!c.runtime.disable_new_netns);
     assert_eq!(c.qemu.path, Path::new("/opt/qemu/bin/qemu-system-x86_64"));
     assert_eq!(c.qemu.kernel.as_deref(), Some(Path::new("/srv/vmlinux")));
@@ -203,7 +203,7 @@ dan_conf = "/run/kata-containers/dans"
     assert_eq!(c.qemu.default_memory, 2048);
     assert_eq!(c.qemu.default_vcpus, 1);
     assert!(c.qemu.disable_vhost_net);
-    assert_eq!(c.runtime.internetworking_model, Model::TcFilter);
+    assert_eq!(c.runtime.internetworking_model, InterworkingModel::TcFilter);
     assert_eq!(c.cni, Config::default().cni);
 
     let keys: Vec<&str> = w.iter().map(|w| w.key.as_str()).collect();
@@ -487,7 +487,7 @@ fn disable_new_netns_needs_model_none() {
         parse("[runtime]\ndisable_new_netns = true\ninternetworking_model = \"none\"\n").unwrap();
     assert!(w.is_empty());
     assert!(c.runtime.disable_new_netns);
-    assert_eq!(c.runtime.internetworking_model, Model::None);
+    assert_eq!(c.runtime.internetworking_model, InterworkingModel::None);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sandnet_host::interwork::{AttachOptions, Model};
+use sandnet_host::interwork::AttachOptions;
+use sandnet_host::InterworkingModel;
 use sandnet_host::{scan_detail, NetNs};
 use std::path::Path;
 
@@ -27,7 +28,7 @@ impl Drop for Cleanup {
 
 /// Runs the demo.
 pub async fn run(a: DemoArgs, root: &Path) -> Result<i32> {
-    let model: Model = a.model.parse()?;
+    let model: InterworkingModel = a.model.parse()?;
     let id = std::process::id();
     let host = format!("sandnet-demo-host-{id}");
     let pod = format!("sandnet-demo-pod-{id}");

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sandnet_host::interwork::{AttachOptions, Model};
-use sandnet_host::{scan_detail, NetNs};
+use sandnet_host::interwork::AttachOptions;
+use sandnet_host::{scan_detail, InterworkingModel, NetNs, NetNsRef};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,10 @@ pub struct AttachArgs {
     /// Queues per endpoint (multiqueue taps when more than one).
     #[arg(long, default_value_t = 1)]
     pub queues: u16,
+    /// Allow the host's network namespace (PID 1's) or this process's own: attaching there
+    /// takes its NICs away from the host.
+    #[arg(long)]
+    pub allow_host_netns: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -52,8 +56,10 @@ pub fn attach_state_dir(root: &Path) -> PathBuf {
 }
 
 /// `sandnet scan`.
+///
+/// Read-only, so any namespace may be scanned, the host's too.
 pub async fn scan(a: ScanArgs) -> Result<i32> {
-    let ns = NetNs::open(&a.netns)?;
+    let ns = NetNs::open(&a.netns.parse::<NetNsRef>()?)?;
     let nl = ns.netlink()?;
     let s = scan_detail(&nl)
         .await
@@ -86,7 +92,7 @@ pub async fn scan(a: ScanArgs) -> Result<i32> {
     for r in &s.config.routes {
         println!(
             "route {}",
-            sandnet_host::nl::route_text(r) + &format!(" dev {}", r.device)
+            sandnet_host::netlink::route_text(r) + &format!(" dev {}", r.device)
         );
     }
     for n in &s.config.neighbors {
@@ -112,7 +118,7 @@ struct AttachedOut {
     name: String,
     kind: String,
     mac: String,
-    model: Model,
+    model: InterworkingModel,
     tap: Option<String>,
     tap_name: Option<String>,
     tap_index: Option<u32>,
@@ -123,8 +129,11 @@ struct AttachedOut {
 
 /// `sandnet attach`.
 pub async fn attach(a: AttachArgs, root: &Path) -> Result<i32> {
-    let model: Model = a.model.parse()?;
-    let ns = NetNs::open(&a.netns)?;
+    let model: InterworkingModel = a.model.parse()?;
+    let ns = a
+        .netns
+        .parse::<NetNsRef>()?
+        .open_guarded(a.allow_host_netns)?;
     let opts = AttachOptions {
         model,
         queues: a.queues,
@@ -175,8 +184,12 @@ pub async fn attach(a: AttachArgs, root: &Path) -> Result<i32> {
 }
 
 /// `sandnet detach`.
+///
+/// Not guarded against the host's namespaces: detach removes only what carries sandnet's
+/// marks or its plan, so it cannot harm the host, and it is how an attach made there with
+/// `--allow-host-netns` is undone.
 pub async fn detach(a: DetachArgs, root: &Path) -> Result<i32> {
-    let ns = NetNs::open(&a.netns)?;
+    let ns = NetNs::open(&a.netns.parse::<NetNsRef>()?)?;
     let rep = sandnet_host::detach(&ns, &attach_state_dir(root))
         .await
         .with_context(|| format!("detach network namespace {}", ns.display()))?;

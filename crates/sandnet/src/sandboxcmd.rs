@@ -20,6 +20,9 @@ pub struct RunArgs {
     /// Run CNI ADD even in the namespace given with --netns.
     #[arg(long)]
     pub cni: bool,
+    /// Allow --netns to be the host's network namespace (PID 1's) or this process's own.
+    #[arg(long)]
+    pub allow_host_netns: bool,
     /// CNI configuration directory (default: the configuration's, else /etc/cni/net.d).
     #[arg(long)]
     pub cni_conf_dir: Option<PathBuf>,
@@ -122,6 +125,7 @@ pub async fn run(a: RunArgs, rt: &Runtime) -> Result<i32> {
     };
     req.model = a.model.as_deref().map(str::parse).transpose()?;
     req.queues = a.queues;
+    req.allow_host_netns = a.allow_host_netns;
     let spec = rt.spec(&req)?;
     let id = spec.id.clone();
     let bar = (!a.json && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
@@ -262,7 +266,11 @@ pub async fn inspect(a: IdArgs, rt: &Runtime) -> Result<i32> {
             );
         }
         for r in &net.routes {
-            println!("route {} dev {}", sandnet_host::nl::route_text(r), r.device);
+            println!(
+                "route {} dev {}",
+                sandnet_host::netlink::route_text(r),
+                r.device
+            );
         }
     }
     Ok(0)

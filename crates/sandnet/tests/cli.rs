@@ -125,6 +125,15 @@ fn sigkill_during_attach_then_detach_leaves_nothing() {
         let o = env.run(&["detach", "--netns", &p.pod.name]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(p.pod.link_names(), links, "after a kill at {delay_ms} ms");
+        let left: Vec<_> = std::fs::read_dir(env.state.join("attach"))
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{left:?} left after a kill at {delay_ms} ms"
+        );
         for l in &links {
             let q = p.pod.tc_json(&["qdisc", "show", "dev", l]);
             assert!(
@@ -169,4 +178,100 @@ fn gc_forgets_attach_state_of_vanished_namespaces() {
         .status
         .success());
     assert_eq!(json_files(), 0);
+}
+
+/// `sandnet ARGS` run inside `ns` (`ip netns exec`), so that the caller's own network
+/// namespace is a test namespace, never the root one.
+fn run_inside(env: &Cli, ns: &str, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["netns", "exec", ns, env!("CARGO_BIN_EXE_sandnet")];
+    full.extend_from_slice(args);
+    std::process::Command::new("ip")
+        .args(&full)
+        .env("SANDNET_STATE_DIR", &*env.state)
+        .env("SANDNET_CONFIG", &env.config)
+        .output()
+        .expect("spawn ip netns exec")
+}
+
+/// What attach may have changed in the pod namespace: links, their MACs, ingress qdiscs.
+fn pod_view(p: &PodPair) -> (serde_json::Value, serde_json::Value) {
+    (
+        p.pod.ip_json(&["link", "show"]),
+        p.pod.tc_json(&["qdisc", "show"]),
+    )
+}
+
+#[test]
+fn the_callers_own_netns_is_refused_unless_allowed() {
+    let p = PodPair::new("clihost");
+    let env = env("clihost");
+    let before = pod_view(&p);
+    for args in [
+        &["attach", "--netns", "/proc/self/ns/net"][..],
+        &["run", "--netns", "/proc/self/ns/net"][..],
+    ] {
+        assert_fails_with(
+            &run_inside(&env, &p.pod.name, args),
+            &[
+                "refusing network namespace /proc/self/ns/net",
+                "caller's own",
+                "--allow-host-netns",
+            ],
+        );
+        assert_eq!(pod_view(&p), before, "{args:?} changed nothing");
+    }
+    let attach_dir = env.state.join("attach");
+    assert!(std::fs::read_dir(&attach_dir).map_or(true, |mut d| d.next().is_none()));
+    // Scanning is read-only: allowed.
+    let o = run_inside(&env, &p.pod.name, &["scan", "--netns", "/proc/self/ns/net"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("eth0"));
+    // Said explicitly, it works, and detach (not guarded) undoes it.
+    let mac = p.pod_mac("eth0");
+    let o = run_inside(
+        &env,
+        &p.pod.name,
+        &[
+            "attach",
+            "--netns",
+            "/proc/self/ns/net",
+            "--allow-host-netns",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tap = v["endpoints"][0]["tap"].as_str().unwrap().to_string();
+    assert_eq!(v["endpoints"][0]["name"], "eth0");
+    assert!(p.pod.link(&tap).is_some());
+    let o = run_inside(
+        &env,
+        &p.pod.name,
+        &["detach", "--netns", "/proc/self/ns/net"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(pod_view(&p), before);
+    assert_eq!(p.pod_mac("eth0"), mac);
+}
+
+#[test]
+fn init_netns_is_refused() {
+    let p = PodPair::new("cliinit");
+    let env = env("cliinit");
+    // `--model none` so that even a broken guard could not change anything there.
+    for ns in ["/proc/1/ns/net", "/proc/1/task/1/ns/net"] {
+        for args in [
+            &["attach", "--netns", ns, "--model", "none"][..],
+            &["run", "--netns", ns, "--model", "none"][..],
+        ] {
+            assert_fails_with(
+                &run_inside(&env, &p.pod.name, args),
+                &["refusing network namespace", "PID 1", "--allow-host-netns"],
+            );
+        }
+    }
+    assert_fails_with(
+        &env.run(&["attach", "--netns", "/proc/1/ns/net", "--model", "none"]),
+        &["refusing network namespace /proc/1/ns/net", "host's"],
+    );
 }

@@ -2,6 +2,8 @@
 //! when the test panics), `ip -j` / `tc -j` queries inside them, and raw `AF_PACKET`
 //! sockets for checking a datapath frame by frame. Tests only; the product never runs `ip`.
 
+#![warn(missing_docs)]
+
 use serde_json::Value;
 use std::fs::File;
 use std::io;

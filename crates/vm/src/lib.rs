@@ -14,6 +14,7 @@ mod error;
 pub mod initramfs;
 pub mod kernel;
 pub mod kvm;
+pub mod nic;
 pub mod qemu;
 pub mod qmp;
 
@@ -24,8 +25,9 @@ pub use initramfs::{
 };
 pub use kernel::{GuestKernel, KernelModule, DEFAULT_KERNEL_DIR};
 pub use kvm::Accel;
+pub use nic::NicSpec;
 pub use qemu::{
-    ChildNicFds, NicSpec, Qemu, QemuProcess, StatePaths, VmSpec, AGENT_PORT_NAME,
-    DEFAULT_KERNEL_ARGS, DEFAULT_QEMU, QBOOT_ROM,
+    ChildNicFds, Qemu, QemuProcess, StatePaths, VmSpec, AGENT_PORT_NAME, DEFAULT_KERNEL_ARGS,
+    DEFAULT_QEMU, QBOOT_ROM,
 };
 pub use qmp::{QmpClient, QmpEvent, VmStatus};

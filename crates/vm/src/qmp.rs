@@ -2,7 +2,7 @@
 //! `SCM_RIGHTS`, and the NIC hot-plug sequence built on them.
 
 use crate::error::{Result, VmError};
-use crate::qemu::{valid_id, NicSpec};
+use crate::nic::{valid_id, NicSpec};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::IoSlice;

@@ -24,7 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use sandnet_host::interwork::Model;
+use sandnet_model::InterworkingModel as Model;
 use sandnet_vm::AccelMode;
 use thiserror::Error;
 use toml::{Table, Value};

@@ -12,7 +12,7 @@ use crate::spec::{RunOutput, RunSpec};
 use crate::teardown::attach_dir;
 use sandnet_agent_proto::AgentClient;
 use sandnet_host::interwork::{attach_scanned, AttachOptions};
-use sandnet_host::{scan_detail, NetNs, ScanResult};
+use sandnet_host::{scan_detail, NetNs, NetNsRef, ScanResult};
 use sandnet_model::{Dns, Interface, NetworkConfig, IFF_UP};
 use sandnet_vm::VmSpec;
 use std::collections::BTreeMap;
@@ -80,7 +80,10 @@ impl Supervisor {
     /// to its mount point.
     async fn step_netns(&mut self, spec: &RunSpec, timings: &mut Timings) -> Result<NetNs> {
         let ns = match &spec.netns {
-            Some(n) => NetNs::open(n).map_err(host("open network namespace"))?,
+            Some(n) => n
+                .parse::<NetNsRef>()
+                .and_then(|r| NetNs::open(&r))
+                .map_err(host("open network namespace"))?,
             None => {
                 let name = owned_name(&spec.id);
                 self.state.netns = name.clone();
@@ -139,7 +142,7 @@ impl Supervisor {
         self.begin("attach").await;
         let t = Instant::now();
         let nl = ns.netlink().map_err(host("netlink"))?;
-        let scan = scan_detail(&nl).await.map_err(host("scan"))?;
+        let scan = scan_detail(&nl).await.map_err(|e| host("scan")(e.into()))?;
         let opts = AttachOptions {
             model: spec.model,
             queues: spec.queues,

@@ -1,8 +1,8 @@
-//! A thin netlink client: one request → its answers, kernel errors as [`HostError::Netlink`]
+//! A thin netlink client: one request → its answers, kernel errors as [`NetlinkError::Kernel`]
 //! naming what was being done, and the link / address / route / neighbour operations the
 //! host side and the guest agent need.
 
-use crate::error::{HostError, Result};
+use crate::error::{NetlinkError, Result};
 use futures::StreamExt;
 use ipnet::IpNet;
 use netlink_packet_core::{
@@ -37,15 +37,16 @@ impl Netlink {
     /// Opens a socket in the calling thread's namespace and spawns its connection task on
     /// the current tokio runtime.
     pub fn connect_current() -> Result<Netlink> {
-        let fd = crate::netns::open_netlink_socket()
-            .map_err(|e| HostError::NetlinkTransport(format!("open socket: {e}")))?;
+        let fd = crate::socket::open_route_socket()
+            .map_err(|e| NetlinkError::Transport(format!("open socket: {e}")))?;
         Netlink::from_fd(fd)
     }
 
     /// Builds a client on a socket opened elsewhere (e.g. inside another namespace).
-    pub(crate) fn from_fd(fd: OwnedFd) -> Result<Netlink> {
+    /// Must be called within a tokio runtime (the connection task is spawned on it).
+    pub fn from_fd(fd: OwnedFd) -> Result<Netlink> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(HostError::NetlinkTransport(
+            return Err(NetlinkError::Transport(
                 "a netlink client needs a tokio runtime".into(),
             ));
         }
@@ -65,7 +66,7 @@ impl Netlink {
     }
 
     /// Sends one request and collects the answers; a kernel error becomes
-    /// [`HostError::Netlink`] with `what` as its description.
+    /// [`NetlinkError::Kernel`] with `what` as its description.
     pub async fn request(
         &self,
         msg: RouteNetlinkMessage,
@@ -77,7 +78,7 @@ impl Netlink {
         let mut h = self.handle.clone();
         let mut stream = match h.request(req) {
             Ok(s) => s,
-            Err(e) => return Err(HostError::NetlinkTransport(format!("{}: {e}", what()))),
+            Err(e) => return Err(NetlinkError::Transport(format!("{}: {e}", what()))),
         };
         let mut out = Vec::new();
         let mut what = Some(what);
@@ -87,7 +88,7 @@ impl Netlink {
                 NetlinkPayload::Error(e) => {
                     if let Some(code) = e.code {
                         let w = what.take().map(|f| f()).unwrap_or_default();
-                        return Err(HostError::Netlink {
+                        return Err(NetlinkError::Kernel {
                             what: w,
                             errno: -code.get(),
                         });

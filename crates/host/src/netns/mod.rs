@@ -7,14 +7,17 @@
 //! they can be used from anywhere afterwards (that is how [`NetNs::netlink`] works).
 
 use crate::error::{HostError, Result};
-use crate::nl::Netlink;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
+use sandnet_netlink::{open_route_socket, Netlink};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+mod reference;
+pub use reference::{HostNetns, NetNsRef};
 
 /// Where named network namespaces are bind-mounted (as iproute2 does).
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -45,7 +48,7 @@ impl std::fmt::Display for NetNsId {
     }
 }
 
-fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     if name.is_empty()
         || name == "."
         || name == ".."
@@ -59,19 +62,14 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl NetNs {
-    /// Opens a namespace given as a name under `/run/netns` or as a path
-    /// (`/proc/<pid>/ns/net`, `/var/run/netns/x`, …). Anything containing a `/` is a path.
-    pub fn open(spec: &str) -> Result<NetNs> {
-        let (path, name) = if spec.contains('/') {
-            (PathBuf::from(spec), None)
-        } else {
-            check_name(spec)?;
-            (Path::new(NETNS_RUN_DIR).join(spec), Some(spec.to_string()))
-        };
+    /// Opens the namespace a reference resolves to (see [`NetNsRef::resolve`]).
+    pub fn open(r: &NetNsRef) -> Result<NetNs> {
+        let path = r.resolve();
+        let spec = r.to_string();
         let file = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => HostError::NetnsNotFound(spec.to_string()),
+            io::ErrorKind::NotFound => HostError::NetnsNotFound(spec.clone()),
             _ => HostError::Netns {
-                ns: spec.to_string(),
+                ns: spec.clone(),
                 op: "open",
                 source: e,
             },
@@ -81,12 +79,16 @@ impl NetNs {
         if t != libc::CLONE_NEWNET {
             return Err(HostError::NotANetns(path));
         }
-        Ok(NetNs { file, path, name })
+        Ok(NetNs {
+            file,
+            path,
+            name: r.as_name().map(str::to_string),
+        })
     }
 
     /// The namespace of the calling thread.
     pub fn current() -> Result<NetNs> {
-        NetNs::open("/proc/thread-self/ns/net")
+        NetNs::open(&NetNsRef::path("/proc/thread-self/ns/net"))
     }
 
     /// Creates a named namespace bind-mounted at `/run/netns/<name>`, as `ip netns add` does,
@@ -127,7 +129,7 @@ impl NetNs {
             let _ = std::fs::remove_file(&path);
             return Err(err("unshare and bind-mount", e));
         }
-        NetNs::open(name)
+        NetNs::open(&NetNsRef::name(name)?)
     }
 
     /// Deletes a named namespace: unmounts and removes `/run/netns/<name>`. Deleting one
@@ -232,14 +234,12 @@ impl NetNs {
     /// Opens a netlink route socket inside this namespace and returns a client for it.
     /// Must be called within a tokio runtime (the connection task is spawned on it).
     pub fn netlink(&self) -> Result<Netlink> {
-        let fd = self
-            .run(open_netlink_socket)?
-            .map_err(|e| HostError::Netns {
-                ns: self.display(),
-                op: "open netlink socket",
-                source: e,
-            })?;
-        Netlink::from_fd(fd)
+        let fd = self.run(open_route_socket)?.map_err(|e| HostError::Netns {
+            ns: self.display(),
+            op: "open netlink socket",
+            source: e,
+        })?;
+        Ok(Netlink::from_fd(fd)?)
     }
 }
 
@@ -247,15 +247,6 @@ impl AsFd for NetNs {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
-}
-
-/// Opens a `NETLINK_ROUTE` socket in the calling thread's namespace.
-pub(crate) fn open_netlink_socket() -> io::Result<OwnedFd> {
-    let s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)?;
-    let fd = s.as_raw_fd();
-    std::mem::forget(s);
-    // SAFETY: the socket was just created and its ownership is handed over here.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Makes `/run/netns` a shared mount, as iproute2 does, so that namespaces bind-mounted

@@ -5,8 +5,8 @@
 //! that the kernel did not add by itself (not `proto kernel`, unicast only, no cached
 //! clones); permanent neighbours and the default gateways' entries.
 
+use crate::client::Netlink;
 use crate::error::Result;
-use crate::nl::Netlink;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{

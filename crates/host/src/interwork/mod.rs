@@ -1,0 +1,399 @@
+//! Interworking: how each endpoint is connected to something a VMM can open.
+//!
+//! Each model lives in its own file behind the [`Interworking`] trait — what it does to
+//! attach one endpoint, to undo that, and how it names its tap:
+//!
+//! - [`tcfilter`] (the default): a tap next to the link, an ingress qdisc on both and a u32
+//!   match-all filter with `mirred egress redirect` each way.
+//! - [`macvtap`]: a bridge-mode macvtap on the link, which takes the link's MAC (the link
+//!   gets a new locally-administered one) and its addresses (removed from the link,
+//!   restored on detach, with the routes the kernel drops with them).
+//! - [`none`]: nothing is connected.
+//!
+//! The model itself is [`InterworkingModel`] (in `sandnet-model`, read by the configuration
+//! too; its serde form is what the state file stores); [`driver`] is the one place that
+//! maps it to its implementation. The trait is used as `&'static dyn Interworking`, so its
+//! async methods return boxed futures ([`BoxFuture`]): `async fn` in a trait cannot be
+//! called through a trait object, and one allocation per endpoint is nothing next to the
+//! netlink round trips behind it.
+//!
+//! This module holds what every model shares: plan-then-act (attach first writes a plan of
+//! everything it will create or change, see [`state`], then does the work, so that
+//! [`detach`] can undo exactly that — also after a crash half-way), the concurrent attach of
+//! all endpoints with rollback, and the sweep of anything carrying sandnet's marks: links
+//! the alias [`ALIAS_PREFIX`]`…`, filters the action cookie [`crate::tc::COOKIE`].
+
+pub mod macvtap;
+pub mod none;
+pub mod state;
+mod sweep;
+pub mod tcfilter;
+
+pub use state::{forget_state, load_state, AttachState, PlannedEndpoint};
+
+use crate::endpoint::{endpoints, Endpoint, ALIAS_PREFIX};
+use crate::error::{HostError, Result};
+use crate::netns::{NetNs, NetNsId};
+use futures::future::BoxFuture;
+use sandnet_model::{InterworkingModel, MacAddr};
+use sandnet_netlink::{link_detail, scan_detail, Netlink, ScanResult};
+use serde::Serialize;
+use state::{lock_state, remove_state, save_state, state_path};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// Where attach state lives by default.
+pub const DEFAULT_STATE_DIR: &str = "/run/sandnet/attach";
+
+/// The link group sandnet puts its taps and macvtaps in (`"snet"`), so that detach can
+/// delete them all with one request (one unregister instead of one per link).
+pub const LINK_GROUP: u32 = 0x736e_6574;
+
+/// Upper bound on queues per endpoint (virtio-net's own limit is far higher; this keeps a
+/// typo from opening thousands of fds).
+pub const MAX_QUEUES: u16 = 64;
+
+/// How to attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachOptions {
+    /// The interworking model.
+    pub model: InterworkingModel,
+    /// Queues per endpoint (one fd each).
+    pub queues: u16,
+    /// Where the attach state is kept.
+    pub state_dir: PathBuf,
+}
+
+impl Default for AttachOptions {
+    fn default() -> Self {
+        AttachOptions {
+            model: InterworkingModel::TcFilter,
+            queues: 1,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        }
+    }
+}
+
+/// One connected endpoint, with the fds a VMM needs.
+#[derive(Debug, Serialize)]
+pub struct AttachedEndpoint {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// The model it was connected with.
+    pub model: InterworkingModel,
+    /// The tap's (or macvtap's) interface name; `None` for model `none`.
+    pub tap: Option<String>,
+    /// The tap's interface index.
+    pub tap_index: Option<u32>,
+    /// macvtap: the character device the fds were opened from.
+    pub device: Option<PathBuf>,
+    /// The MAC the guest NIC must get (the link's original one).
+    pub guest_mac: MacAddr,
+    /// One open fd per queue (tap fds or macvtap device fds).
+    #[serde(skip)]
+    pub fds: Vec<OwnedFd>,
+}
+
+/// What a detach did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DetachReport {
+    /// Whether there was anything of sandnet's in the namespace at all.
+    pub nothing_attached: bool,
+    /// What was removed or restored, one line each.
+    pub actions: Vec<String>,
+}
+
+/// What attaching one endpoint needs besides its plan.
+pub struct AttachCx<'a> {
+    /// The pod namespace.
+    pub ns: &'a NetNs,
+    /// A netlink client in it.
+    pub nl: &'a Netlink,
+    /// The caller's options.
+    pub opts: &'a AttachOptions,
+    /// The namespace's identity.
+    pub id: NetNsId,
+}
+
+/// When an undo step runs: while sandnet's links still exist, or after they are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UndoStage {
+    /// Before sandnet's taps and macvtaps are deleted (tcfilter removes its filters here).
+    LinksPresent,
+    /// After they are deleted (macvtap gives the link back its MAC and addresses here).
+    LinksDeleted,
+}
+
+/// Fds opened for an endpoint on the trip into the namespace that precedes attaching
+/// (see [`Interworking::open_in_netns`]).
+pub type PreOpened = Option<Result<Vec<OwnedFd>>>;
+
+/// What one interworking model does.
+pub trait Interworking: Send + Sync {
+    /// Which model this is.
+    fn model(&self) -> InterworkingModel;
+
+    /// Whether the model creates anything (and so keeps attach state); `none` does not.
+    fn connects(&self) -> bool {
+        true
+    }
+
+    /// The name of the tap (or macvtap) this model makes for an endpoint.
+    fn tap_name(&self, endpoint: &Endpoint) -> String;
+
+    /// Looks at the namespace once and fills this model's part of every endpoint's plan.
+    fn plan<'a>(
+        &'a self,
+        _nl: &'a Netlink,
+        _plan: &'a mut [PlannedEndpoint],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Work for all endpoints done on one thread inside the namespace before they are
+    /// attached concurrently (tcfilter opens its taps there); one entry per endpoint.
+    fn open_in_netns(
+        &self,
+        _ns: &NetNs,
+        plan: &[PlannedEndpoint],
+        _queues: u16,
+    ) -> Result<Vec<PreOpened>> {
+        Ok(plan.iter().map(|_| None).collect())
+    }
+
+    /// Connects one planned endpoint.
+    fn attach_one<'a>(
+        &'a self,
+        cx: &'a AttachCx<'a>,
+        p: &'a PlannedEndpoint,
+        pre: PreOpened,
+    ) -> BoxFuture<'a, Result<AttachedEndpoint>>;
+
+    /// Undoes this model's own changes for one endpoint at one stage of detach (links
+    /// marked as sandnet's are deleted by the shared sweep between the two stages).
+    fn undo_one<'a>(
+        &'a self,
+        nl: &'a Netlink,
+        p: &'a PlannedEndpoint,
+        stage: UndoStage,
+        report: &'a mut DetachReport,
+    ) -> BoxFuture<'a, Result<()>>;
+}
+
+/// The implementation of a model: the one place the enum is matched.
+pub fn driver(model: InterworkingModel) -> &'static dyn Interworking {
+    match model {
+        InterworkingModel::TcFilter => &tcfilter::TcFilter,
+        InterworkingModel::Macvtap => &macvtap::Macvtap,
+        InterworkingModel::None => &none::NoInterworking,
+    }
+}
+
+impl AttachedEndpoint {
+    /// An endpoint with nothing connected to it.
+    pub fn unconnected(endpoint: Endpoint, model: InterworkingModel) -> AttachedEndpoint {
+        AttachedEndpoint {
+            guest_mac: endpoint.mac,
+            endpoint,
+            model,
+            tap: None,
+            tap_index: None,
+            device: None,
+            fds: vec![],
+        }
+    }
+}
+
+fn is_ours(alias: Option<&str>) -> bool {
+    alias.is_some_and(|a| a.starts_with(ALIAS_PREFIX))
+}
+
+/// Attaches every endpoint of a namespace with the given model. Returns the endpoints with
+/// their open fds; taps are persistent, so a VMM may also open them by name later.
+pub async fn attach(ns: &NetNs, opts: &AttachOptions) -> Result<Vec<AttachedEndpoint>> {
+    let nl = ns.netlink()?;
+    let scan = scan_detail(&nl).await?;
+    attach_scanned(ns, &nl, &scan, opts).await
+}
+
+/// Like [`attach`], from a scan the caller already has (which may be stale: a link gone
+/// since is reported as [`HostError::LinkNotFound`] and everything is rolled back).
+pub async fn attach_scanned(
+    ns: &NetNs,
+    nl: &Netlink,
+    scan: &ScanResult,
+    opts: &AttachOptions,
+) -> Result<Vec<AttachedEndpoint>> {
+    if opts.queues == 0 || opts.queues > MAX_QUEUES {
+        return Err(HostError::InvalidArgument(format!(
+            "queues must be between 1 and {MAX_QUEUES}, not {}",
+            opts.queues
+        )));
+    }
+    let id = ns.id()?;
+    let eps = endpoints(scan);
+    let model = driver(opts.model);
+    if !model.connects() {
+        return Ok(eps
+            .into_iter()
+            .map(|e| AttachedEndpoint::unconnected(e, opts.model))
+            .collect());
+    }
+    let _lock = lock_state(&opts.state_dir)?;
+    if load_state(&opts.state_dir, id)?.is_some() {
+        return Err(HostError::AlreadyAttached {
+            ns: ns.display(),
+            detail: format!("state in {}", state_path(&opts.state_dir, id).display()),
+        });
+    }
+    // The live namespace, not the caller's scan, tells whether sandnet is already there.
+    for l in nl.links().await? {
+        let d = link_detail(&l);
+        if is_ours(d.alias.as_deref()) {
+            return Err(HostError::AlreadyAttached {
+                ns: ns.display(),
+                detail: format!("link {} carries sandnet's mark", d.interface.name),
+            });
+        }
+    }
+
+    let mut plan = Vec::with_capacity(eps.len());
+    for e in eps {
+        let tap_name = model.tap_name(&e);
+        if let Some(other) = scan.link_by_name(&tap_name) {
+            return Err(HostError::InvalidArgument(format!(
+                "cannot create {tap_name} for {}: a {} link of that name already exists",
+                e.name, other.interface.kind
+            )));
+        }
+        plan.push(PlannedEndpoint {
+            routes: scan.routes_via(&e.name),
+            tap_name,
+            created_qdisc: false,
+            link_mac_during: None,
+            endpoint: e,
+        });
+    }
+    model.plan(nl, &mut plan).await?;
+    let mut state = AttachState {
+        version: 1,
+        netns: ns.display(),
+        netns_id: id,
+        model: opts.model,
+        queues: opts.queues,
+        complete: false,
+        endpoints: plan,
+    };
+    save_state(&opts.state_dir, &state)?;
+
+    // Whatever must happen inside the namespace happens in one trip; then every endpoint
+    // is configured concurrently (the kernel serialises under RTNL, but the round trips
+    // overlap).
+    let pre = model.open_in_netns(ns, &state.endpoints, opts.queues)?;
+    let cx = AttachCx { ns, nl, opts, id };
+    let results = futures::future::join_all(
+        state
+            .endpoints
+            .iter()
+            .zip(pre)
+            .map(|(p, pre)| model.attach_one(&cx, p, pre)),
+    )
+    .await;
+    let mut attached = Vec::with_capacity(results.len());
+    let mut failure = None;
+    for (p, r) in state.endpoints.iter().zip(results) {
+        match r {
+            Ok(a) => attached.push(a),
+            Err(e) if failure.is_none() => failure = Some((p, e)),
+            Err(_) => {}
+        }
+    }
+    if let Some((p, e)) = failure {
+        drop(attached);
+        let e = match nl.link_by_index(p.endpoint.index).await {
+            Ok(None) => HostError::LinkNotFound(p.endpoint.name.clone()),
+            _ => e,
+        };
+        let mut report = DetachReport::default();
+        let undo_errors = undo(nl, &state, &opts.state_dir, &mut report).await;
+        if undo_errors.is_empty() {
+            remove_state(&opts.state_dir, id)?;
+        } else {
+            tracing::error!(
+                "rollback after a failed attach left work undone (state kept for detach): {}",
+                HostError::Multiple(undo_errors)
+            );
+        }
+        return Err(e);
+    }
+    state.complete = true;
+    save_state(&opts.state_dir, &state)?;
+    Ok(attached)
+}
+
+/// Undoes an attachment from its plan, then sweeps anything else carrying sandnet's marks.
+/// Every step runs even when an earlier one failed; the failures are returned.
+async fn undo(
+    nl: &Netlink,
+    st: &AttachState,
+    state_dir: &Path,
+    report: &mut DetachReport,
+) -> Vec<HostError> {
+    let model = driver(st.model);
+    let mut errors = Vec::new();
+    for p in st.endpoints.iter().rev() {
+        if let Err(e) = model.undo_one(nl, p, UndoStage::LinksPresent, report).await {
+            errors.push(e);
+        }
+    }
+    if let Err(e) = sweep::delete_our_links(nl, Some(st), report).await {
+        errors.push(e);
+    }
+    for p in st.endpoints.iter().rev() {
+        if let Err(e) = model.undo_one(nl, p, UndoStage::LinksDeleted, report).await {
+            errors.push(e);
+        }
+    }
+    if let Err(e) = sweep::sweep_filters(nl, report).await {
+        errors.push(e);
+    }
+    let d = state::dev_dir(state_dir, st.netns_id);
+    if d.exists() {
+        match std::fs::remove_dir_all(&d) {
+            Ok(()) => report.actions.push(format!("removed {}", d.display())),
+            Err(e) => errors.push(state::state_err(&d)(e)),
+        }
+    }
+    errors
+}
+
+/// Undoes what attach did in a namespace: from the persisted plan when there is one, and in
+/// any case everything carrying sandnet's marks. Idempotent; when nothing was attached the
+/// report says so. On failure the state is kept, so detach can be run again.
+pub async fn detach(ns: &NetNs, state_dir: &Path) -> Result<DetachReport> {
+    let nl = ns.netlink()?;
+    let id = ns.id()?;
+    let _lock = lock_state(state_dir)?;
+    let st = load_state(state_dir, id)?;
+    let mut report = DetachReport::default();
+    let errors = match &st {
+        Some(st) => undo(&nl, st, state_dir, &mut report).await,
+        None => {
+            let mut errors = vec![];
+            if let Err(e) = sweep::delete_our_links(&nl, None, &mut report).await {
+                errors.push(e);
+            }
+            if let Err(e) = sweep::sweep_filters(&nl, &mut report).await {
+                errors.push(e);
+            }
+            errors
+        }
+    };
+    if !errors.is_empty() {
+        return Err(HostError::Multiple(errors));
+    }
+    remove_state(state_dir, id)?;
+    state::remove_stale_tmp(state_dir);
+    report.nothing_attached = st.is_none() && report.actions.is_empty();
+    Ok(report)
+}

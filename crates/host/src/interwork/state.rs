@@ -1,0 +1,200 @@
+//! The persisted attach plan of one namespace (`<state>/<netns-id>.json`), written before
+//! the kernel is touched so that detach can undo exactly that, also after a crash half-way.
+//!
+//! Attach and detach serialise on an `flock` of the state directory itself, so no lock file
+//! is ever created. Plans are written to a uniquely named `*.tmp` file and renamed into
+//! place; a writer (holding the lock) first removes `*.tmp` files a killed writer left.
+
+use crate::error::{HostError, Result};
+use crate::netns::NetNsId;
+use crate::Endpoint;
+use sandnet_model::{InterworkingModel, MacAddr, Route};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// One endpoint's part of the persisted plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedEndpoint {
+    /// The endpoint as scanned before anything changed.
+    pub endpoint: Endpoint,
+    /// The tap (or macvtap) sandnet creates for it.
+    pub tap_name: String,
+    /// Routes through the link before attach (macvtap restores them on detach).
+    pub routes: Vec<Route>,
+    /// tcfilter: the link had no ingress qdisc, so sandnet adds (and later removes) it.
+    pub created_qdisc: bool,
+    /// macvtap: the MAC the link wears while the macvtap has its original one.
+    pub link_mac_during: Option<MacAddr>,
+}
+
+/// The persisted state of one namespace's attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachState {
+    /// Format version.
+    pub version: u32,
+    /// The namespace as named by the caller.
+    pub netns: String,
+    /// The namespace's identity.
+    pub netns_id: NetNsId,
+    /// The model used.
+    pub model: InterworkingModel,
+    /// Queues per endpoint.
+    pub queues: u16,
+    /// Whether attach finished.
+    pub complete: bool,
+    /// One entry per endpoint.
+    pub endpoints: Vec<PlannedEndpoint>,
+}
+
+/// The plan file of a namespace.
+pub(crate) fn state_path(dir: &Path, id: NetNsId) -> PathBuf {
+    dir.join(format!("{id}.json"))
+}
+
+/// Where private macvtap device nodes of a namespace are made.
+pub(crate) fn dev_dir(dir: &Path, id: NetNsId) -> PathBuf {
+    dir.join("dev").join(id.to_string())
+}
+
+/// Wraps an I/O error with the state file it concerns.
+pub(crate) fn state_err(path: &Path) -> impl FnOnce(std::io::Error) -> HostError + '_ {
+    move |source| HostError::State {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Loads a namespace's attach state, if there is one.
+pub fn load_state(dir: &Path, id: NetNsId) -> Result<Option<AttachState>> {
+    let p = state_path(dir, id);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| state_err(&p)(std::io::Error::other(e))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(state_err(&p)(e)),
+    }
+}
+
+/// Writes a plan atomically: a unique `*.tmp` file, synced, renamed into place. Called with
+/// the directory lock held, so any other `*.tmp` there is a killed writer's and goes.
+pub(crate) fn save_state(dir: &Path, st: &AttachState) -> Result<()> {
+    let p = state_path(dir, st.netns_id);
+    std::fs::create_dir_all(dir).map_err(state_err(&p))?;
+    remove_stale_tmp(dir);
+    let [a, b, c, d] = crate::random_bytes::<4>();
+    let tmp = dir.join(format!(
+        "{}.json.{}-{:08x}.tmp",
+        st.netns_id,
+        std::process::id(),
+        u32::from_le_bytes([a, b, c, d])
+    ));
+    let body =
+        serde_json::to_vec_pretty(st).map_err(|e| state_err(&p)(std::io::Error::other(e)))?;
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &p)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(state_err(&p))
+}
+
+/// Removes `*.tmp` files left in the state directory by a writer that was killed; only
+/// with the directory lock held.
+pub(crate) fn remove_stale_tmp(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "tmp") {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// Removes a namespace's plan; one that is not there is not an error.
+pub(crate) fn remove_state(dir: &Path, id: NetNsId) -> Result<()> {
+    let p = state_path(dir, id);
+    match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(state_err(&p)(e)),
+    }
+}
+
+/// Forgets a namespace's attach state (for a namespace that no longer exists, whose taps
+/// and filters went with it).
+pub fn forget_state(dir: &Path, id: NetNsId) -> Result<()> {
+    remove_state(dir, id)?;
+    let d = dev_dir(dir, id);
+    match std::fs::remove_dir_all(&d) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(state_err(&d)(e)),
+    }
+}
+
+/// An exclusive lock on the state directory, held while attaching or detaching. It is an
+/// `flock` on the directory's own fd: nothing is created, and the kernel drops it when the
+/// holder exits, however it exits.
+pub(crate) struct StateLock(#[allow(dead_code)] File);
+
+/// Takes the state directory's lock, creating the directory if needed.
+pub(crate) fn lock_state(dir: &Path) -> Result<StateLock> {
+    std::fs::create_dir_all(dir).map_err(state_err(dir))?;
+    let f = File::open(dir).map_err(state_err(dir))?;
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(StateLock(f));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(state_err(dir)(e));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_are_written_without_leftovers() {
+        let dir = std::env::temp_dir().join(format!("sandnet-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("1-2.json.99-0.tmp"), b"{").unwrap();
+        let id = NetNsId { dev: 1, ino: 2 };
+        let st = AttachState {
+            version: 1,
+            netns: "pod".into(),
+            netns_id: id,
+            model: InterworkingModel::TcFilter,
+            queues: 1,
+            complete: false,
+            endpoints: vec![],
+        };
+        {
+            let _l = lock_state(&dir).unwrap();
+            save_state(&dir, &st).unwrap();
+        }
+        assert_eq!(load_state(&dir, id).unwrap(), Some(st));
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["1-2.json".to_string()]);
+        forget_state(&dir, id).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

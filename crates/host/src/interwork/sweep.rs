@@ -1,0 +1,64 @@
+//! The part of detach that every model shares: deleting sandnet's links and filters,
+//! found by their marks (and, for links, by the plan when there is one).
+
+use super::{is_ours, AttachState, DetachReport, LINK_GROUP};
+use crate::error::Result;
+use crate::tc;
+use sandnet_model::LinkKind;
+use sandnet_netlink::{link_detail, Netlink};
+
+/// Deletes every link that is sandnet's: marked with the alias, or (with a plan) the
+/// planned macvtap on its link wearing the link's original MAC — unmarked only if attach
+/// died between creating and marking it. When sandnet's links are all of their group,
+/// they go in one request.
+pub(super) async fn delete_our_links(
+    nl: &Netlink,
+    plan: Option<&AttachState>,
+    report: &mut DetachReport,
+) -> Result<()> {
+    let links: Vec<_> = nl.links().await?.iter().map(link_detail).collect();
+    let ours: Vec<_> = links
+        .iter()
+        .filter(|d| {
+            is_ours(d.alias.as_deref())
+                || plan.is_some_and(|st| {
+                    st.endpoints.iter().any(|p| {
+                        d.interface.name == p.tap_name
+                            && d.interface.kind == LinkKind::Macvtap
+                            && d.parent == Some(p.endpoint.index)
+                            && d.interface.mac == Some(p.endpoint.mac)
+                    })
+                })
+        })
+        .collect();
+    let group_all_ours = links
+        .iter()
+        .filter(|d| d.group == LINK_GROUP)
+        .all(|d| ours.iter().any(|o| o.index == d.index));
+    if group_all_ours && ours.iter().any(|d| d.group == LINK_GROUP) {
+        nl.del_link_group(LINK_GROUP).await?;
+    }
+    for d in &ours {
+        if !(group_all_ours && d.group == LINK_GROUP) {
+            nl.del_link(d.index, &d.interface.name).await?;
+        }
+        report
+            .actions
+            .push(format!("deleted {} {}", d.interface.kind, d.interface.name));
+    }
+    Ok(())
+}
+
+/// Removes sandnet's filters wherever they still are (only devices with an ingress qdisc
+/// can have any).
+pub(super) async fn sweep_filters(nl: &Netlink, report: &mut DetachReport) -> Result<()> {
+    for index in tc::ingress_qdisc_indexes(nl).await? {
+        for f in tc::ingress_summary(nl, index).await?.ours {
+            tc::del_filter(nl, &f).await?;
+            report
+                .actions
+                .push(format!("removed redirect filter on link {index}"));
+        }
+    }
+    Ok(())
+}
