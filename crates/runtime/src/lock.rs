@@ -71,16 +71,17 @@ impl SandboxLock {
         dir: &Path,
         timeout: Duration,
     ) -> Result<Option<SandboxLock>, LockError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = Self::try_acquire(dir)? {
-                return Ok(Some(l));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        Self::open(dir)?.lock_within(timeout).await
+    }
+
+    /// Opens the directory without locking it yet. Waiting on this handle later waits for
+    /// the holder to let go even if the directory is removed meanwhile (a supervisor
+    /// removes its sandbox's directory, then exits).
+    pub fn open(dir: &Path) -> Result<LockHandle, LockError> {
+        Ok(LockHandle {
+            fd: open_dir(dir)?,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Takes over a lock inherited as descriptor `fd` from the process that started this
@@ -125,6 +126,56 @@ impl SandboxLock {
     /// The locked directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// A sandbox directory opened to be locked (see [`SandboxLock::open`]).
+#[derive(Debug)]
+pub struct LockHandle {
+    fd: OwnedFd,
+    dir: PathBuf,
+}
+
+impl LockHandle {
+    /// Takes the lock if nobody holds it; gives the handle back when someone does.
+    pub fn try_lock(self) -> Result<Result<SandboxLock, LockHandle>, LockError> {
+        match flock(self.fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => Ok(Ok(SandboxLock {
+                fd: self.fd,
+                dir: self.dir,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(Err(self)),
+            Err(source) => Err(LockError::Io {
+                path: self.dir,
+                source,
+            }),
+        }
+    }
+
+    /// Waits up to `timeout` for the lock; `Ok(None)` if it stayed held.
+    pub async fn lock_within(self, timeout: Duration) -> Result<Option<SandboxLock>, LockError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match flock(self.fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) {
+                Ok(()) => {
+                    return Ok(Some(SandboxLock {
+                        fd: self.fd,
+                        dir: self.dir,
+                    }))
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+                Err(source) => {
+                    return Err(LockError::Io {
+                        path: self.dir,
+                        source,
+                    })
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -359,21 +359,19 @@ async fn remove_in(
 ) -> Result<(), TeardownError> {
     let paths = SandboxPaths::new(root, id);
     let lock_err = |e: crate::lock::LockError| TeardownError::step(id, "lock", e);
-    if !paths.dir.exists() {
-        rep.not_found = true;
-        return Ok(());
-    }
-    let lock = match SandboxLock::try_acquire(&paths.dir) {
-        Ok(l) => l,
+    // Opened once: waiting on this descriptor waits for a supervisor to let go even after
+    // it removed the directory.
+    let handle = match SandboxLock::open(&paths.dir) {
+        Ok(h) => h,
         Err(_) if !paths.dir.exists() => {
             rep.not_found = true;
             return Ok(());
         }
         Err(e) => return Err(lock_err(e)),
     };
-    let lock = match lock {
-        Some(l) => l,
-        None if unreadable(root, id).is_some() => {
+    let lock = match handle.try_lock().map_err(lock_err)? {
+        Ok(l) => l,
+        Err(_) if unreadable(root, id).is_some() => {
             // Held, and the record is unreadable: nobody can be asked. Only with --force
             // are its supervisors killed (QEMU stays until its namespace is reached).
             if !force {
@@ -396,22 +394,26 @@ async fn remove_in(
                     why: "another sandnet holds it".into(),
                 })?
         }
-        None => {
+        Err(handle) => {
             // Its supervisor (or another rm/gc) is at work: ask it, then wait for it.
             crate::client::ask_to_stop(root, id, force, rep).await?;
-            match SandboxLock::acquire_within(&paths.dir, STOP_WAIT).await {
+            match handle.lock_within(STOP_WAIT).await {
                 Ok(Some(l)) => l,
                 Ok(None) if force => {
                     for (pid, _) in processes_of(root, id) {
                         kill_and_wait(pid).await;
                     }
-                    SandboxLock::acquire_within(&paths.dir, Duration::from_secs(5))
-                        .await
-                        .map_err(lock_err)?
-                        .ok_or_else(|| TeardownError::Busy {
-                            id: id.to_string(),
-                            why: "another sandnet holds it".into(),
-                        })?
+                    match SandboxLock::acquire_within(&paths.dir, Duration::from_secs(5)).await {
+                        Ok(Some(l)) => l,
+                        Err(_) if !paths.dir.exists() => return Ok(()),
+                        Ok(None) => {
+                            return Err(TeardownError::Busy {
+                                id: id.to_string(),
+                                why: "another sandnet holds it".into(),
+                            })
+                        }
+                        Err(e) => return Err(lock_err(e)),
+                    }
                 }
                 Ok(None) => {
                     return Err(TeardownError::Busy {
