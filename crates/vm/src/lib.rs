@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod console;
 pub mod cpio;
 mod error;
 pub mod initramfs;
@@ -16,6 +17,7 @@ pub mod kvm;
 pub mod qemu;
 pub mod qmp;
 
+pub use console::{rotated_path, DEFAULT_CONSOLE_CAP};
 pub use error::{Result, VmError};
 pub use initramfs::{
     Initramfs, InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_INITRAMFS_CACHE, MODULE_LIST_PATH,
