@@ -12,6 +12,12 @@ use ttrpc::r#async::Client;
 
 /// Per-call timeout used unless [`AgentClient::with_call_timeout`] says otherwise.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most interfaces accepted from `ListInterfaces` (a guest has a handful).
+pub const MAX_INTERFACES: usize = 256;
+/// Most routes accepted from `ListRoutes` and `UpdateRoutes`.
+pub const MAX_ROUTES: usize = 4096;
+/// Longest error message from the agent kept (the rest is cut off).
+pub const MAX_MESSAGE: usize = 512;
 
 /// What can go wrong talking to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,18 @@ pub enum ClientError {
         method: &'static str,
         /// ttrpc's error.
         source: ttrpc::Error,
+    },
+    /// The agent answered with more entries than sandnet accepts.
+    #[error("{method}: the agent answered with {count} {what} (at most {max} accepted)")]
+    TooMany {
+        /// RPC method.
+        method: &'static str,
+        /// What was counted.
+        what: &'static str,
+        /// How many came.
+        count: usize,
+        /// The bound.
+        max: usize,
     },
     /// A model value could not be encoded or the answer decoded.
     #[error("{method}: {source}")]
@@ -103,7 +121,7 @@ fn status_or_transport(method: &'static str, e: ttrpc::Error) -> ClientError {
         ttrpc::Error::RpcStatus(s) => ClientError::Status {
             method,
             code: s.code(),
-            message: s.message().to_string(),
+            message: truncate(s.message(), MAX_MESSAGE),
         },
         source => ClientError::Transport { method, source },
     }
@@ -179,6 +197,10 @@ impl AgentClient {
         // server's DEADLINE_EXCEEDED status arrives when the agent is alive.
         let local = timeout + Duration::from_millis(200);
         match tokio::time::timeout(local, fut).await {
+            // ttrpc's own deadline (the context's timeout) fired first: the same story.
+            Ok(Err(ttrpc::Error::Others(m))) if m.contains("deadline elapsed") => {
+                Err(ClientError::Timeout { method, timeout })
+            }
             Ok(r) => r.map_err(|e| status_or_transport(method, e)),
             Err(_) => Err(ClientError::Timeout { method, timeout }),
         }
@@ -271,6 +293,7 @@ impl AgentClient {
         let req = agent::ListInterfacesRequest::new();
         let t = self.call_timeout;
         let r = Self::call(M, t, self.agent.list_interfaces(Self::ctx(t), &req)).await?;
+        check_count(M, "interfaces", r.Interfaces.len(), MAX_INTERFACES)?;
         r.Interfaces
             .iter()
             .map(convert::interface_from_proto)
@@ -325,7 +348,37 @@ impl AgentClient {
     }
 }
 
+/// `s` cut to at most `max` bytes (on a character boundary), with `…` when cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn check_count(
+    method: &'static str,
+    what: &'static str,
+    count: usize,
+    max: usize,
+) -> Result<(), ClientError> {
+    if count > max {
+        return Err(ClientError::TooMany {
+            method,
+            what,
+            count,
+            max,
+        });
+    }
+    Ok(())
+}
+
 fn decode_routes(method: &'static str, r: &agent::Routes) -> Result<Vec<Route>, ClientError> {
+    check_count(method, "routes", r.Routes.len(), MAX_ROUTES)?;
     r.Routes
         .iter()
         .map(convert::route_from_proto)

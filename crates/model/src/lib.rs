@@ -6,9 +6,11 @@
 //! (netns → scan → endpoints → interworking → hypervisor → agent).
 
 mod mac;
+mod printable;
 
 pub use ipnet::IpNet;
 pub use mac::{MacAddr, ParseMacError};
+pub use printable::{printable, printable_lines};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sandnet_host::Model;
+use sandnet_model::printable;
 use sandnet_runtime::config::Config;
 use sandnet_runtime::control::{Request, Response};
 use sandnet_runtime::lifecycle::{self, RunSpec, VmParams};
@@ -201,7 +202,7 @@ pub async fn run(a: RunArgs, root: &Path, log: &str) -> Result<i32> {
             let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
             println!(
                 "  nic      {} {} {}",
-                i.name,
+                printable(&i.name),
                 i.mac.map(|m| m.to_string()).unwrap_or_default(),
                 addrs.join(" ")
             );
@@ -238,7 +239,13 @@ pub async fn ps(a: PsArgs, root: &Path) -> Result<i32> {
     } else {
         println!("{:<14} {:<16} {:<9} NETNS", "ID", "STATUS", "MODEL");
         for e in list {
-            println!("{:<14} {:<16} {:<9} {}", e.id, e.status, e.model, e.netns);
+            println!(
+                "{:<14} {:<16} {:<9} {}",
+                printable(&e.id),
+                e.status,
+                e.model,
+                printable(&e.netns)
+            );
         }
     }
     Ok(0)
@@ -259,14 +266,18 @@ pub async fn inspect(a: IdArgs, root: &Path) -> Result<i32> {
             let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
             println!(
                 "{:<12} {} mtu {} {}",
-                i.name,
+                printable(&i.name),
                 i.mac.map(|m| m.to_string()).unwrap_or_default(),
                 i.mtu,
                 addrs.join(" ")
             );
         }
         for r in &net.routes {
-            println!("route {} dev {}", sandnet_host::nl::route_text(r), r.device);
+            println!(
+                "route {} dev {}",
+                printable(&sandnet_host::nl::route_text(r)),
+                printable(&r.device)
+            );
         }
     }
     Ok(0)
@@ -274,7 +285,7 @@ pub async fn inspect(a: IdArgs, root: &Path) -> Result<i32> {
 
 fn describe(r: &Response) -> String {
     match r {
-        Response::Error { message } => message.clone(),
+        Response::Error { message } => printable(message).into_owned(),
         other => format!("unexpected answer {other:?}"),
     }
 }
