@@ -5,7 +5,7 @@
 //! forever, `oversized` answers each request with a frame claiming 64 MiB, `garbage` answers
 //! with a well-framed reply whose payload is not protobuf. Service modes run the real agent
 //! but lie in `ListInterfaces`/`ListRoutes`: `names` puts terminal escapes into interface
-//! names, `huge` answers with 50 000 interfaces.
+//! names, `huge` answers with 500 000 interfaces.
 
 use crate::service::Agent;
 use async_trait::async_trait;
@@ -29,7 +29,7 @@ pub enum Mode {
     Garbage,
     /// Interface names and route devices with ANSI escapes and control characters.
     Names,
-    /// 50 000 interfaces in `ListInterfaces`.
+    /// 500 000 interfaces in `ListInterfaces` (2.5 MB on the wire, ~90 MB decoded).
     Huge,
 }
 
@@ -144,7 +144,7 @@ impl agent_ttrpc::AgentService for Liar {
                     name: "x".into(),
                     ..Default::default()
                 };
-                r.Interfaces = vec![one; 50_000];
+                r.Interfaces = vec![one; 500_000];
             }
             _ => {
                 for i in &mut r.Interfaces {

@@ -14,11 +14,11 @@ const CALL: Duration = Duration::from_secs(2);
 /// RSS is the whole process's: the tests of this file run one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// This process's resident set in KiB.
-fn rss_kib() -> u64 {
+/// This process's resident set (`VmRSS`) or its peak so far (`VmHWM`), in KiB.
+fn status_kib(key: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -32,13 +32,13 @@ async fn hostile(test: &str, mode: &str) -> (AgentNs, AgentClient) {
 }
 
 /// Runs `f` a few times; each must fail within the timeout with one printable line, and
-/// memory must not grow by more than 64 MiB.
+/// memory must not grow by more than 32 MiB.
 async fn fails_cleanly<T: std::fmt::Debug, F, Fut>(mode: &str, f: F) -> Vec<ClientError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
-    let before = rss_kib();
+    let before = status_kib("VmRSS:");
     let mut errs = vec![];
     for _ in 0..3 {
         let t0 = Instant::now();
@@ -54,9 +54,13 @@ where
         assert_eq!(printable(&line), line, "{mode}: raw control characters");
         errs.push(e);
     }
-    let grown = rss_kib().saturating_sub(before);
-    eprintln!("[{mode}] RSS grew by {grown} KiB");
-    assert!(grown < 64 * 1024, "{mode}: RSS grew by {grown} KiB");
+    // The peak since the process started bounds the peak during the calls.
+    let grown = status_kib("VmHWM:").saturating_sub(before);
+    eprintln!("[{mode}] peak RSS {grown} KiB above the start");
+    assert!(
+        grown < 32 * 1024,
+        "{mode}: peak RSS {grown} KiB above the start"
+    );
     errs
 }
 
@@ -107,7 +111,7 @@ async fn huge_interface_lists_are_refused() {
         matches!(
             errs[0],
             ClientError::TooMany {
-                count: 50_000,
+                count: 500_000,
                 max: MAX_INTERFACES,
                 ..
             }
