@@ -653,10 +653,24 @@ impl Supervisor {
     async fn wait_for_agent(&mut self, client: &AgentClient) -> Result<()> {
         let deadline = Instant::now() + BOOT_TIMEOUT;
         let probe = client.clone().with_call_timeout(Duration::from_secs(2));
+        // Silence means the guest is still booting; anything else (an error status, an
+        // answer that does not decode, a dead connection) will not get better by waiting.
+        let mut answered_badly = 0;
         loop {
             match probe.health_check().await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
+                    if matches!(e, sandnet_agent_proto::ClientError::Timeout { .. }) {
+                        answered_badly = 0;
+                    } else {
+                        answered_badly += 1;
+                    }
+                    if answered_badly >= 3 {
+                        return Err(RuntimeError::Agent {
+                            step: "wait for the guest agent",
+                            source: e,
+                        });
+                    }
                     if let Some(q) = self.qemu.as_mut() {
                         if let Ok(Some(st)) = q.try_wait() {
                             return Err(RuntimeError::Failed(format!(

@@ -119,3 +119,42 @@ fn hostile_guest_names_print_escaped_and_a_console_flood_stays_capped() {
     );
     drop(guard);
 }
+
+/// An agent that answers every call with bytes that are not protobuf: `run` gives up with
+/// one line instead of waiting out the boot timeout, and leaves nothing behind.
+#[test]
+fn garbage_answering_agent_fails_run_with_one_line_and_leaves_nothing() {
+    let p = PodPair::new("e2egarbage");
+    let env = Cli::new(env!("CARGO_BIN_EXE_sandnet"), "e2egarbage");
+    std::fs::write(
+        &env.config,
+        "[hypervisor.qemu]\nkernel_params = \"-- --hostile garbage\"\n",
+    )
+    .expect("write config");
+    let id = unique("garbage");
+    let guard = Removed(&env, id.clone());
+    let t0 = Instant::now();
+    let o = env.run(&["run", "--name", &id, "--netns", &p.pod.name]);
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    eprintln!("run failed after {took:?}: {err}");
+    assert!(!o.status.success(), "run succeeded against a garbage agent");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("sandnet:")).collect();
+    assert_eq!(lines.len(), 1, "one error line: {err:?}");
+    assert!(lines[0].contains("wait for the guest agent"), "{err}");
+    assert!(!has_raw_escape(&o.stderr), "raw escapes on stderr: {err:?}");
+    assert!(took < Duration::from_secs(60), "run took {took:?}");
+
+    let _ = env.run(&["rm", &id]);
+    assert!(!env.state.join(&id).exists(), "state directory left");
+    assert!(
+        pids_mentioning(&env.state.display().to_string()).is_empty(),
+        "processes left"
+    );
+    let links = p.pod.link_names();
+    assert!(
+        !links.iter().any(|n| n.starts_with("sntap")),
+        "tap left in the pod: {links:?}"
+    );
+    drop(guard);
+}
