@@ -12,6 +12,12 @@ use ttrpc::r#async::Client;
 
 /// Per-call timeout used unless [`AgentClient::with_call_timeout`] says otherwise.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most interfaces accepted from `ListInterfaces` (a guest has a handful).
+pub const MAX_INTERFACES: usize = 256;
+/// Most routes accepted from `ListRoutes` and `UpdateRoutes`.
+pub const MAX_ROUTES: usize = 4096;
+/// Longest error message from the agent kept (the rest is cut off).
+pub const MAX_MESSAGE: usize = 512;
 
 /// What can go wrong talking to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +56,18 @@ pub enum ClientError {
         /// ttrpc's error.
         source: ttrpc::Error,
     },
+    /// The agent answered with more entries than sandnet accepts.
+    #[error("{method}: the agent answered with {count} {what} (at most {max} accepted)")]
+    TooMany {
+        /// RPC method.
+        method: &'static str,
+        /// What was counted.
+        what: &'static str,
+        /// How many came.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
     /// A model value could not be encoded or the answer decoded.
     #[error("{method}: {source}")]
     Convert {
@@ -84,6 +102,7 @@ pub struct ExecOutput {
 /// A connection to a sandnet (or Kata) agent over ttrpc.
 #[derive(Clone)]
 pub struct AgentClient {
+    raw: Client,
     agent: agent_ttrpc::AgentServiceClient,
     health: health_ttrpc::HealthClient,
     exec: sandnet_ttrpc::ExecClient,
@@ -103,7 +122,7 @@ fn status_or_transport(method: &'static str, e: ttrpc::Error) -> ClientError {
         ttrpc::Error::RpcStatus(s) => ClientError::Status {
             method,
             code: s.code(),
-            message: s.message().to_string(),
+            message: truncate(s.message(), MAX_MESSAGE),
         },
         source => ClientError::Transport { method, source },
     }
@@ -140,6 +159,7 @@ impl AgentClient {
     {
         let c = Client::new(Socket::new(stream));
         AgentClient {
+            raw: c.clone(),
             agent: agent_ttrpc::AgentServiceClient::new(c.clone()),
             health: health_ttrpc::HealthClient::new(c.clone()),
             exec: sandnet_ttrpc::ExecClient::new(c),
@@ -179,9 +199,51 @@ impl AgentClient {
         // server's DEADLINE_EXCEEDED status arrives when the agent is alive.
         let local = timeout + Duration::from_millis(200);
         match tokio::time::timeout(local, fut).await {
+            // ttrpc's own deadline (the context's timeout) fired first: the same story.
+            Ok(Err(ttrpc::Error::Others(m))) if m.contains("deadline elapsed") => {
+                Err(ClientError::Timeout { method, timeout })
+            }
             Ok(r) => r.map_err(|e| status_or_transport(method, e)),
             Err(_) => Err(ClientError::Timeout { method, timeout }),
         }
+    }
+
+    /// A `grpc.AgentService` call whose answer is one repeated message field (number 1):
+    /// the entries are counted in the encoded answer and refused above `limit.1` before
+    /// anything is decoded (an empty entry is 2 bytes on the wire but ~170 decoded, so a
+    /// 4 MiB answer could otherwise cost hundreds of MiB).
+    async fn counted_call<Req: protobuf::Message, Resp: protobuf::Message>(
+        &self,
+        method: &'static str,
+        req: &Req,
+        (what, max): (&'static str, usize),
+    ) -> Result<Resp, ClientError> {
+        let t = self.call_timeout;
+        let garbage = |e: String| ClientError::Transport {
+            method,
+            source: ttrpc::Error::Others(e),
+        };
+        let creq = ttrpc::Request {
+            service: "grpc.AgentService".into(),
+            method: method.into(),
+            timeout_nano: i64::try_from(t.as_nanos()).unwrap_or(i64::MAX),
+            payload: req
+                .write_to_bytes()
+                .map_err(|e| garbage(format!("encoding the request: {e}")))?,
+            ..Default::default()
+        };
+        let res = Self::call(method, t, self.raw.request(creq)).await?;
+        if let Some(st) = res.status.as_ref().filter(|s| s.code() != ttrpc::Code::OK) {
+            return Err(status_or_transport(
+                method,
+                ttrpc::Error::RpcStatus(st.clone()),
+            ));
+        }
+        let count = count_field(&res.payload, 1)
+            .ok_or_else(|| garbage("the answer is not protobuf".into()))?;
+        check_count(method, what, count, max)?;
+        Resp::parse_from_bytes(&res.payload)
+            .map_err(|e| garbage(format!("decoding the answer: {e}")))
     }
 
     /// `grpc.Health/Check`: succeeds when the agent answers SERVING.
@@ -269,8 +331,9 @@ impl AgentClient {
     pub async fn list_interfaces(&self) -> Result<Vec<Interface>, ClientError> {
         const M: &str = "ListInterfaces";
         let req = agent::ListInterfacesRequest::new();
-        let t = self.call_timeout;
-        let r = Self::call(M, t, self.agent.list_interfaces(Self::ctx(t), &req)).await?;
+        let r: agent::Interfaces = self
+            .counted_call(M, &req, ("interfaces", MAX_INTERFACES))
+            .await?;
         r.Interfaces
             .iter()
             .map(convert::interface_from_proto)
@@ -282,8 +345,7 @@ impl AgentClient {
     pub async fn list_routes(&self) -> Result<Vec<Route>, ClientError> {
         const M: &str = "ListRoutes";
         let req = agent::ListRoutesRequest::new();
-        let t = self.call_timeout;
-        let r = Self::call(M, t, self.agent.list_routes(Self::ctx(t), &req)).await?;
+        let r = self.counted_call(M, &req, ("routes", MAX_ROUTES)).await?;
         decode_routes(M, &r)
     }
 
@@ -325,10 +387,97 @@ impl AgentClient {
     }
 }
 
+/// `s` cut to at most `max` bytes (on a character boundary), with `…` when cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// How many times top-level field `field` occurs in protobuf wire data; `None` if the data is
+/// not well-formed at the top level. Nothing is allocated.
+fn count_field(mut b: &[u8], field: u64) -> Option<usize> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut n = 0;
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        let skip = match key & 7 {
+            0 => {
+                varint(&mut b)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(&mut b)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        b = b.get(skip..)?;
+        if key >> 3 == field {
+            n += 1;
+        }
+    }
+    Some(n)
+}
+
+fn check_count(
+    method: &'static str,
+    what: &'static str,
+    count: usize,
+    max: usize,
+) -> Result<(), ClientError> {
+    if count > max {
+        return Err(ClientError::TooMany {
+            method,
+            what,
+            count,
+            max,
+        });
+    }
+    Ok(())
+}
+
 fn decode_routes(method: &'static str, r: &agent::Routes) -> Result<Vec<Route>, ClientError> {
+    check_count(method, "routes", r.Routes.len(), MAX_ROUTES)?;
     r.Routes
         .iter()
         .map(convert::route_from_proto)
         .collect::<Result<_, _>>()
         .map_err(|source| ClientError::Convert { method, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types;
+    use protobuf::Message;
+
+    #[test]
+    fn counts_repeated_entries_without_decoding() {
+        let m = agent::Interfaces {
+            Interfaces: vec![types::Interface::new(); 1000],
+            ..Default::default()
+        };
+        let b = m.write_to_bytes().unwrap();
+        assert_eq!(b.len(), 2000);
+        assert_eq!(count_field(&b, 1), Some(1000));
+        assert_eq!(count_field(&b, 2), Some(0));
+        assert_eq!(count_field(b"\xff\xff\xff", 1), None);
+        assert_eq!(count_field(&[0x0a, 0x05, 0x00], 1), None);
+    }
 }

@@ -100,7 +100,8 @@ fn parse_ip(field: &'static str, s: &str) -> Result<IpAddr, ConvertError> {
     }
     IpAddr::from_str(s).map_err(|_| ConvertError::BadAddress {
         field,
-        value: s.to_string(),
+        // A guest may send megabytes here; the error keeps enough to recognise it.
+        value: s.chars().take(64).collect(),
     })
 }
 
@@ -115,7 +116,7 @@ fn make_net(field: &'static str, ip: IpAddr, len_str: &str) -> Result<IpNet, Con
     let bad = || ConvertError::BadPrefix {
         field,
         addr: ip.to_string(),
-        value: len_str.to_string(),
+        value: len_str.chars().take(64).collect(),
     };
     let len: u8 = len_str.trim().parse().map_err(|_| bad())?;
     if len > max_prefix(&ip) {
@@ -135,7 +136,8 @@ fn check_name(name: &str) -> Result<(), ConvertError> {
             .chars()
             .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
-        return Err(ConvertError::BadName(name.to_string()));
+        let shown: String = name.chars().take(2 * MAX_IFNAME_LEN).collect();
+        return Err(ConvertError::BadName(shown));
     }
     Ok(())
 }
@@ -272,6 +274,7 @@ pub fn route_from_proto(p: &types::Route) -> Result<Route, ConvertError> {
     if p.device.trim().is_empty() {
         return Err(ConvertError::Missing("Route.device"));
     }
+    check_name(&p.device)?;
     let gateway = if p.gateway.trim().is_empty() {
         None
     } else {

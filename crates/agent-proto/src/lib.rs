@@ -12,7 +12,10 @@
 pub mod client;
 pub mod convert;
 
-pub use client::{AgentClient, ClientError, ExecOutput, DEFAULT_CALL_TIMEOUT};
+pub use client::{
+    AgentClient, ClientError, ExecOutput, DEFAULT_CALL_TIMEOUT, MAX_INTERFACES, MAX_MESSAGE,
+    MAX_ROUTES,
+};
 pub use convert::ConvertError;
 
 /// Code generated from `protos/*.proto`: messages (`types`, `agent`, `health`, `sandnet`)

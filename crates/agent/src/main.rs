@@ -10,6 +10,7 @@
 
 mod error;
 mod exec;
+mod hostile;
 mod init;
 mod net;
 mod sandbox;
@@ -43,6 +44,9 @@ struct Args {
     /// How long the guest mode waits for its virtio-serial port to appear.
     #[arg(long, value_name = "MS", default_value_t = 30000)]
     port_wait_ms: u64,
+    /// Misbehave on purpose (tests of the host side only).
+    #[arg(long, value_name = "MODE", hide = true)]
+    hostile: Option<hostile::Mode>,
     /// Log filter (tracing's env-filter syntax); `SANDNET_AGENT_LOG` overrides it.
     #[arg(long, default_value = "info")]
     log: String,
@@ -131,15 +135,47 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
         reaper,
     });
 
+    let services = || match args.hostile {
+        Some(m) => hostile::services(m, agent.clone()),
+        None => service::services(agent.clone()),
+    };
+    let raw = args.hostile.filter(|m| m.is_raw());
+    if let Some(m) = raw {
+        tracing::warn!(mode = ?m, "HOSTILE test mode: not serving the agent protocol");
+    }
     let mut servers = Vec::new();
     let mut socket_file = None;
-    if let Some(listen) = &args.listen {
+    if let (Some(listen), Some(mode)) = (&args.listen, raw) {
+        let path = unix_path(listen)?;
+        remove_stale_socket(&path)?;
+        let l = tokio::net::UnixListener::bind(&path)
+            .with_context(|| format!("listening on {}", path.display()))?;
+        tokio::spawn(async move {
+            while let Ok((c, _)) = l.accept().await {
+                tokio::spawn(hostile::serve_raw(mode, c));
+            }
+        });
+        socket_file = Some(path);
+    } else if let Some(mode) = raw {
+        let (_, fd) = serial::open_port(
+            serial::AGENT_PORT_NAME,
+            Duration::from_millis(args.port_wait_ms),
+        )
+        .await?;
+        let sessions = serial::port_sessions(fd).context("watching the agent port")?;
+        tokio::spawn(async move {
+            let mut sessions = std::pin::pin!(sessions);
+            while let Some(s) = futures::StreamExt::next(&mut sessions).await {
+                let _ = hostile::serve_raw(mode, s).await;
+            }
+        });
+    } else if let Some(listen) = &args.listen {
         let path = unix_path(listen)?;
         remove_stale_socket(&path)?;
         let mut s = Server::new()
             .bind(&format!("unix://{}", path.display()))
             .with_context(|| format!("listening on {}", path.display()))?
-            .register_service(service::services(agent.clone()));
+            .register_service(services());
         s.start().await.context("starting the ttrpc server")?;
         tracing::info!(socket = %path.display(), "serving");
         socket_file = Some(path);
@@ -153,9 +189,7 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
         {
             Ok((dev, fd)) => {
                 let l = serial::port_listener(fd).context("watching the agent port")?;
-                let mut s = Server::new()
-                    .add_listener(l)
-                    .register_service(service::services(agent.clone()));
+                let mut s = Server::new().add_listener(l).register_service(services());
                 s.start().await.context("starting the ttrpc server")?;
                 tracing::info!(port = %dev.display(), "serving on virtio-serial");
                 servers.push(s);
@@ -166,7 +200,7 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
             let addr = format!("vsock://-1:{VSOCK_PORT}");
             match Server::new().bind(&addr) {
                 Ok(s) => {
-                    let mut s = s.register_service(service::services(agent.clone()));
+                    let mut s = s.register_service(services());
                     s.start().await.context("starting the vsock server")?;
                     tracing::info!(port = VSOCK_PORT, "serving on vsock");
                     servers.push(s);

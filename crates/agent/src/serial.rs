@@ -83,6 +83,14 @@ fn host_connected(fd: &OwnedFd) -> bool {
 
 /// A ttrpc listener over an open port (or any pollable, non-blocking stream fd).
 pub fn port_listener(fd: OwnedFd) -> io::Result<Listener> {
+    Ok(Listener::new(
+        port_sessions(fd)?.map(Ok::<_, io::Error>).boxed(),
+    ))
+}
+
+/// The host's sessions on an open port, one after the other: the next is yielded once the
+/// previous one was dropped and the host is connected again.
+pub fn port_sessions(fd: OwnedFd) -> io::Result<impl futures::Stream<Item = PortSession>> {
     // SAFETY: an OwnedFd's descriptor stays open and the same until the AsyncFd drops it.
     let fd = Arc::new(unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?);
     let stream = futures::stream::unfold(
@@ -101,10 +109,10 @@ pub fn port_listener(fd: OwnedFd) -> io::Result<Listener> {
                 eof: AtomicBool::new(false),
                 done: Some(tx),
             };
-            Some((Ok::<_, io::Error>(s), (fd, Some(rx))))
+            Some((s, (fd, Some(rx))))
         },
     );
-    Ok(Listener::new(stream.boxed()))
+    Ok(stream)
 }
 
 /// One host session on the port.

@@ -9,10 +9,12 @@
 
 mod interworking;
 mod mac;
+mod printable;
 
 pub use interworking::InterworkingModel;
 pub use ipnet::IpNet;
 pub use mac::{MacAddr, ParseMacError};
+pub use printable::{printable, printable_lines};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -255,11 +255,19 @@ async fn wait_for_agent(q: &mut QemuProcess, until: Instant) -> Result<AgentClie
         }
     };
     let probe = client.clone().with_call_timeout(Duration::from_secs(2));
+    // Silence means the guest is still booting; anything else (an error status, an answer
+    // that does not decode, a dead connection) will not get better by waiting.
+    let mut answered_badly = 0;
     loop {
         let e = match probe.health_check().await {
             Ok(()) => return Ok(client),
             Err(e) => e,
         };
+        if matches!(e, sandnet_agent_proto::ClientError::Timeout { .. }) {
+            answered_badly = 0;
+        } else {
+            answered_badly += 1;
+        }
         if let Ok(Some(st)) = q.try_wait() {
             let tail = q.log_tail(3);
             let what = if st.signal() == Some(libc::SIGABRT) {
@@ -273,6 +281,17 @@ async fn wait_for_agent(q: &mut QemuProcess, until: Instant) -> Result<AgentClie
                 log: tail.replace('\n', " | "),
             };
             return Err(suspect(why, error));
+        }
+        if answered_badly >= 3 {
+            // The guest runs (it answers), so the accelerator is not to blame.
+            return Err(Failure {
+                error: RuntimeError::Agent {
+                    step: "wait for the guest agent",
+                    source: e,
+                },
+                kvm_suspect: false,
+                why: String::new(),
+            });
         }
         if Instant::now() >= until {
             let console = std::fs::read_to_string(&q.paths().console).unwrap_or_default();

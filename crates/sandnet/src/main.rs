@@ -68,7 +68,11 @@ fn main() {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sandnet: {e:#}");
+            // Errors may quote what a guest sent: no raw control characters to the terminal.
+            eprintln!(
+                "sandnet: {}",
+                sandnet_model::printable_lines(&format!("{e:#}"))
+            );
             1
         }
     };

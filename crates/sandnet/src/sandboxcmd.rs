@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use sandnet_model::printable;
 use sandnet_runtime::api::{CniRequest, PodNetns, Runtime, SandboxRequest};
 use sandnet_runtime::config::Config;
 use sandnet_runtime::sandbox;
@@ -181,7 +182,7 @@ pub async fn run(a: RunArgs, rt: &Runtime) -> Result<i32> {
             let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
             println!(
                 "  nic      {} {} {}",
-                i.name,
+                printable(&i.name),
                 i.mac.map(|m| m.to_string()).unwrap_or_default(),
                 addrs.join(" ")
             );
@@ -228,7 +229,11 @@ pub async fn ps(a: PsArgs, rt: &Runtime) -> Result<i32> {
             let accel = if e.accel.is_empty() { "-" } else { &e.accel };
             println!(
                 "{:<14} {:<16} {:<9} {:<5} {}",
-                e.id, e.status, model, accel, e.netns
+                printable(&e.id),
+                printable(&e.status),
+                model,
+                accel,
+                printable(&e.netns)
             );
         }
     }
@@ -259,7 +264,7 @@ pub async fn inspect(a: IdArgs, rt: &Runtime) -> Result<i32> {
             let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
             println!(
                 "{:<12} {} mtu {} {}",
-                i.name,
+                printable(&i.name),
                 i.mac.map(|m| m.to_string()).unwrap_or_default(),
                 i.mtu,
                 addrs.join(" ")
@@ -268,8 +273,8 @@ pub async fn inspect(a: IdArgs, rt: &Runtime) -> Result<i32> {
         for r in &net.routes {
             println!(
                 "route {} dev {}",
-                sandnet_host::netlink::route_text(r),
-                r.device
+                printable(&sandnet_host::netlink::route_text(r)),
+                printable(&r.device)
             );
         }
     }

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod accel;
+pub mod console;
 pub mod cpio;
 mod error;
 pub mod initramfs;
@@ -19,6 +20,7 @@ pub mod qemu;
 pub mod qmp;
 
 pub use accel::{AccelMode, Choice, KvmTrial};
+pub use console::{rotated_path, DEFAULT_CONSOLE_CAP};
 pub use error::{Result, VmError};
 pub use initramfs::{
     Initramfs, InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_INITRAMFS_CACHE, MODULE_LIST_PATH,

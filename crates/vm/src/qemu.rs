@@ -1,5 +1,6 @@
 //! QEMU: the command line for a sandbox VM with cold-plugged NICs, and the child process.
 
+use crate::console::{ConsoleDrain, DEFAULT_CONSOLE_CAP};
 use crate::error::{Result, VmError};
 use crate::kvm::Accel;
 use crate::nic::NicSpec;
@@ -52,6 +53,8 @@ pub struct VmSpec {
     pub vsock_cid: Option<u32>,
     /// Extra arguments appended verbatim.
     pub extra_args: Vec<String>,
+    /// Cap of `console.log` in bytes; the rotated `console.log.1` holds as much again.
+    pub console_cap: u64,
 }
 
 impl VmSpec {
@@ -72,6 +75,7 @@ impl VmSpec {
             hotplug_ports: 4,
             vsock_cid: None,
             extra_args: Vec::new(),
+            console_cap: DEFAULT_CONSOLE_CAP,
         }
     }
 
@@ -192,7 +196,10 @@ impl VmSpec {
         push(&["-append", &self.kernel_args]);
         push(&[
             "-chardev",
-            &format!("file,id=console,path={}", esc(&paths.console)),
+            &format!(
+                "socket,id=console,path={},server=off",
+                esc(&paths.console_sock)
+            ),
             "-serial",
             "chardev:console",
         ]);
@@ -286,8 +293,10 @@ pub struct StatePaths {
     pub qmp: PathBuf,
     /// Agent channel socket (`agent.sock`), the host end of the virtio-serial port.
     pub agent: PathBuf,
-    /// Guest serial console (`console.log`).
+    /// Guest serial console (`console.log`, capped; older output in `console.log.1`).
     pub console: PathBuf,
+    /// The socket QEMU sends the console to (`console.sock`); sandnet listens on it.
+    pub console_sock: PathBuf,
     /// QEMU's stdout and stderr (`qemu.log`).
     pub log: PathBuf,
     /// QEMU's pid file (`qemu.pid`).
@@ -302,6 +311,7 @@ impl StatePaths {
             qmp: dir.join("qmp.sock"),
             agent: dir.join("agent.sock"),
             console: dir.join("console.log"),
+            console_sock: dir.join("console.sock"),
             log: dir.join("qemu.log"),
             pid: dir.join("qemu.pid"),
         }
@@ -342,6 +352,7 @@ impl Qemu {
                 Err(e) => return Err(VmError::io("removing stale", stale, e)),
             }
         }
+        let console = ConsoleDrain::start(&paths.console_sock, &paths.console, spec.console_cap)?;
         let log = {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
@@ -415,6 +426,7 @@ impl Qemu {
             child_fds,
             started,
             qmp: None,
+            _console: console,
         };
         match proc.wait_ready(READY_TIMEOUT).await {
             Ok(q) => proc.qmp = Some(q),
@@ -437,6 +449,8 @@ pub struct QemuProcess {
     child_fds: Vec<ChildNicFds>,
     started: Instant,
     qmp: Option<QmpClient>,
+    /// Drains the console while QEMU runs; stops when dropped.
+    _console: ConsoleDrain,
 }
 
 impl QemuProcess {
@@ -634,6 +648,7 @@ mod tests {
         assert!(joined.contains("socket,id=qmp,path=/run/s,,1/qmp.sock,server=on,wait=off"));
         assert!(joined.contains("pcie-root-port,id=rp3,bus=pcie.0,chassis=4,slot=4"));
         assert!(joined.contains("name=agent.channel.0"));
+        assert!(joined.contains("socket,id=console,path=/run/s,,1/console.sock,server=off"));
         assert!(args.windows(2).any(|w| w[0] == "-initrd" && w[1] == "/i,x"));
         assert!(args
             .windows(2)

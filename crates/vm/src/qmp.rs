@@ -17,6 +17,9 @@ use tokio::sync::{broadcast, oneshot};
 
 /// How long a command may take before [`QmpClient::execute`] gives up.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest QMP message accepted; a longer one (a confused or compromised QEMU) closes the
+/// connection instead of growing the buffer without end.
+pub const MAX_LINE: usize = 1 << 20;
 
 /// An asynchronous event from QEMU.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,15 +84,16 @@ async fn read_line(stream: &UnixStream, buf: &mut Vec<u8>) -> Result<Vec<u8>> {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(proto(format!("reading: {e}"))),
         }
-        if buf.len() > 16 << 20 {
-            return Err(proto("QMP line longer than 16 MiB"));
+        if buf.len() > MAX_LINE {
+            return Err(proto(format!("QMP line longer than {MAX_LINE} bytes")));
         }
     }
 }
 
 fn dispatch(line: &[u8], pending: &Pending, events: &broadcast::Sender<QmpEvent>) {
     let Ok(v) = serde_json::from_slice::<Value>(line) else {
-        tracing::warn!(line = %String::from_utf8_lossy(line), "unparsable QMP message");
+        let head = &line[..line.len().min(200)];
+        tracing::warn!(line = %String::from_utf8_lossy(head).escape_debug(), len = line.len(), "unparsable QMP message");
         return;
     };
     if let Some(ev) = v.get("event").and_then(Value::as_str) {
@@ -101,7 +105,7 @@ fn dispatch(line: &[u8], pending: &Pending, events: &broadcast::Sender<QmpEvent>
         return;
     }
     let Some(id) = v.get("id").and_then(Value::as_u64) else {
-        tracing::warn!(msg = %v, "QMP reply without our id");
+        tracing::warn!(msg = %v.to_string().escape_debug(), "QMP reply without our id");
         return;
     };
     let reply = if let Some(r) = v.get("return") {
@@ -157,6 +161,14 @@ impl QmpClient {
                     while let Some(i) = buf.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = buf.drain(..=i).collect();
                         dispatch(&line, &pending, &events);
+                    }
+                    // What is left holds no newline: an unfinished message.
+                    if buf.len() > MAX_LINE {
+                        tracing::warn!(
+                            bytes = buf.len(),
+                            "QMP message longer than {MAX_LINE} bytes; closing the connection"
+                        );
+                        break;
                     }
                     if stream.readable().await.is_err() {
                         break;
@@ -463,5 +475,63 @@ impl QmpClient {
             Err(VmError::QmpProtocol(m)) if m.contains("closed") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A fake QEMU that greets, accepts `qmp_capabilities`, then sends `tail` forever-ish.
+    async fn hostile_qmp(tag: &str, tail: Vec<u8>) -> (QmpClient, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sandnet-qmp-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qmp.sock");
+        let l = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(b"{\"QMP\":{}}\n").await.unwrap();
+            let mut b = [0u8; 256];
+            let _ = s.read(&mut b).await;
+            s.write_all(b"{\"return\":{},\"id\":1}\n").await.unwrap();
+            // Ends when the client closes its side.
+            while s.write_all(&tail).await.is_ok() {}
+        });
+        let c = QmpClient::connect(&path).await.expect("connect");
+        (c, dir)
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_closes_the_connection() {
+        let (c, dir) = hostile_qmp("endless", vec![b'x'; 65536]).await;
+        let t0 = std::time::Instant::now();
+        while !c.is_closed() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "reader never gave up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let e = c.query_status().await.unwrap_err().to_string();
+        assert!(e.contains("closed"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn an_event_storm_does_not_queue_without_end() {
+        let ev = b"{\"event\":\"GUEST_PANICKED\",\"data\":{\"x\":\"\\u001b[2J\"}}\n".repeat(1000);
+        let (c, dir) = hostile_qmp("storm", ev).await;
+        let mut rx = c.subscribe();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The channel keeps the newest 256 events; a slow subscriber is told it lagged.
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(_))
+        ));
+        assert!(!c.is_closed());
+        drop(c);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

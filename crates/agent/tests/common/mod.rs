@@ -39,6 +39,11 @@ impl AgentNs {
     /// Creates netns `sna-<test>-<pid>`; `setup` runs `ip -n NS ...` commands (one argv
     /// per entry) before the agent starts.
     pub fn new(test: &str, setup: &[&[&str]]) -> AgentNs {
+        AgentNs::with_args(test, setup, &[])
+    }
+
+    /// Like [`AgentNs::new`] with extra agent arguments (e.g. `--hostile MODE`).
+    pub fn with_args(test: &str, setup: &[&[&str]], extra: &[&str]) -> AgentNs {
         let ns = format!("sna-{test}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&ns);
         let _ = std::fs::remove_dir_all(&dir);
@@ -64,6 +69,7 @@ impl AgentNs {
             .arg("--root")
             .arg(&me.dir)
             .args(["--link-wait-ms", "600", "--log", "debug"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(me.dir.join("agent.log")).unwrap(),

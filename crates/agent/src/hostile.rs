@@ -1,0 +1,183 @@
+//! `--hostile MODE`: a deliberately misbehaving agent, for testing that the host side treats
+//! everything from a guest as hostile input. Reachable only through that (hidden) flag.
+//!
+//! Raw modes speak bytes, not ttrpc: `silent` reads and never answers, `endless` writes junk
+//! forever, `oversized` answers each request with a frame claiming 64 MiB, `garbage` answers
+//! with a well-framed reply whose payload is not protobuf. Service modes run the real agent
+//! but lie in `ListInterfaces`/`ListRoutes`: `names` puts terminal escapes into interface
+//! names, `huge` answers with 500 000 interfaces.
+
+use crate::service::Agent;
+use async_trait::async_trait;
+use sandnet_agent_proto::ttrpc::{self, r#async::TtrpcContext};
+use sandnet_agent_proto::{agent, agent_ttrpc, health_ttrpc, protobuf, sandnet_ttrpc, types};
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// How the agent misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Read requests, never answer.
+    Silent,
+    /// Write junk bytes forever.
+    Endless,
+    /// Answer with a frame header claiming 64 MiB, then send that much.
+    Oversized,
+    /// Answer with a correct frame whose payload is not protobuf.
+    Garbage,
+    /// Interface names and route devices with ANSI escapes and control characters.
+    Names,
+    /// 500 000 interfaces in `ListInterfaces` (2.5 MB on the wire, ~90 MB decoded).
+    Huge,
+}
+
+impl Mode {
+    /// Whether this mode bypasses ttrpc ([`serve_raw`]) instead of serving [`services`].
+    pub fn is_raw(self) -> bool {
+        matches!(
+            self,
+            Mode::Silent | Mode::Endless | Mode::Oversized | Mode::Garbage
+        )
+    }
+}
+
+/// ttrpc frame header: length, stream id (both big endian), type, flags.
+const HEADER: usize = 10;
+const TYPE_RESPONSE: u8 = 2;
+
+/// Serves one connection in a raw mode until the peer goes away.
+pub async fn serve_raw<S: AsyncRead + AsyncWrite + Unpin>(mode: Mode, mut s: S) -> io::Result<()> {
+    let junk = vec![0xa5u8; 64 * 1024];
+    match mode {
+        Mode::Endless => loop {
+            s.write_all(&junk).await?;
+        },
+        Mode::Silent => {
+            let mut b = vec![0u8; 64 * 1024];
+            while s.read(&mut b).await? > 0 {}
+            Ok(())
+        }
+        _ => loop {
+            let mut h = [0u8; HEADER];
+            s.read_exact(&mut h).await?;
+            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+            let sid = [h[4], h[5], h[6], h[7]];
+            tokio::io::copy(&mut (&mut s).take(u64::from(len)), &mut tokio::io::sink()).await?;
+            let (claimed, body): (u32, &[u8]) = if mode == Mode::Oversized {
+                (64 << 20, &junk)
+            } else {
+                (GARBAGE.len() as u32, GARBAGE)
+            };
+            let mut out = claimed.to_be_bytes().to_vec();
+            out.extend_from_slice(&sid);
+            out.extend_from_slice(&[TYPE_RESPONSE, 0]);
+            s.write_all(&out).await?;
+            if mode == Mode::Oversized {
+                for _ in 0..(claimed as usize / body.len()) {
+                    s.write_all(body).await?;
+                }
+            } else {
+                s.write_all(body).await?;
+            }
+        },
+    }
+}
+
+/// Not protobuf: a field tag with wire type 7 (invalid) and then an escape sequence.
+const GARBAGE: &[u8] = b"\xff\xff\xff\xff\x0f\x1b[2J\x1b]0;pwned\x07 not protobuf";
+
+/// The real agent with lying list calls.
+struct Liar {
+    inner: Arc<Agent>,
+    mode: Mode,
+}
+
+fn evil(name: &str) -> String {
+    format!("\x1b[2J{}\x07", name.chars().take(8).collect::<String>())
+}
+
+#[async_trait]
+impl agent_ttrpc::AgentService for Liar {
+    async fn update_interface(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::UpdateInterfaceRequest,
+    ) -> ttrpc::Result<types::Interface> {
+        self.inner.update_interface(ctx, req).await
+    }
+
+    async fn update_routes(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::UpdateRoutesRequest,
+    ) -> ttrpc::Result<agent::Routes> {
+        self.inner.update_routes(ctx, req).await
+    }
+
+    async fn add_arp_neighbors(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::AddARPNeighborsRequest,
+    ) -> ttrpc::Result<protobuf::well_known_types::empty::Empty> {
+        self.inner.add_arp_neighbors(ctx, req).await
+    }
+
+    async fn create_sandbox(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::CreateSandboxRequest,
+    ) -> ttrpc::Result<protobuf::well_known_types::empty::Empty> {
+        self.inner.create_sandbox(ctx, req).await
+    }
+
+    async fn list_interfaces(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::ListInterfacesRequest,
+    ) -> ttrpc::Result<agent::Interfaces> {
+        let mut r = self.inner.list_interfaces(ctx, req).await?;
+        match self.mode {
+            Mode::Huge => {
+                let one = types::Interface {
+                    name: "x".into(),
+                    ..Default::default()
+                };
+                r.Interfaces = vec![one; 500_000];
+            }
+            _ => {
+                for i in &mut r.Interfaces {
+                    i.name = evil(&i.name);
+                    i.device = i.name.clone();
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    async fn list_routes(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::ListRoutesRequest,
+    ) -> ttrpc::Result<agent::Routes> {
+        let mut r = self.inner.list_routes(ctx, req).await?;
+        if self.mode == Mode::Names {
+            for x in &mut r.Routes {
+                x.device = evil(&x.device);
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// The services for a non-raw mode: the real health and exec services, a lying agent service.
+pub fn services(mode: Mode, inner: Arc<Agent>) -> HashMap<String, ttrpc::r#async::Service> {
+    let mut s = agent_ttrpc::create_agent_service(Arc::new(Liar {
+        inner: inner.clone(),
+        mode,
+    }));
+    s.extend(health_ttrpc::create_health(inner.clone()));
+    s.extend(sandnet_ttrpc::create_exec(inner));
+    s
+}
