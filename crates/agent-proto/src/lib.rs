@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod convert;
+pub mod requests;
 
 pub use client::{AgentClient, ClientError, ExecOutput, DEFAULT_CALL_TIMEOUT};
 pub use convert::ConvertError;
