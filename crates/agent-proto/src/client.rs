@@ -1,7 +1,9 @@
 //! An async client for the agent, with typed methods on sandnet's model types.
 
 use crate::convert::{self, ConvertError};
-use crate::generated::{agent, agent_ttrpc, health, health_ttrpc, sandnet, sandnet_ttrpc};
+use crate::generated::{
+    agent, agent_ttrpc, health, health_ttrpc, sandnet, sandnet_ttrpc, types,
+};
 use sandnet_model::{Dns, Interface, Neighbor, Route};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -98,7 +100,8 @@ impl std::fmt::Debug for AgentClient {
     }
 }
 
-fn status_or_transport(method: &'static str, e: ttrpc::Error) -> ClientError {
+/// How a failed call is reported: the agent's error status, or the transport's failure.
+pub fn status_or_transport(method: &'static str, e: ttrpc::Error) -> ClientError {
     match e {
         ttrpc::Error::RpcStatus(s) => ClientError::Status {
             method,
@@ -217,8 +220,7 @@ impl AgentClient {
         };
         let t = self.call_timeout;
         let r = Self::call(M, t, self.agent.update_interface(Self::ctx(t), &req)).await?;
-        convert::interface_from_proto(&r)
-            .map_err(|source| ClientError::Convert { method: M, source })
+        interface_reply(&r)
     }
 
     /// `UpdateRoutes`: makes `routes` the routes of the devices they name; returns the
@@ -234,7 +236,7 @@ impl AgentClient {
         };
         let t = self.call_timeout;
         let r = Self::call(M, t, self.agent.update_routes(Self::ctx(t), &req)).await?;
-        decode_routes(M, &r)
+        routes_reply(M, &r)
     }
 
     /// `AddARPNeighbors`: installs the neighbour entries.
@@ -271,11 +273,7 @@ impl AgentClient {
         let req = agent::ListInterfacesRequest::new();
         let t = self.call_timeout;
         let r = Self::call(M, t, self.agent.list_interfaces(Self::ctx(t), &req)).await?;
-        r.Interfaces
-            .iter()
-            .map(convert::interface_from_proto)
-            .collect::<Result<_, _>>()
-            .map_err(|source| ClientError::Convert { method: M, source })
+        interfaces_reply(&r)
     }
 
     /// `ListRoutes`: the main-table routes the agent's network namespace really has.
@@ -284,7 +282,7 @@ impl AgentClient {
         let req = agent::ListRoutesRequest::new();
         let t = self.call_timeout;
         let r = Self::call(M, t, self.agent.list_routes(Self::ctx(t), &req)).await?;
-        decode_routes(M, &r)
+        routes_reply(M, &r)
     }
 
     /// `sandnet.Exec/Exec`: runs `args` to completion; the agent kills it after `timeout`
@@ -325,7 +323,28 @@ impl AgentClient {
     }
 }
 
-fn decode_routes(method: &'static str, r: &agent::Routes) -> Result<Vec<Route>, ClientError> {
+/// The `UpdateInterface` reply as [`AgentClient::update_interface`] returns it.
+pub fn interface_reply(r: &types::Interface) -> Result<Interface, ClientError> {
+    convert::interface_from_proto(r).map_err(|source| ClientError::Convert {
+        method: "UpdateInterface",
+        source,
+    })
+}
+
+/// The `ListInterfaces` reply as [`AgentClient::list_interfaces`] returns it.
+pub fn interfaces_reply(r: &agent::Interfaces) -> Result<Vec<Interface>, ClientError> {
+    r.Interfaces
+        .iter()
+        .map(convert::interface_from_proto)
+        .collect::<Result<_, _>>()
+        .map_err(|source| ClientError::Convert {
+            method: "ListInterfaces",
+            source,
+        })
+}
+
+/// An `UpdateRoutes` or `ListRoutes` reply as the client returns it.
+pub fn routes_reply(method: &'static str, r: &agent::Routes) -> Result<Vec<Route>, ClientError> {
     r.Routes
         .iter()
         .map(convert::route_from_proto)
