@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod kvm;
 pub mod qemu;
 pub mod qmp;
+pub mod qmp_wire;
 
 pub use error::{Result, VmError};
 pub use initramfs::{
