@@ -234,3 +234,14 @@ fn lexical_order_first_valid_wins_and_names_select() {
     let e = NetworkConfigList::load_dir(&d.path().join("missing")).unwrap_err();
     assert!(matches!(e, CniError::NoConfig { .. }), "{e}");
 }
+
+/// Found by the `cni_conf` fuzz target: a legacy `.conf` whose number serde_json's fast
+/// float parser rounded wrongly came back different from the list bytes kept for the cache
+/// (and handed to the plugin). Parsing is now correctly rounded, so it survives the trip.
+#[test]
+fn fuzz_regression_float_survives_conf_to_list() {
+    let input: &[u8] = b"{\"cniVersion\": \"0.3.0\", \"name\": \"mv\", \"type\": \"macvlan\", \"master\": \"eth0\", \"mode\":2222222222222022222222.2222222222222222222222222222222222222, \"ipam\": {\"type\": \"dhcp\"}}";
+    let list = NetworkConfigList::from_plugin_bytes(input).unwrap();
+    let again = NetworkConfigList::from_bytes(&list.bytes).unwrap();
+    assert_eq!(again.plugins, list.plugins);
+}
