@@ -1,9 +1,7 @@
 //! An async client for the agent, with typed methods on sandnet's model types.
 
 use crate::convert::{self, ConvertError};
-use crate::generated::{
-    agent, agent_ttrpc, health, health_ttrpc, sandnet, sandnet_ttrpc, types,
-};
+use crate::generated::{agent, agent_ttrpc, health, health_ttrpc, sandnet, sandnet_ttrpc, types};
 use sandnet_model::{Dns, Interface, Neighbor, Route};
 use std::future::Future;
 use std::path::{Path, PathBuf};

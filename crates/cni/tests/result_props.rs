@@ -37,27 +37,33 @@ fn arb_route() -> impl Strategy<Value = ResultRoute> {
         proptest::option::of(any::<u32>()),
         proptest::option::of(any::<u32>()),
     )
-        .prop_map(|(dst, gw, mtu, advmss, priority, table, scope)| ResultRoute {
-            dst,
-            gw,
-            mtu,
-            advmss,
-            priority,
-            table,
-            scope,
-        })
+        .prop_map(
+            |(dst, gw, mtu, advmss, priority, table, scope)| ResultRoute {
+                dst,
+                gw,
+                mtu,
+                advmss,
+                priority,
+                table,
+                scope,
+            },
+        )
 }
 
 fn arb_dns() -> impl Strategy<Value = ResultDns> {
     let words = || proptest::collection::vec("[a-z0-9.:]{0,12}", 0..3);
-    (words(), proptest::option::of("[a-z.]{1,12}"), words(), words()).prop_map(
-        |(nameservers, domain, search, options)| ResultDns {
+    (
+        words(),
+        proptest::option::of("[a-z.]{1,12}"),
+        words(),
+        words(),
+    )
+        .prop_map(|(nameservers, domain, search, options)| ResultDns {
             nameservers,
             domain,
             search,
             options,
-        },
-    )
+        })
 }
 
 fn arb_result() -> impl Strategy<Value = CniResult> {
@@ -74,7 +80,10 @@ fn arb_result() -> impl Strategy<Value = CniResult> {
         });
     (
         proptest::collection::vec(iface, 0..3),
-        proptest::collection::vec((arb_net(), proptest::option::of(arb_ip()), any::<u8>()), 0..4),
+        proptest::collection::vec(
+            (arb_net(), proptest::option::of(arb_ip()), any::<u8>()),
+            0..4,
+        ),
         proptest::collection::vec(arb_route(), 0..4),
         arb_dns(),
         0..SUPPORTED_VERSIONS.len(),

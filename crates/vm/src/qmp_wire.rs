@@ -132,7 +132,8 @@ mod tests {
         b.push(b"{\"QMP\": {}}\n{\"ret").unwrap();
         assert_eq!(b.next_line().unwrap(), b"{\"QMP\": {}}\n");
         assert_eq!(b.next_line(), None);
-        b.push(b"urn\": {}, \"id\": 3}\n{\"event\": \"STOP\"}\n").unwrap();
+        b.push(b"urn\": {}, \"id\": 3}\n{\"event\": \"STOP\"}\n")
+            .unwrap();
         let l = b.next_line().unwrap();
         assert_eq!(
             parse_message(&l),
@@ -182,7 +183,9 @@ mod tests {
         ));
         assert_eq!(parse_message(b"\xff"), QmpMessage::Unparsable);
         assert!(parse_greeting(br#"{"QMP": {"version": {}}}"#).is_ok());
-        let e = parse_greeting(br#"{"return": {}}"#).unwrap_err().to_string();
+        let e = parse_greeting(br#"{"return": {}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a QMP greeting"), "{e}");
     }
 }
