@@ -1,7 +1,7 @@
 //! An async client for the agent, with typed methods on sandnet's model types.
 
 use crate::convert::{self, ConvertError};
-use crate::generated::{agent, agent_ttrpc, health, health_ttrpc, sandnet, sandnet_ttrpc};
+use crate::generated::{agent, agent_ttrpc, health, health_ttrpc, sandnet, sandnet_ttrpc, types};
 use sandnet_model::{Dns, Interface, Neighbor, Route};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -117,7 +117,8 @@ impl std::fmt::Debug for AgentClient {
     }
 }
 
-fn status_or_transport(method: &'static str, e: ttrpc::Error) -> ClientError {
+/// How a failed call is reported: the agent's error status, or the transport's failure.
+pub fn status_or_transport(method: &'static str, e: ttrpc::Error) -> ClientError {
     match e {
         ttrpc::Error::RpcStatus(s) => ClientError::Status {
             method,
@@ -279,8 +280,7 @@ impl AgentClient {
         };
         let t = self.call_timeout;
         let r = Self::call(M, t, self.agent.update_interface(Self::ctx(t), &req)).await?;
-        convert::interface_from_proto(&r)
-            .map_err(|source| ClientError::Convert { method: M, source })
+        interface_reply(&r)
     }
 
     /// `UpdateRoutes`: makes `routes` the routes of the devices they name; returns the
@@ -296,7 +296,7 @@ impl AgentClient {
         };
         let t = self.call_timeout;
         let r = Self::call(M, t, self.agent.update_routes(Self::ctx(t), &req)).await?;
-        decode_routes(M, &r)
+        routes_reply(M, &r)
     }
 
     /// `AddARPNeighbors`: installs the neighbour entries.
@@ -334,11 +334,7 @@ impl AgentClient {
         let r: agent::Interfaces = self
             .counted_call(M, &req, ("interfaces", MAX_INTERFACES))
             .await?;
-        r.Interfaces
-            .iter()
-            .map(convert::interface_from_proto)
-            .collect::<Result<_, _>>()
-            .map_err(|source| ClientError::Convert { method: M, source })
+        interfaces_reply(&r)
     }
 
     /// `ListRoutes`: the main-table routes the agent's network namespace really has.
@@ -346,7 +342,7 @@ impl AgentClient {
         const M: &str = "ListRoutes";
         let req = agent::ListRoutesRequest::new();
         let r = self.counted_call(M, &req, ("routes", MAX_ROUTES)).await?;
-        decode_routes(M, &r)
+        routes_reply(M, &r)
     }
 
     /// `sandnet.Exec/Exec`: runs `args` to completion; the agent kills it after `timeout`
@@ -452,7 +448,34 @@ fn check_count(
     Ok(())
 }
 
-fn decode_routes(method: &'static str, r: &agent::Routes) -> Result<Vec<Route>, ClientError> {
+/// The `UpdateInterface` reply as [`AgentClient::update_interface`] returns it.
+pub fn interface_reply(r: &types::Interface) -> Result<Interface, ClientError> {
+    convert::interface_from_proto(r).map_err(|source| ClientError::Convert {
+        method: "UpdateInterface",
+        source,
+    })
+}
+
+/// The `ListInterfaces` reply as [`AgentClient::list_interfaces`] returns it.
+pub fn interfaces_reply(r: &agent::Interfaces) -> Result<Vec<Interface>, ClientError> {
+    check_count(
+        "ListInterfaces",
+        "interfaces",
+        r.Interfaces.len(),
+        MAX_INTERFACES,
+    )?;
+    r.Interfaces
+        .iter()
+        .map(convert::interface_from_proto)
+        .collect::<Result<_, _>>()
+        .map_err(|source| ClientError::Convert {
+            method: "ListInterfaces",
+            source,
+        })
+}
+
+/// An `UpdateRoutes` or `ListRoutes` reply as the client returns it.
+pub fn routes_reply(method: &'static str, r: &agent::Routes) -> Result<Vec<Route>, ClientError> {
     check_count(method, "routes", r.Routes.len(), MAX_ROUTES)?;
     r.Routes
         .iter()

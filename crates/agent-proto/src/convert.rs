@@ -77,6 +77,9 @@ pub enum ConvertError {
     /// A `resolv.conf` line that does not parse.
     #[error(transparent)]
     Dns(#[from] ModelError),
+    /// A hostname longer than 64 bytes or with characters outside `[A-Za-z0-9._-]`.
+    #[error("bad hostname {0:?}")]
+    BadHostname(String),
 }
 
 fn proto_family(f: Family) -> types::IPFamily {

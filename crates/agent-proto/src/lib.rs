@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod convert;
+pub mod requests;
 
 pub use client::{
     AgentClient, ClientError, ExecOutput, DEFAULT_CALL_TIMEOUT, MAX_INTERFACES, MAX_MESSAGE,

@@ -46,13 +46,7 @@ impl SystemFiles {
         if name.is_empty() {
             return Ok(());
         }
-        let valid = name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
-        if !valid {
-            return Err(AgentError::Invalid(format!("bad hostname {name:?}")));
-        }
+        sandnet_agent_proto::requests::check_hostname(name)?;
         if self.owns_system() {
             nix::unistd::sethostname(name)
                 .map_err(|e| AgentError::io("sethostname", std::io::Error::from(e)))?;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sandnet_agent_proto::protobuf::well_known_types::empty::Empty;
 use sandnet_agent_proto::ttrpc::{self, r#async::TtrpcContext};
 use sandnet_agent_proto::{
-    agent, agent_ttrpc, convert, health, health_ttrpc, sandnet, sandnet_ttrpc, types,
+    agent, agent_ttrpc, convert, health, health_ttrpc, requests, sandnet, sandnet_ttrpc, types,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,10 +50,7 @@ impl agent_ttrpc::AgentService for Agent {
     ) -> ttrpc::Result<types::Interface> {
         let t = Instant::now();
         let r = async {
-            let p = req.interface.as_ref().ok_or_else(|| {
-                AgentError::Invalid("UpdateInterface: interface is missing".into())
-            })?;
-            let want = convert::interface_from_proto(p)?;
+            let want = requests::update_interface(&req)?;
             let got = self.net.update_interface(&want).await?;
             Ok(convert::interface_to_proto(&got))
         }
@@ -69,14 +66,7 @@ impl agent_ttrpc::AgentService for Agent {
     ) -> ttrpc::Result<agent::Routes> {
         let t = Instant::now();
         let r = async {
-            let routes = req
-                .routes
-                .as_ref()
-                .map(|r| r.Routes.as_slice())
-                .unwrap_or_default()
-                .iter()
-                .map(convert::route_from_proto)
-                .collect::<Result<Vec<_>, _>>()?;
+            let routes = requests::update_routes(&req)?;
             let now = self.net.update_routes(&routes).await?;
             Ok(routes_msg(&now))
         }
@@ -117,14 +107,7 @@ impl agent_ttrpc::AgentService for Agent {
     ) -> ttrpc::Result<Empty> {
         let t = Instant::now();
         let r = async {
-            let ns = req
-                .neighbors
-                .as_ref()
-                .map(|n| n.ARPNeighbors.as_slice())
-                .unwrap_or_default()
-                .iter()
-                .map(convert::neighbor_from_proto)
-                .collect::<Result<Vec<_>, _>>()?;
+            let ns = requests::add_arp_neighbors(&req)?;
             self.net.add_neighbors(&ns).await?;
             Ok(Empty::new())
         }
@@ -140,8 +123,8 @@ impl agent_ttrpc::AgentService for Agent {
     ) -> ttrpc::Result<Empty> {
         let t = Instant::now();
         let r = async {
-            let dns = convert::dns_from_lines(&req.dns)?;
-            self.files.set_hostname(&req.hostname)?;
+            let (hostname, dns) = requests::create_sandbox(&req)?;
+            self.files.set_hostname(&hostname)?;
             self.files.write_resolv_conf(&dns)?;
             Ok(Empty::new())
         }

@@ -435,10 +435,11 @@ impl NetworkConfigList {
                 },
                 other => other,
             })?;
-        // libcni's upconversion: {"name","cniVersion","plugins":[conf]}.
+        // libcni's upconversion: {"name","cniVersion","plugins":[conf]}, with the version
+        // selected from cniVersion/cniVersions, so the list loads again as the same version.
         let list = json!({
             "name": name,
-            "cniVersion": obj.get("cniVersion").cloned().unwrap_or(json!("")),
+            "cniVersion": cni_version,
             "plugins": [Value::Object(obj)],
         });
         let bytes = serde_json::to_vec(&list).map_err(|e| invalid(file, e.to_string()))?;

@@ -234,3 +234,27 @@ fn lexical_order_first_valid_wins_and_names_select() {
     let e = NetworkConfigList::load_dir(&d.path().join("missing")).unwrap_err();
     assert!(matches!(e, CniError::NoConfig { .. }), "{e}");
 }
+
+/// Found by the `cni_conf` fuzz target: a legacy `.conf` whose number serde_json's fast
+/// float parser rounded wrongly came back different from the list bytes kept for the cache
+/// (and handed to the plugin). Parsing is now correctly rounded, so it survives the trip.
+#[test]
+fn fuzz_regression_float_survives_conf_to_list() {
+    let input: &[u8] = b"{\"cniVersion\": \"0.3.0\", \"name\": \"mv\", \"type\": \"macvlan\", \"master\": \"eth0\", \"mode\":2222222222222022222222.2222222222222222222222222222222222222, \"ipam\": {\"type\": \"dhcp\"}}";
+    let list = NetworkConfigList::from_plugin_bytes(input).unwrap();
+    let again = NetworkConfigList::from_bytes(&list.bytes).unwrap();
+    assert_eq!(again.plugins, list.plugins);
+}
+
+/// Found by the `cni_conf` fuzz target: a legacy `.conf` with `cniVersions` but no
+/// `cniVersion` ran as 1.1.0, but its generated list (kept in the cache for DEL) had an
+/// empty `cniVersion` and loaded again as 0.1.0.
+#[test]
+fn fuzz_regression_conf_with_only_cni_versions_keeps_its_version() {
+    let input: &[u8] = br#"{"cniVersions": ["1.1.0"], "name": "m.", "type": "ptp", "ipam": {"type": "host-local", "subnet": "66.1.1.0/24"}}"#;
+    let list = NetworkConfigList::from_plugin_bytes(input).unwrap();
+    assert_eq!(list.cni_version, "1.1.0");
+    let again = NetworkConfigList::from_bytes(&list.bytes).unwrap();
+    assert_eq!(again.cni_version, "1.1.0");
+    assert_eq!(again.plugins, list.plugins);
+}

@@ -43,7 +43,7 @@ pub struct CappedLog {
 impl CappedLog {
     /// Creates (truncates) `path`; removes a stale rotated file. `cap` is at least 1 byte.
     pub fn create(path: &Path, cap: u64) -> Result<CappedLog> {
-        let file = File::create(path).map_err(|e| VmError::io("creating", path, e))?;
+        let file = create_private(path).map_err(|e| VmError::io("creating", path, e))?;
         let old = rotated_path(path);
         match std::fs::remove_file(&old) {
             Ok(()) => {}
@@ -75,7 +75,7 @@ impl CappedLog {
 
     fn rotate(&mut self) -> std::io::Result<()> {
         std::fs::rename(&self.path, rotated_path(&self.path))?;
-        self.file = File::create(&self.path)?;
+        self.file = create_private(&self.path)?;
         self.len = 0;
         Ok(())
     }
@@ -168,6 +168,17 @@ fn accept(listener: &UnixListener, stop: &AtomicBool) -> Option<UnixStream> {
         }
     }
     None
+}
+
+/// Creates (truncating) a file only root can read: it holds guest output.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(test)]

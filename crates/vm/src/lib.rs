@@ -18,6 +18,7 @@ pub mod kvm;
 pub mod nic;
 pub mod qemu;
 pub mod qmp;
+pub mod qmp_wire;
 
 pub use accel::{AccelMode, Choice, KvmTrial};
 pub use console::{rotated_path, DEFAULT_CONSOLE_CAP};

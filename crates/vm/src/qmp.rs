@@ -3,6 +3,9 @@
 
 use crate::error::{Result, VmError};
 use crate::nic::{valid_id, NicSpec};
+pub use crate::qmp_wire::QmpEvent;
+pub use crate::qmp_wire::MAX_LINE;
+use crate::qmp_wire::{parse_greeting, parse_message, LineBuffer, QmpMessage};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -17,18 +20,6 @@ use tokio::sync::{broadcast, oneshot};
 
 /// How long a command may take before [`QmpClient::execute`] gives up.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest QMP message accepted; a longer one (a confused or compromised QEMU) closes the
-/// connection instead of growing the buffer without end.
-pub const MAX_LINE: usize = 1 << 20;
-
-/// An asynchronous event from QEMU.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QmpEvent {
-    /// Event name (`DEVICE_DELETED`, `SHUTDOWN`, …).
-    pub event: String,
-    /// Its `data` member (`null` when absent).
-    pub data: Value,
-}
 
 /// What `query-status` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +58,9 @@ fn proto(msg: impl Into<String>) -> VmError {
 
 /// Reads one `\n`-terminated line from the stream without a buffered reader (used only for the
 /// greeting, before the reader task owns the stream).
-async fn read_line(stream: &UnixStream, buf: &mut Vec<u8>) -> Result<Vec<u8>> {
+async fn read_line(stream: &UnixStream, buf: &mut LineBuffer) -> Result<Vec<u8>> {
     loop {
-        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=i).collect();
+        if let Some(line) = buf.next_line() {
             return Ok(line);
         }
         stream
@@ -80,50 +70,32 @@ async fn read_line(stream: &UnixStream, buf: &mut Vec<u8>) -> Result<Vec<u8>> {
         let mut chunk = [0u8; 4096];
         match stream.try_read(&mut chunk) {
             Ok(0) => return Err(proto("connection closed by QEMU")),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => buf.push(&chunk[..n])?,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(proto(format!("reading: {e}"))),
-        }
-        if buf.len() > MAX_LINE {
-            return Err(proto(format!("QMP line longer than {MAX_LINE} bytes")));
         }
     }
 }
 
 fn dispatch(line: &[u8], pending: &Pending, events: &broadcast::Sender<QmpEvent>) {
-    let Ok(v) = serde_json::from_slice::<Value>(line) else {
-        let head = &line[..line.len().min(200)];
-        tracing::warn!(line = %String::from_utf8_lossy(head).escape_debug(), len = line.len(), "unparsable QMP message");
-        return;
-    };
-    if let Some(ev) = v.get("event").and_then(Value::as_str) {
-        tracing::debug!(event = ev, "QMP event");
-        let _ = events.send(QmpEvent {
-            event: ev.to_string(),
-            data: v.get("data").cloned().unwrap_or(Value::Null),
-        });
-        return;
-    }
-    let Some(id) = v.get("id").and_then(Value::as_u64) else {
-        tracing::warn!(msg = %v.to_string().escape_debug(), "QMP reply without our id");
-        return;
-    };
-    let reply = if let Some(r) = v.get("return") {
-        Ok(r.clone())
-    } else if let Some(e) = v.get("error") {
-        let s = |k| {
-            e.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        Err((s("class"), s("desc")))
-    } else {
-        Err(("ProtocolError".into(), format!("unexpected reply {v}")))
-    };
-    let tx = pending.lock().ok().and_then(|mut p| p.remove(&id));
-    if let Some(tx) = tx {
-        let _ = tx.send(reply);
+    match parse_message(line) {
+        QmpMessage::Unparsable => {
+            let head = &line[..line.len().min(200)];
+            tracing::warn!(line = %String::from_utf8_lossy(head).escape_debug(), len = line.len(), "unparsable QMP message");
+        }
+        QmpMessage::Event(ev) => {
+            tracing::debug!(event = %ev.event, "QMP event");
+            let _ = events.send(ev);
+        }
+        QmpMessage::Unmatched(v) => {
+            tracing::warn!(msg = %v.to_string().escape_debug(), "QMP reply without our id")
+        }
+        QmpMessage::Reply { id, reply } => {
+            let tx = pending.lock().ok().and_then(|mut p| p.remove(&id));
+            if let Some(tx) = tx {
+                let _ = tx.send(reply);
+            }
+        }
     }
 }
 
@@ -133,18 +105,14 @@ impl QmpClient {
         let stream = UnixStream::connect(path)
             .await
             .map_err(|e| VmError::io("connecting to QMP socket", path, e))?;
-        let mut buf = Vec::new();
+        let mut buf = LineBuffer::new();
         let greeting_line = tokio::time::timeout(COMMAND_TIMEOUT, read_line(&stream, &mut buf))
             .await
             .map_err(|_| VmError::Timeout {
                 what: "QMP greeting".into(),
                 ms: COMMAND_TIMEOUT.as_millis(),
             })??;
-        let greeting: Value = serde_json::from_slice(&greeting_line)
-            .map_err(|e| proto(format!("bad greeting: {e}")))?;
-        if greeting.get("QMP").is_none() {
-            return Err(proto(format!("not a QMP greeting: {greeting}")));
-        }
+        let greeting = parse_greeting(&greeting_line)?;
         let stream = Arc::new(stream);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -158,14 +126,13 @@ impl QmpClient {
             );
             tokio::spawn(async move {
                 loop {
-                    while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = buf.drain(..=i).collect();
+                    while let Some(line) = buf.next_line() {
                         dispatch(&line, &pending, &events);
                     }
                     // What is left holds no newline: an unfinished message.
-                    if buf.len() > MAX_LINE {
+                    if buf.pending() > MAX_LINE {
                         tracing::warn!(
-                            bytes = buf.len(),
+                            bytes = buf.pending(),
                             "QMP message longer than {MAX_LINE} bytes; closing the connection"
                         );
                         break;
@@ -176,7 +143,12 @@ impl QmpClient {
                     let mut chunk = [0u8; 8192];
                     match stream.try_read(&mut chunk) {
                         Ok(0) => break,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        Ok(n) => {
+                            if let Err(e) = buf.push(&chunk[..n]) {
+                                tracing::warn!(error = %e, "dropping the QMP connection");
+                                break;
+                            }
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                         Err(_) => break,
                     }

@@ -20,6 +20,9 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// How long each agent call that applies the guest network may take.
+const NETWORK_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Step timings in milliseconds, by name (`netns_ms`, `cni_add_ms`, …).
 type Timings = BTreeMap<String, u64>;
 
@@ -281,7 +284,9 @@ impl Supervisor {
             dns: Some(dns.unwrap_or_else(|| namespace_dns(&self.state.netns))),
             interfaces: guest_ifaces,
         };
-        apply_network(client, &spec.id, &wanted).await?;
+        // A TCG guest among many on a loaded host can take a while to find its NICs.
+        let slow = client.clone().with_call_timeout(NETWORK_CALL_TIMEOUT);
+        apply_network(&slow, &spec.id, &wanted).await?;
         timings.insert("agent_ms".into(), ms(t));
         let interfaces = client
             .list_interfaces()
