@@ -275,3 +275,30 @@ fn init_netns_is_refused() {
         &["refusing network namespace /proc/1/ns/net", "host's"],
     );
 }
+
+/// `gc` touches only what its own state root recorded: a `sandnet-…` namespace that no
+/// record of this root names (another root's, or a live deployment's) stays.
+#[test]
+fn gc_leaves_namespaces_it_did_not_record() {
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let env = env("cligcother");
+    let ns = Ns(format!("sandnet-gcother-{}", std::process::id()));
+    assert!(std::process::Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success());
+    let o = env.run(&["gc"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        std::path::Path::new("/run/netns").join(&ns.0).exists(),
+        "gc deleted a namespace its state root never recorded"
+    );
+}
