@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sandnet_host::interwork::AttachState;
-use sandnet_runtime::lifecycle::RunSpec;
+use sandnet_runtime::spec::RunSpec;
 use sandnet_runtime::sandbox::SandboxState;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
