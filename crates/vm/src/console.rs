@@ -82,7 +82,7 @@ impl CappedLog {
 }
 
 /// The listening console socket and, once started, the thread draining it. Dropping it stops
-/// the thread (within [`POLL`]) and removes the socket.
+/// the thread (within its poll interval) and removes the socket.
 #[derive(Debug)]
 pub struct ConsoleDrain {
     socket: PathBuf,
