@@ -87,16 +87,7 @@ async fn launch_in(
     let body =
         serde_json::to_vec_pretty(spec).map_err(|e| io(&paths.dir)(std::io::Error::other(e)))?;
     sandbox::write_private(&spec_path(paths), &body)?;
-    let log = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&paths.log)
-            .map_err(io(&paths.log))?
-    };
+    let log = sandbox::create_private_file(&paths.log).map_err(io(&paths.log))?;
     let lock_fd = lock.raw_fd();
     {
         use std::os::unix::process::CommandExt;

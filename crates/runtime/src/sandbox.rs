@@ -280,10 +280,20 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Creates (truncating) a file with mode 0600.
+pub fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Writes `path` atomically with mode 0600. The temporary file has a name of its own per
 /// writer, and stale ones a killed writer left are removed, so no `*.tmp` outlives a write.
 pub fn write_private(path: &Path, body: &[u8]) -> Result<(), SandboxError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| SandboxError::Io {
         path: path.to_path_buf(),
         source,
@@ -296,12 +306,7 @@ pub fn write_private(path: &Path, body: &[u8]) -> Result<(), SandboxError> {
     remove_stale_tmp(dir, &name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let r = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = create_private_file(&tmp)?;
         f.write_all(body)?;
         f.sync_data()?;
         std::fs::rename(&tmp, path)

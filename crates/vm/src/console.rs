@@ -171,7 +171,7 @@ fn accept(listener: &UnixListener, stop: &AtomicBool) -> Option<UnixStream> {
 }
 
 /// Creates (truncating) a file only root can read: it holds guest output.
-fn create_private(path: &Path) -> std::io::Result<File> {
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)

@@ -34,16 +34,8 @@ impl Qemu {
             }
         }
         let console = ConsoleDrain::start(&paths.console_sock, &paths.console, spec.console_cap)?;
-        let log = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&paths.log)
-                .map_err(|e| VmError::io("creating", &paths.log, e))?
-        };
+        let log = crate::console::create_private(&paths.log)
+            .map_err(|e| VmError::io("creating", &paths.log, e))?;
         let log2 = log
             .try_clone()
             .map_err(|e| VmError::io("duplicating", &paths.log, e))?;
