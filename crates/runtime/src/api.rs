@@ -303,6 +303,19 @@ impl Sandbox {
         Ok(teardown::remove(&self.root, &self.id, force).await?)
     }
 
+    /// [`Sandbox::remove`] for a sandbox whose namespace nobody else attaches (a containerd
+    /// shim's pod namespace, which containerd deletes next): also drops that namespace's
+    /// attach lock, which `remove` keeps for namespaces sandnet did not create.
+    pub async fn remove_sole_user(&self, force: bool) -> Result<RemoveReport> {
+        let nsid = self.state().ok().and_then(|s| s.netns_id);
+        let rep = self.remove(force).await?;
+        if let Some(nsid) = nsid {
+            let _ =
+                std::fs::remove_file(teardown::attach_dir(&self.root).join(format!("{nsid}.lock")));
+        }
+        Ok(rep)
+    }
+
     /// Waits until its VM no longer runs (it exited or was stopped, or the sandbox was
     /// removed), polling every `poll`.
     pub async fn wait_exit(&self, poll: Duration) -> ExitInfo {

@@ -1,0 +1,509 @@
+//! A private containerd for one test: its own root, state and sockets in a temp dir, its
+//! own network namespace (bridge + host-local network) and mount namespace (`unshare -m`
+//! + `nsenter --net`), the local pause image, runtimes `sandnet` (this crate's shim) and
+//! `runc`, and a CRI client on its socket. Dropping it stops every pod it ran, containerd,
+//! its shims and sandboxes, and removes the temp dir and the namespace.
+
+#![allow(dead_code)]
+
+pub mod image;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use sandnet_testkit::{pids_mentioning, TempDir, TestNs};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The shim binary under test.
+pub const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-sandnet-v2");
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Options of a private containerd.
+#[derive(Default)]
+pub struct Options {
+    /// sandnet.toml lines for the runtime's `ConfigPath` (a file is written when non-empty).
+    pub sandnet_config: Vec<String>,
+}
+
+/// One private containerd.
+pub struct Containerd {
+    pub rt: tokio::runtime::Runtime,
+    pub ns: TestNs,
+    pub dir: TempDir,
+    pub bridge: String,
+    pub net: String,
+    pub prefix: String,
+    child: Mutex<Option<Child>>,
+    client: Mutex<Option<RuntimeServiceClient<Channel>>>,
+    pods: Mutex<Vec<String>>,
+}
+
+impl Containerd {
+    pub fn start(tag: &str, opts: Options) -> Containerd {
+        // SAFETY: plain syscall.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "run these tests as root");
+        let pid = std::process::id();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let ns = TestNs::new(&format!("cd{tag}"));
+        let dir = TempDir::new("cd");
+        for d in ["root", "state", "net.d", "ipam", "sn", "opt"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let bridge = format!("scd{pid:x}x{n}");
+        let net = format!("cdnet{pid}x{n}");
+        let prefix = format!("10.{}.{}", 150 + n % 50, pid % 250);
+        // The bridge exists before the first pod, so "links as before" holds after one.
+        ns.ip(&["link", "add", &bridge, "type", "bridge"]);
+        let conflist = json!({"cniVersion":"1.0.0","name":net,"plugins":[
+            {"type":"bridge","bridge":bridge,"isGateway":true,"ipMasq":true,
+             "ipam":{"type":"host-local","subnet":format!("{prefix}.0/24"),
+                     "routes":[{"dst":"0.0.0.0/0"}],"dataDir":dir.join("ipam")}}]});
+        std::fs::write(dir.join("net.d/10-test.conflist"), conflist.to_string()).unwrap();
+        let mut options = String::new();
+        let sandnet_toml = dir.join("sandnet.toml");
+        let mut cfg = String::from("[hypervisor.qemu]\ndefault_memory = 256\n");
+        for l in &opts.sandnet_config {
+            cfg += l;
+            cfg += "\n";
+        }
+        std::fs::write(&sandnet_toml, cfg).unwrap();
+        options += &format!(
+            "      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.sandnet.options]\n        ConfigPath = \"{}\"\n",
+            sandnet_toml.display()
+        );
+        let d = dir.display();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "{d}/c.sock"
+[ttrpc]
+  address = "{d}/c.sock.ttrpc"
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "{d}/opt"
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "{img}"
+    restrict_oom_score_adj = true
+    disable_apparmor = true
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "{d}/net.d"
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "native"
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sandnet]
+        runtime_type = "io.containerd.sandnet.v2"
+{options}"#,
+            img = image::PAUSE_IMAGE
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let shim_dir = Path::new(SHIM).parent().unwrap();
+        let path = format!(
+            "{}:{}",
+            shim_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new("unshare")
+            .args([
+                "-m",
+                "nsenter",
+                &format!("--net={}", ns.path()),
+                "containerd",
+                "--config",
+            ])
+            .arg(dir.join("config.toml"))
+            .env("PATH", path)
+            .env("SANDNET_STATE_DIR", dir.join("sn"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cd = Containerd {
+            rt,
+            ns,
+            dir,
+            bridge,
+            net,
+            prefix,
+            child: Mutex::new(Some(child)),
+            client: Mutex::new(None),
+            pods: Mutex::new(vec![]),
+        };
+        wait_until("containerd's socket", Duration::from_secs(30), || {
+            cd.ctr(&["version"]).status.success()
+        });
+        let tar = image::build(&cd.dir);
+        let o = Command::new("ctr")
+            .args(["--address"])
+            .arg(cd.sock())
+            .args([
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                "--snapshotter",
+                "native",
+            ])
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ctr import: {}", text(&o.stderr));
+        cd
+    }
+
+    pub fn sock(&self) -> PathBuf {
+        self.dir.join("c.sock")
+    }
+
+    /// sandnet's state root for this containerd's shims.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("sn")
+    }
+
+    pub fn containerd_pid(&self) -> u32 {
+        // unshare execs nsenter execs containerd: same pid.
+        self.child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|c| c.id())
+            .unwrap_or(0)
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.sock())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> RuntimeServiceClient<Channel> {
+        let mut g = self.client.lock().unwrap();
+        if g.is_none() {
+            let sock = self.sock();
+            let ch = self.rt.block_on(async move {
+                Endpoint::try_from("http://[::]:50051")
+                    .unwrap()
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let sock = sock.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(
+                                tokio::net::UnixStream::connect(sock).await?,
+                            ))
+                        }
+                    }))
+                    .await
+                    .expect("connect to CRI")
+            });
+            *g = Some(RuntimeServiceClient::new(ch));
+        }
+        g.clone().unwrap()
+    }
+
+    pub fn pod_config(&self, name: &str) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 1,
+            }),
+            hostname: name.into(),
+            log_directory: self.dir.join("logs").display().to_string(),
+            linux: Some(LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    /// RunPodSandbox with `handler` ("sandnet" or "runc").
+    pub fn run_pod(&self, name: &str, handler: &str) -> Result<String, tonic::Status> {
+        let mut c = self.client();
+        let req = RunPodSandboxRequest {
+            config: Some(self.pod_config(name)),
+            runtime_handler: handler.into(),
+        };
+        let id = self
+            .rt
+            .block_on(c.run_pod_sandbox(req))?
+            .into_inner()
+            .pod_sandbox_id;
+        self.pods.lock().unwrap().push(id.clone());
+        Ok(id)
+    }
+
+    pub fn stop_pod(&self, id: &str) -> Result<(), tonic::Status> {
+        let mut c = self.client();
+        self.rt.block_on(c.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        }))?;
+        Ok(())
+    }
+
+    pub fn remove_pod(&self, id: &str) -> Result<(), tonic::Status> {
+        let mut c = self.client();
+        self.rt
+            .block_on(c.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            }))?;
+        Ok(())
+    }
+
+    /// PodSandboxStatus (verbose): the status and the `info` JSON.
+    pub fn status(&self, id: &str) -> Result<(PodSandboxStatus, Value), tonic::Status> {
+        let mut c = self.client();
+        let r = self
+            .rt
+            .block_on(c.pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: true,
+            }))?
+            .into_inner();
+        let info = r
+            .info
+            .get("info")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null);
+        Ok((r.status.unwrap_or_default(), info))
+    }
+
+    pub fn ready(&self, id: &str) -> bool {
+        self.status(id)
+            .map(|(s, _)| s.state == PodSandboxState::SandboxReady as i32)
+            .unwrap_or(false)
+    }
+
+    /// What the host has that a pod could leave behind.
+    pub fn snapshot(&self) -> HostSnapshot {
+        let mut links: BTreeSet<String> = BTreeSet::new();
+        for l in self.ns.link_names() {
+            links.insert(l);
+        }
+        let iptables = ["nat", "filter"]
+            .iter()
+            .map(|t| {
+                let o = Command::new("ip")
+                    .args(["netns", "exec", &self.ns.name, "iptables-save", "-t", t])
+                    .output()
+                    .unwrap();
+                text(&o.stdout)
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.starts_with(':'))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect();
+        let ipam = list(&self.dir.join("ipam").join(&self.net))
+            .into_iter()
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        let cni_cache = list(Path::new("/var/lib/cni/results"))
+            .into_iter()
+            .filter(|n| n.contains(&self.net))
+            .collect();
+        let d = self.dir.display().to_string();
+        let mut procs: BTreeSet<String> = pids_mentioning(&d)
+            .into_iter()
+            .map(|(_, c)| c)
+            .filter(|c| !c.starts_with("containerd --config") && !c.starts_with("unshare"))
+            .collect();
+        procs.retain(|c| !c.contains("iptables-save"));
+        let cpid = self.containerd_pid();
+        let mounts = std::fs::read_to_string(format!("/proc/{cpid}/mountinfo"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("netns") || l.contains(&d))
+            .map(|l| l.split(' ').nth(4).unwrap_or("").to_string())
+            .collect();
+        HostSnapshot {
+            netns: list(Path::new("/run/netns")),
+            links,
+            iptables,
+            ipam,
+            cni_cache,
+            procs,
+            mounts,
+            shim_sockets: list(&self.dir.join("s")),
+            sandnet_state: files_under(&self.state()),
+        }
+    }
+
+    /// QEMU's pid of sandbox `id`, from sandnet's state.
+    pub fn qemu_pid(&self, id: &str) -> Option<u32> {
+        let s = std::fs::read_to_string(self.state().join(id).join("sandbox.json")).ok()?;
+        let v: Value = serde_json::from_str(&s).ok()?;
+        v["qemu_pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// The shim daemon serving task `id`.
+    pub fn shim_pid(&self, id: &str) -> Option<u32> {
+        pids_mentioning(&format!("-id {id} "))
+            .into_iter()
+            .find(|(_, c)| c.contains("containerd-shim-sandnet-v2") && c.contains("-socket"))
+            .map(|(p, _)| p)
+    }
+
+    /// Pings `ip` from containerd's network namespace.
+    pub fn ping(&self, ip: &str) -> bool {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns.name,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                ip,
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// `sandnet`-style listing of this containerd's sandboxes through the runtime API.
+    pub fn sandnet_ids(&self) -> Vec<String> {
+        list(&self.state())
+            .into_iter()
+            .filter(|n| self.state().join(n).join("sandbox.json").exists())
+            .collect()
+    }
+}
+
+/// The pod's network namespace path, from PodSandboxStatus' verbose `info`.
+pub fn pod_netns_path(info: &Value) -> Option<String> {
+    info["runtimeSpec"]["linux"]["namespaces"]
+        .as_array()?
+        .iter()
+        .find(|n| n["type"] == "network")?["path"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Every non-directory under `dir` (empty directories are layout, not leftovers).
+fn files_under(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.insert(p.display().to_string());
+        }
+    }
+    out
+}
+
+fn list(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// What the host has that a pod could leave behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSnapshot {
+    pub netns: BTreeSet<String>,
+    pub links: BTreeSet<String>,
+    pub iptables: Vec<String>,
+    pub ipam: BTreeSet<String>,
+    pub cni_cache: BTreeSet<String>,
+    pub procs: BTreeSet<String>,
+    pub mounts: BTreeSet<String>,
+    pub shim_sockets: BTreeSet<String>,
+    pub sandnet_state: BTreeSet<String>,
+}
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: plain syscall.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let pods = std::mem::take(&mut *self.pods.lock().unwrap());
+        let mut netns_paths = vec![];
+        for id in &pods {
+            if let Ok((_, info)) = self.status(id) {
+                netns_paths.extend(pod_netns_path(&info));
+            }
+            let _ = self.stop_pod(id);
+            let _ = self.remove_pod(id);
+        }
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            kill(c.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Whatever is left of this containerd: shims, supervisors, QEMUs.
+        let d = self.dir.display().to_string();
+        for _ in 0..3 {
+            for (pid, _) in pids_mentioning(&d) {
+                kill(pid, libc::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let state = self.state();
+        let _ = self.rt.block_on(async move {
+            sandnet_runtime::api::Runtime::new(&state, "/bin/false", vec![])
+                .gc()
+                .await
+        });
+        for p in netns_paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
