@@ -213,6 +213,16 @@ impl Runtime {
         }
     }
 
+    /// Drops the attach lock sandnet keeps for namespace `netns` (name or path), for a caller
+    /// that knows no sandbox uses it and nobody else attaches it (a containerd shim's pod
+    /// namespace once its sandbox failed to start or is gone).
+    pub fn release_netns(&self, netns: &str) {
+        if let Ok(id) = NetNs::open(netns).and_then(|n| n.id()) {
+            let _ =
+                std::fs::remove_file(teardown::attach_dir(&self.root).join(format!("{id}.lock")));
+        }
+    }
+
     /// Every sandbox with its health, unreadable records included.
     pub fn list(&self) -> Result<Vec<PsEntry>> {
         Ok(crate::gc::ps(&self.root)?)

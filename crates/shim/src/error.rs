@@ -30,15 +30,9 @@ pub enum ShimError {
     /// The task exists already.
     #[error("task {0} already exists")]
     Exists(String),
-    /// The sandnet runtime failed.
-    #[error("sandbox {id}: {source}")]
-    Runtime {
-        /// The sandbox.
-        id: String,
-        /// The runtime's error.
-        #[source]
-        source: RuntimeError,
-    },
+    /// The sandnet runtime failed (its errors name the sandbox).
+    #[error("{0}")]
+    Runtime(#[source] Box<RuntimeError>),
 }
 
 impl ShimError {
@@ -49,8 +43,14 @@ impl ShimError {
             ShimError::NotFound(_) => ttrpc::Code::NOT_FOUND,
             ShimError::State(_) => ttrpc::Code::FAILED_PRECONDITION,
             ShimError::Exists(_) => ttrpc::Code::ALREADY_EXISTS,
-            ShimError::Runtime { .. } => ttrpc::Code::INTERNAL,
+            ShimError::Runtime(_) => ttrpc::Code::INTERNAL,
         }
+    }
+}
+
+impl From<RuntimeError> for ShimError {
+    fn from(e: RuntimeError) -> Self {
+        ShimError::Runtime(Box::new(e))
     }
 }
 

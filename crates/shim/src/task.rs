@@ -147,18 +147,23 @@ impl SandboxTask {
         let mut sreq = SandboxRequest::new(config);
         sreq.id = Some(req.id.clone());
         sreq.netns = PodNetns::Existing(netns.display().to_string());
-        let runtime_err = |source| ShimError::Runtime {
-            id: req.id.clone(),
-            source,
-        };
-        let sandbox = self
+        let sandbox = match self
             .runtime
             .run(&sreq, &mut |step| log::info!("sandbox {}: {step}", req.id))
             .await
-            .map_err(runtime_err)?;
+        {
+            Ok(s) => s,
+            Err(e) => {
+                // Rolled back: the pod namespace is containerd's again.
+                if self.runtime.get(&req.id).is_err() {
+                    self.runtime.release_netns(&netns.display().to_string());
+                }
+                return Err(e.into());
+            }
+        };
         let pid = sandbox
             .state()
-            .map_err(runtime_err)?
+            .map_err(ShimError::from)?
             .qemu_pid
             .unwrap_or_default();
         Ok(pid)
@@ -334,10 +339,7 @@ impl Task for SandboxTask {
             .handle(&req.id)
             .stop(force)
             .await
-            .map_err(|source| ShimError::Runtime {
-                id: req.id.clone(),
-                source,
-            })?;
+            .map_err(ShimError::from)?;
         Ok(Empty::default())
     }
 
@@ -359,10 +361,7 @@ impl Task for SandboxTask {
             .handle(&req.id)
             .remove_sole_user(true)
             .await
-            .map_err(|source| ShimError::Runtime {
-                id: req.id.clone(),
-                source,
-            })?;
+            .map_err(ShimError::from)?;
         let t = {
             let mut g = self.lock();
             let Some(x) = g.as_mut() else {

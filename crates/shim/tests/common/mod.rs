@@ -1,7 +1,7 @@
 //! A private containerd for one test: its own root, state and sockets in a temp dir, its
-//! own network namespace (bridge + host-local network) and mount namespace (`unshare -m`
-//! + `nsenter --net`), the local pause image, runtimes `sandnet` (this crate's shim) and
-//! `runc`, and a CRI client on its socket. Dropping it stops every pod it ran, containerd,
+//! own network namespace (bridge + host-local network) and mount namespace (`unshare -m`,
+//! then `nsenter --net`), the local pause image, runtimes `sandnet` (this crate's shim)
+//! and `runc`, and a CRI client on its socket. Dropping it stops every pod it ran, containerd,
 //! its shims and sandboxes, and removes the temp dir and the namespace.
 
 #![allow(dead_code)]
@@ -54,6 +54,7 @@ pub struct Containerd {
     pub net: String,
     pub prefix: String,
     child: Mutex<Option<Child>>,
+    holder: Mutex<Option<Child>>,
     client: Mutex<Option<RuntimeServiceClient<Channel>>>,
     pods: Mutex<Vec<String>>,
 }
@@ -124,29 +125,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             img = image::PAUSE_IMAGE
         );
         std::fs::write(dir.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let shim_dir = Path::new(SHIM).parent().unwrap();
-        let path = format!(
-            "{}:{}",
-            shim_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let child = Command::new("unshare")
-            .args([
-                "-m",
-                "nsenter",
-                &format!("--net={}", ns.path()),
-                "containerd",
-                "--config",
-            ])
-            .arg(dir.join("config.toml"))
-            .env("PATH", path)
-            .env("SANDNET_STATE_DIR", dir.join("sn"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
+        let holder = spawn_mount_holder();
+        // Wait until the holder has its own mount namespace.
+        let own = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        wait_until("the mount namespace holder", Duration::from_secs(5), || {
+            std::fs::read_link(format!("/proc/{}/ns/mnt", holder.id())).is_ok_and(|l| l != own)
+        });
+        let child = spawn_containerd(&dir, &ns, holder.id());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -160,12 +145,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             net,
             prefix,
             child: Mutex::new(Some(child)),
+            holder: Mutex::new(Some(holder)),
             client: Mutex::new(None),
             pods: Mutex::new(vec![]),
         };
-        wait_until("containerd's socket", Duration::from_secs(30), || {
-            cd.ctr(&["version"]).status.success()
-        });
+        cd.wait_serving();
         let tar = image::build(&cd.dir);
         let o = Command::new("ctr")
             .args(["--address"])
@@ -183,6 +167,102 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .unwrap();
         assert!(o.status.success(), "ctr import: {}", text(&o.stderr));
         cd
+    }
+
+    fn wait_serving(&self) {
+        wait_until("containerd's socket", Duration::from_secs(30), || {
+            self.ctr(&["version"]).status.success()
+        });
+    }
+
+    /// Kills containerd (SIGKILL: its shims and sandboxes live on) and starts it again on
+    /// the same state; the CRI client reconnects.
+    pub fn restart(&self) {
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        *self.client.lock().unwrap() = None;
+        let _ = std::fs::remove_file(self.sock());
+        let holder = self
+            .holder
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|h| h.id())
+            .unwrap_or(0);
+        *self.child.lock().unwrap() = Some(spawn_containerd(&self.dir, &self.ns, holder));
+        self.wait_serving();
+    }
+
+    /// A container config running the pause image.
+    pub fn container_config(&self, name: &str) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: image::PAUSE_IMAGE.into(),
+                ..Default::default()
+            }),
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    /// CreateContainer + StartContainer in pod `pod`; the error of the first that fails.
+    pub fn run_container(
+        &self,
+        pod: &str,
+        pod_name: &str,
+        name: &str,
+    ) -> Result<String, tonic::Status> {
+        let mut c = self.client();
+        let id = self
+            .rt
+            .block_on(c.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(self.container_config(name)),
+                sandbox_config: Some(self.pod_config(pod_name)),
+            }))?
+            .into_inner()
+            .container_id;
+        let started = self.rt.block_on(c.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        }));
+        let removed = self.rt.block_on(c.remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        }));
+        started?;
+        removed?;
+        Ok(id)
+    }
+
+    /// Pids of this containerd's sandnet shim daemons.
+    pub fn shim_pids(&self) -> Vec<u32> {
+        pids_mentioning(&self.dir.display().to_string())
+            .into_iter()
+            .filter(|(_, c)| c.contains("containerd-shim-sandnet-v2") && c.contains("-socket"))
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// Waits until the host is back to `before` (what containerd cleans up after a failure
+    /// it may do in the background), failing with the difference.
+    pub fn wait_clean(&self, before: &HostSnapshot, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = self.snapshot();
+            if &now == before {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("host not back to before:\nbefore {before:?}\nnow    {now:?}\ncontainerd log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn sock(&self) -> PathBuf {
@@ -345,7 +425,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         let mut procs: BTreeSet<String> = pids_mentioning(&d)
             .into_iter()
             .map(|(_, c)| c)
-            .filter(|c| !c.starts_with("containerd --config") && !c.starts_with("unshare"))
+            .filter(|c| !c.starts_with("containerd --config"))
             .collect();
         procs.retain(|c| !c.contains("iptables-save"));
         let cpid = self.containerd_pid();
@@ -409,6 +489,45 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .filter(|n| self.state().join(n).join("sandbox.json").exists())
             .collect()
     }
+}
+
+/// A process holding the private mount namespace containerd runs in (kept across
+/// containerd restarts, so its pod netns bind mounts stay).
+fn spawn_mount_holder() -> Child {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sleep", "1000000"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("unshare -m")
+}
+
+fn spawn_containerd(dir: &Path, ns: &TestNs, holder: u32) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .unwrap();
+    let shim_dir = Path::new(SHIM).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        shim_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("nsenter")
+        .args([
+            &format!("--mount=/proc/{holder}/ns/mnt"),
+            &format!("--net={}", ns.path()),
+            "containerd",
+            "--config",
+        ])
+        .arg(dir.join("config.toml"))
+        .env("PATH", path)
+        .env("SANDNET_STATE_DIR", dir.join("sn"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start containerd")
 }
 
 /// The pod's network namespace path, from PodSandboxStatus' verbose `info`.
@@ -487,6 +606,10 @@ impl Drop for Containerd {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(mut h) = self.holder.lock().unwrap().take() {
+            let _ = h.kill();
+            let _ = h.wait();
         }
         // Whatever is left of this containerd: shims, supervisors, QEMUs.
         let d = self.dir.display().to_string();

@@ -1,0 +1,140 @@
+//! The shim under a private containerd when things go wrong: bad input, a missing kernel,
+//! the shim killed mid-boot, containerd restarted, Remove without Stop, containers refused.
+//! Each leaves the host as it was. Needs what `tests/cri.rs` needs.
+
+mod common;
+
+use common::{wait_until, Containerd, Options};
+use std::time::Duration;
+
+fn kill9(pid: u32) {
+    // SAFETY: plain syscall.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+#[test]
+fn bad_netns_path_fails_cleanly() {
+    let cd = Containerd::start("badns", Options::default());
+    let before = cd.snapshot();
+    let o = cd.ctr(&[
+        "-n",
+        "k8s.io",
+        "run",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        "io.containerd.sandnet.v2",
+        "--with-ns",
+        "network:/nonexistent/netns",
+        common::image::PAUSE_IMAGE,
+        "badns",
+    ]);
+    assert!(
+        !o.status.success(),
+        "ctr run succeeded with a bad netns path"
+    );
+    let err = common::text(&o.stderr);
+    assert!(
+        err.contains("/nonexistent/netns") && err.contains("network namespace"),
+        "{err}"
+    );
+    let _ = cd.ctr(&["-n", "k8s.io", "containers", "rm", "badns"]);
+    cd.wait_clean(&before, Duration::from_secs(20));
+}
+
+#[test]
+fn missing_kernel_fails_run_pod_cleanly() {
+    let cd = Containerd::start(
+        "nokernel",
+        Options {
+            sandnet_config: vec!["kernel = \"/nonexistent/vmlinuz\"".into()],
+        },
+    );
+    let before = cd.snapshot();
+    let err = cd
+        .run_pod("nokernel", "sandnet")
+        .expect_err("RunPodSandbox without kernel");
+    assert!(
+        err.message().contains("/nonexistent/vmlinuz"),
+        "{}",
+        err.message()
+    );
+    cd.wait_clean(&before, Duration::from_secs(30));
+}
+
+#[test]
+fn shim_killed_mid_boot_leaves_nothing() {
+    let cd = Containerd::start("killboot", Options::default());
+    let before = cd.snapshot();
+    let state = cd.state();
+    let shims = || cd.shim_pids();
+    std::thread::scope(|s| {
+        let run = s.spawn(|| cd.run_pod("killboot", "sandnet"));
+        // Mid-boot: QEMU started, the guest not configured yet.
+        wait_until("QEMU to start", Duration::from_secs(60), || {
+            std::fs::read_dir(&state)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    id.len() == 64 && cd.qemu_pid(&id).is_some()
+                })
+        });
+        for p in shims() {
+            kill9(p);
+        }
+        let r = run.join().unwrap();
+        assert!(
+            r.is_err(),
+            "RunPodSandbox succeeded although its shim was killed"
+        );
+    });
+    cd.wait_clean(&before, Duration::from_secs(60));
+}
+
+#[test]
+fn containerd_restart_reconnects_and_remove_without_stop_cleans() {
+    let cd = Containerd::start("restart", Options::default());
+    let before = cd.snapshot();
+    let id = cd.run_pod("restart", "sandnet").expect("RunPodSandbox");
+    let shim = cd.shim_pid(&id).expect("shim runs");
+    cd.restart();
+    assert!(cd.ready(&id), "pod not READY after containerd restart");
+    assert_eq!(cd.shim_pid(&id), Some(shim), "the same shim serves the pod");
+    let ip = cd.status(&id).unwrap().0.network.unwrap_or_default().ip;
+    assert!(cd.ping(&ip), "guest does not answer at {ip} after restart");
+    // Remove without Stop: CRI stops first.
+    cd.remove_pod(&id).expect("RemovePodSandbox without Stop");
+    wait_until("the shim to exit", Duration::from_secs(15), || {
+        cd.shim_pid(&id).is_none()
+    });
+    cd.wait_clean(&before, Duration::from_secs(20));
+}
+
+#[test]
+fn containers_are_refused_and_leave_nothing() {
+    let cd = Containerd::start("ctr", Options::default());
+    let id = cd.run_pod("ctrpod", "sandnet").expect("RunPodSandbox");
+    let shims = cd.shim_pids();
+    let before = cd.snapshot();
+    let err = cd
+        .run_container(&id, "ctrpod", "app")
+        .expect_err("a container in a sandnet pod");
+    assert!(
+        err.message().contains("sandnet runs pod sandboxes only"),
+        "{}",
+        err.message()
+    );
+    wait_until(
+        "the container's shim to go",
+        Duration::from_secs(15),
+        || cd.shim_pids() == shims,
+    );
+    cd.wait_clean(&before, Duration::from_secs(20));
+    assert!(cd.ready(&id), "the pod suffered from the refused container");
+    cd.stop_pod(&id).unwrap();
+    cd.remove_pod(&id).unwrap();
+}
