@@ -138,3 +138,24 @@ fn containers_are_refused_and_leave_nothing() {
     cd.stop_pod(&id).unwrap();
     cd.remove_pod(&id).unwrap();
 }
+
+#[test]
+fn shim_killed_when_ready_is_cleaned_by_containerd_delete() {
+    let cd = Containerd::start("killready", Options::default());
+    let before = cd.snapshot();
+    let id = cd.run_pod("killready", "sandnet").expect("RunPodSandbox");
+    let qemu = cd.qemu_pid(&id).expect("QEMU pid");
+    kill9(cd.shim_pid(&id).expect("shim runs"));
+    // containerd sees the shim gone, runs `containerd-shim-sandnet-v2 … delete`, which
+    // removes the sandbox from its state: no QEMU, no taps, no record.
+    wait_until("QEMU to be stopped", Duration::from_secs(30), || {
+        !std::path::Path::new(&format!("/proc/{qemu}")).exists()
+    });
+    wait_until("the pod to be NOTREADY", Duration::from_secs(30), || {
+        !cd.ready(&id)
+    });
+    assert!(cd.sandnet_ids().is_empty(), "sandnet still has the sandbox");
+    cd.stop_pod(&id).expect("StopPodSandbox");
+    cd.remove_pod(&id).expect("RemovePodSandbox");
+    cd.wait_clean(&before, Duration::from_secs(20));
+}

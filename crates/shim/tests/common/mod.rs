@@ -482,11 +482,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .unwrap_or(false)
     }
 
-    /// `sandnet`-style listing of this containerd's sandboxes through the runtime API.
+    /// The sandbox ids `sandnet ps` lists for this containerd's state root.
     pub fn sandnet_ids(&self) -> Vec<String> {
-        list(&self.state())
+        sandnet_runtime::api::Runtime::new(self.state(), "/bin/false", vec![])
+            .list()
+            .unwrap_or_default()
             .into_iter()
-            .filter(|n| self.state().join(n).join("sandbox.json").exists())
+            .map(|e| e.id)
             .collect()
     }
 }
