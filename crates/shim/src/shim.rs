@@ -181,3 +181,25 @@ impl Shim for SandnetShim {
         SandboxTask::new(rt, self.namespace.clone(), publisher, self.exit.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_under_containerds_dir() {
+        let p = socket_path("/run/containerd/containerd.sock", "k8s.io", "abc").unwrap();
+        assert!(p.starts_with("/run/containerd/s/"));
+        assert_eq!(p.file_name().unwrap().len(), 64);
+        let q = socket_path("unix:///run/containerd/containerd.sock", "k8s.io", "abd").unwrap();
+        assert_ne!(p, q);
+    }
+
+    #[test]
+    fn too_long_socket_path_is_refused() {
+        let dir = "/x".repeat(30);
+        let e = socket_path(&format!("{dir}/containerd.sock"), "k8s.io", "a").unwrap_err();
+        assert!(e.to_string().contains("longer than 107"), "{e}");
+        assert!(socket_path("containerd.sock", "k8s.io", "a").is_err());
+    }
+}

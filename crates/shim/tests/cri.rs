@@ -82,6 +82,10 @@ fn run_pod_ping_stop_remove_leaves_host_as_before() {
     wait_until("the shim to exit", Duration::from_secs(15), || {
         cd.shim_pid(&id).is_none()
     });
+    assert!(
+        !std::path::Path::new(&netns_path).exists(),
+        "pod netns {netns_path} left"
+    );
     let after = cd.snapshot();
     assert_eq!(before, after, "host differs after Remove");
 }

@@ -159,3 +159,20 @@ fn shim_killed_when_ready_is_cleaned_by_containerd_delete() {
     cd.remove_pod(&id).expect("RemovePodSandbox");
     cd.wait_clean(&before, Duration::from_secs(20));
 }
+
+#[test]
+fn qemu_dying_makes_the_pod_notready() {
+    let cd = Containerd::start("qemudies", Options::default());
+    let before = cd.snapshot();
+    let id = cd.run_pod("qemudies", "sandnet").expect("RunPodSandbox");
+    kill9(cd.qemu_pid(&id).expect("QEMU pid"));
+    // The shim sees the VM gone: TaskExit, the pending Wait returns, CRI marks it.
+    wait_until("the pod to be NOTREADY", Duration::from_secs(30), || {
+        !cd.ready(&id)
+    });
+    let tasks = common::text(&cd.ctr(&["-n", "k8s.io", "tasks", "ls"]).stdout);
+    assert!(!tasks.contains("RUNNING"), "{tasks}");
+    cd.stop_pod(&id).expect("StopPodSandbox");
+    cd.remove_pod(&id).expect("RemovePodSandbox");
+    cd.wait_clean(&before, Duration::from_secs(20));
+}

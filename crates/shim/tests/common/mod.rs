@@ -428,15 +428,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .filter(|c| !c.starts_with("containerd --config"))
             .collect();
         procs.retain(|c| !c.contains("iptables-save"));
+        // Pod namespaces are bind mounts in containerd's (private) mount namespace; the
+        // host's /run/netns also has other tests' namespaces, so it is not compared.
         let cpid = self.containerd_pid();
         let mounts = std::fs::read_to_string(format!("/proc/{cpid}/mountinfo"))
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("netns") || l.contains(&d))
-            .map(|l| l.split(' ').nth(4).unwrap_or("").to_string())
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with("/run/netns/cni-") || m.contains(&d))
+            .map(str::to_string)
             .collect();
         HostSnapshot {
-            netns: list(Path::new("/run/netns")),
             links,
             iptables,
             ipam,
@@ -568,7 +570,6 @@ fn list(dir: &Path) -> BTreeSet<String> {
 /// What the host has that a pod could leave behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSnapshot {
-    pub netns: BTreeSet<String>,
     pub links: BTreeSet<String>,
     pub iptables: Vec<String>,
     pub ipam: BTreeSet<String>,
