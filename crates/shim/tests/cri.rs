@@ -17,6 +17,16 @@ fn netns_inode(path: &str) -> u64 {
 fn run_pod_ping_stop_remove_leaves_host_as_before() {
     let cd = Containerd::start("flow", Options::default());
     let before = cd.snapshot();
+    // containerd's event stream, to see the shim's task events arrive.
+    let events_file = cd.dir.join("events.txt");
+    let mut events = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(cd.sock())
+        .args(["events"])
+        .stdout(std::fs::File::create(&events_file).unwrap())
+        .spawn()
+        .expect("ctr events");
+    std::thread::sleep(Duration::from_millis(300));
 
     let id = cd
         .run_pod("flow", "sandnet")
@@ -82,6 +92,20 @@ fn run_pod_ping_stop_remove_leaves_host_as_before() {
     wait_until("the shim to exit", Duration::from_secs(15), || {
         cd.shim_pid(&id).is_none()
     });
+    let _ = events.kill();
+    let _ = events.wait();
+    let log = std::fs::read_to_string(&events_file).unwrap();
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains(topic) && l.contains(&id)),
+            "no {topic} event for the pod:\n{log}"
+        );
+    }
     assert!(
         !std::path::Path::new(&netns_path).exists(),
         "pod netns {netns_path} left"
