@@ -495,6 +495,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     }
 }
 
+/// The containerd under test: `$SANDNET_TEST_CONTAINERD` (e.g. a 1.7 from
+/// `scripts/fetch-containerd-1.7`), else `containerd` on PATH (Debian bookworm's 1.6).
+pub fn containerd_bin() -> String {
+    std::env::var("SANDNET_TEST_CONTAINERD")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "containerd".into())
+}
+
 /// A process holding the private mount namespace containerd runs in (kept across
 /// containerd restarts, so its pod netns bind mounts stay).
 fn spawn_mount_holder() -> Child {
@@ -521,7 +530,7 @@ fn spawn_containerd(dir: &Path, ns: &TestNs, holder: u32) -> Child {
         .args([
             &format!("--mount=/proc/{holder}/ns/mnt"),
             &format!("--net={}", ns.path()),
-            "containerd",
+            &containerd_bin(),
             "--config",
         ])
         .arg(dir.join("config.toml"))
