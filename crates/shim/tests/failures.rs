@@ -102,7 +102,12 @@ fn containerd_restart_reconnects_and_remove_without_stop_cleans() {
     let id = cd.run_pod("restart", "sandnet").expect("RunPodSandbox");
     let shim = cd.shim_pid(&id).expect("shim runs");
     cd.restart();
-    assert!(cd.ready(&id), "pod not READY after containerd restart");
+    // CRI recovers its sandboxes (asking the shim for the task's state) as it starts.
+    wait_until(
+        "the pod READY after containerd's restart",
+        Duration::from_secs(20),
+        || cd.ready(&id),
+    );
     assert_eq!(cd.shim_pid(&id), Some(shim), "the same shim serves the pod");
     let ip = cd.status(&id).unwrap().0.network.unwrap_or_default().ip;
     assert!(cd.ping(&ip), "guest does not answer at {ip} after restart");
