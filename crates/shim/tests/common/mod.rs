@@ -119,6 +119,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       default_runtime_name = "runc"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          Root = "{d}/runc"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sandnet]
         runtime_type = "io.containerd.sandnet.v2"
 {options}"#,
