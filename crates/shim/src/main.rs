@@ -21,6 +21,13 @@ fn main() {
             &args[4].to_string_lossy(),
         ));
     }
+    if std::env::var_os("TTRPC_ADDRESS").is_none() {
+        eprintln!(
+            "{RUNTIME_ID}: TTRPC_ADDRESS is not set: this shim is started by containerd \
+             (runtime_type = \"{RUNTIME_ID}\"), see scripts/install-shim"
+        );
+        std::process::exit(1);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
