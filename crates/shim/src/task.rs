@@ -161,6 +161,11 @@ impl SandboxTask {
                 return Err(e.into());
             }
         };
+        // The sandbox lives as long as this shim: if it dies and containerd cannot run
+        // `delete`, `sandnet gc` removes it.
+        if let Err(e) = sandbox.set_owner(std::process::id()) {
+            log::warn!("{e}");
+        }
         let pid = sandbox
             .state()
             .map_err(ShimError::from)?

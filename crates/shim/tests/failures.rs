@@ -181,3 +181,34 @@ fn qemu_dying_makes_the_pod_notready() {
     cd.remove_pod(&id).expect("RemovePodSandbox");
     cd.wait_clean(&before, Duration::from_secs(20));
 }
+
+#[test]
+fn shim_and_containerd_killed_sandnet_gc_removes_the_sandbox() {
+    let cd = Containerd::start("gc", Options::default());
+    let before = cd.snapshot();
+    let id = cd.run_pod("gc", "sandnet").expect("RunPodSandbox");
+    let qemu = cd.qemu_pid(&id).expect("QEMU pid");
+    // Nobody left to run the shim's `delete`.
+    cd.kill_containerd();
+    kill9(cd.shim_pid(&id).expect("shim runs"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(std::path::Path::new(&format!("/proc/{qemu}")).exists());
+    // What `sandnet gc` runs.
+    let rt = sandnet_runtime::api::Runtime::new(cd.state(), "/bin/false", vec![]);
+    let mut rep = cd.rt.block_on(rt.gc()).expect("gc");
+    cd.rt.block_on(rt.gc_orphans(&mut rep));
+    assert_eq!(rep.sandboxes, vec![id.clone()], "{:?}", rep);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{qemu}")).exists(),
+        "QEMU still runs"
+    );
+    assert!(cd.sandnet_ids().is_empty());
+    // containerd comes back, finds the shim dead, and the pod goes away as usual.
+    cd.restart();
+    wait_until("the pod NOTREADY", Duration::from_secs(20), || {
+        !cd.ready(&id)
+    });
+    cd.stop_pod(&id).expect("StopPodSandbox");
+    cd.remove_pod(&id).expect("RemovePodSandbox");
+    cd.wait_clean(&before, Duration::from_secs(20));
+}

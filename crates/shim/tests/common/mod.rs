@@ -177,14 +177,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         });
     }
 
-    /// Kills containerd (SIGKILL: its shims and sandboxes live on) and starts it again on
-    /// the same state; the CRI client reconnects.
-    pub fn restart(&self) {
+    /// Kills containerd (SIGKILL: its shims and sandboxes live on).
+    pub fn kill_containerd(&self) {
         if let Some(mut c) = self.child.lock().unwrap().take() {
             let _ = c.kill();
             let _ = c.wait();
         }
         *self.client.lock().unwrap() = None;
+    }
+
+    /// Kills containerd (SIGKILL: its shims and sandboxes live on) and starts it again on
+    /// the same state; the CRI client reconnects.
+    pub fn restart(&self) {
+        self.kill_containerd();
         let _ = std::fs::remove_file(self.sock());
         let holder = self
             .holder
@@ -492,14 +497,21 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let pods = std::mem::take(&mut *self.pods.lock().unwrap());
         let mut netns_paths = vec![];
-        for id in &pods {
-            if let Ok((_, info)) = self.status(id) {
-                netns_paths.extend(pod_netns_path(&info));
+        // Never panic here (a panic while unwinding aborts and leaks everything below).
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if !pods.is_empty() && self.child.lock().unwrap().is_none() {
+                self.restart();
             }
-            let _ = self.stop_pod(id);
-            let _ = self.remove_pod(id);
-        }
-        if let Some(mut c) = self.child.lock().unwrap().take() {
+            for id in &pods {
+                if let Ok((_, info)) = self.status(id) {
+                    netns_paths.extend(pod_netns_path(&info));
+                }
+                let _ = self.stop_pod(id);
+                let _ = self.remove_pod(id);
+            }
+        }));
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut c) = child {
             kill(c.id(), libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
@@ -511,7 +523,8 @@ impl Drop for Containerd {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some(mut h) = self.holder.lock().unwrap().take() {
+        let holder = self.holder.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut h) = holder {
             let _ = h.kill();
             let _ = h.wait();
         }
