@@ -229,6 +229,45 @@ impl Runtime {
         }
     }
 
+    /// Drops the attach lock sandnet keeps for namespace `netns` (name or path), for a caller
+    /// that knows no sandbox uses it and nobody else attaches it (a containerd shim's pod
+    /// namespace once its sandbox failed to start or is gone).
+    pub fn release_netns(&self, netns: &str) {
+        if let Ok(id) = NetNs::open(netns).and_then(|n| n.id()) {
+            let _ =
+                std::fs::remove_file(teardown::attach_dir(&self.root).join(format!("{id}.lock")));
+        }
+    }
+
+    /// Removes the sandboxes whose owner (see [`Sandbox::set_owner`]) is gone: a containerd
+    /// shim killed when containerd was not there to run its `delete`. Adds to `rep` what
+    /// was removed or failed. Sandboxes with no owner are left to [`Runtime::gc`].
+    pub async fn gc_orphans(&self, rep: &mut GcReport) {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let Ok(owner) = std::fs::read_to_string(e.path().join(OWNER_FILE)) else {
+                continue;
+            };
+            if owner_alive(owner.trim()) {
+                continue;
+            }
+            match self.handle(&id).remove_sole_user(true).await {
+                Ok(r) => {
+                    rep.sandboxes.push(id.clone());
+                    rep.actions.push(format!(
+                        "removed sandbox {id}: its owner {} is gone",
+                        owner.trim()
+                    ));
+                    rep.actions.extend(r.actions);
+                }
+                Err(err) => rep.failures.push(format!("sandbox {id}: {err}")),
+            }
+        }
+    }
+
     /// Every sandbox with its health, unreadable records included.
     pub fn list(&self) -> Result<Vec<PsEntry>> {
         Ok(crate::gc::ps(&self.root)?)
@@ -319,6 +358,33 @@ impl Sandbox {
         Ok(teardown::remove(&self.root, &self.id, force).await?)
     }
 
+    /// [`Sandbox::remove`] for a sandbox whose namespace nobody else attaches (a containerd
+    /// shim's pod namespace, which containerd deletes next): also drops that namespace's
+    /// attach lock, which `remove` keeps for namespaces sandnet did not create.
+    pub async fn remove_sole_user(&self, force: bool) -> Result<RemoveReport> {
+        let nsid = self.state().ok().and_then(|s| s.netns_id);
+        let rep = self.remove(force).await?;
+        if let Some(nsid) = nsid {
+            let _ =
+                std::fs::remove_file(teardown::attach_dir(&self.root).join(format!("{nsid}.lock")));
+        }
+        Ok(rep)
+    }
+
+    /// Records the process that owns this sandbox (a containerd shim): once that process is
+    /// gone, [`Runtime::gc_orphans`] removes the sandbox even though its supervisor lives.
+    pub fn set_owner(&self, pid: u32) -> Result<()> {
+        let path = SandboxPaths::new(&self.root, &self.id).dir.join(OWNER_FILE);
+        let ident = process_identity(pid).ok_or_else(|| {
+            RuntimeError::Failed(format!(
+                "sandbox {}: owner pid {pid} is not running",
+                self.id
+            ))
+        })?;
+        sandbox::write_private(&path, ident.as_bytes())?;
+        Ok(())
+    }
+
     /// Waits until its VM no longer runs (it exited or was stopped, or the sandbox was
     /// removed), polling every `poll`.
     pub async fn wait_exit(&self, poll: Duration) -> ExitInfo {
@@ -357,4 +423,31 @@ fn unexpected(id: &str, r: Response) -> RuntimeError {
         id: id.to_string(),
         message: format!("unexpected answer {r:?}"),
     }
+}
+
+/// The file in a sandbox's directory naming its owner process (`PID:STARTTIME`).
+const OWNER_FILE: &str = "owner";
+
+/// `PID:STARTTIME` of a running process (start time in clock ticks since boot, from
+/// `/proc/PID/stat`, so a reused pid is told apart).
+fn process_identity(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    // A zombie (nobody reaped it yet) is gone all the same.
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    let start = fields.nth(18)?;
+    Some(format!("{pid}:{start}"))
+}
+
+/// Whether the process recorded as `PID:STARTTIME` still runs (unreadable records count
+/// as alive: nothing is removed on a guess).
+fn owner_alive(ident: &str) -> bool {
+    let Some(pid) = ident.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return true;
+    };
+    process_identity(pid).as_deref() == Some(ident)
 }

@@ -304,7 +304,9 @@ pub struct GcArgs {
 
 /// `sandnet gc`: non-zero when something could not be cleaned up (its record is kept).
 pub async fn gc(a: GcArgs, rt: &Runtime) -> Result<i32> {
-    let rep = rt.gc().await.context("gc")?;
+    let mut rep = rt.gc().await.context("gc")?;
+    // Sandboxes of a containerd shim that died with nobody to run its `delete`.
+    rt.gc_orphans(&mut rep).await;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {

@@ -1,0 +1,205 @@
+//! The shim's process life: `start` (spawn the serving daemon, print its address),
+//! `delete` (clean up after a dead shim), and the daemon's task service.
+
+use crate::task::{bundle_dir, SandboxTask};
+use async_trait::async_trait;
+use containerd_shim::asynchronous::publisher::RemotePublisher;
+use containerd_shim::asynchronous::{ExitSignal, Shim};
+use containerd_shim::util::timestamp;
+use containerd_shim::{Config, Error, Flags, StartOpts};
+use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::protobuf::MessageField;
+use sandnet_runtime::api::Runtime;
+use std::ffi::OsString;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+
+/// The flag that makes this binary a sandbox supervisor:
+/// `containerd-shim-sandnet-v2 -sandnet-state-dir ROOT __supervise ID`.
+pub const SUPERVISE_FLAG: &str = "-sandnet-state-dir";
+
+/// Longest path a unix socket address can hold (`sun_path` less its NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// sandnet's state root for this shim: `$SANDNET_STATE_DIR`, else `/run/sandnet`.
+pub fn state_root() -> PathBuf {
+    std::env::var_os("SANDNET_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/sandnet"))
+}
+
+/// The runtime whose sandbox supervisors are this binary (`-sandnet-state-dir ROOT
+/// __supervise ID`), so that one file installed on containerd's PATH is all it needs.
+pub fn runtime() -> std::io::Result<Runtime> {
+    let root = state_root();
+    let exe = std::env::current_exe()?;
+    Ok(Runtime::new(
+        &root,
+        exe,
+        vec![
+            OsString::from(SUPERVISE_FLAG),
+            root.clone().into_os_string(),
+        ],
+    ))
+}
+
+/// Where this shim serves: `<dir of containerd's socket>/s/<sha256(address/namespace/id)>`,
+/// a path socket under containerd's own state (never an abstract one).
+pub fn socket_path(address: &str, namespace: &str, id: &str) -> Result<PathBuf, Error> {
+    use sha2::Digest;
+    let containerd = Path::new(address.strip_prefix("unix://").unwrap_or(address));
+    let dir = containerd
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| Error::InvalidArgument(format!("-address {address:?} has no directory")))?;
+    let hash = sha2::Sha256::digest(format!("{address}/{namespace}/{id}").as_bytes());
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join("s").join(hex);
+    if path.as_os_str().len() > SUN_PATH_MAX {
+        return Err(Error::InvalidArgument(format!(
+            "shim socket path {} is longer than {SUN_PATH_MAX} bytes; give containerd a shorter \
+             socket directory",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// The containerd shim of sandnet.
+pub struct SandnetShim {
+    namespace: String,
+    id: String,
+    bundle: String,
+    exit: Arc<ExitSignal>,
+}
+
+#[async_trait]
+impl Shim for SandnetShim {
+    type T = SandboxTask;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        SandnetShim {
+            namespace: args.namespace.clone(),
+            id: args.id.clone(),
+            bundle: args.bundle.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
+        let socket = socket_path(&opts.address, &opts.namespace, &opts.id)?;
+        let address = format!("unix://{}", socket.display());
+        let io = |what: &'static str| {
+            move |e| Error::IoError {
+                context: what.to_string(),
+                err: e,
+            }
+        };
+        let exe = std::env::current_exe().map_err(io("find own binary"))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["-namespace", &opts.namespace, "-id", &opts.id, "-address"])
+            .arg(&opts.address)
+            .args(["-publish-binary", &opts.publish_binary, "-socket", &address]);
+        if opts.debug {
+            cmd.arg("-debug");
+        }
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("shim.stderr")
+            .map_err(io("open shim.stderr in the bundle"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setsid is async-signal-safe. The daemon must outlive `start` and
+            // containerd (a containerd restart reconnects through ./address).
+            unsafe {
+                cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(Into::into));
+            }
+        }
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(io("spawn shim daemon"))?;
+        // The daemon closes its stdout once its server listens (or it exits).
+        if let Some(mut out) = child.stdout.take() {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink).await;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string("shim.stderr").unwrap_or_default();
+            return Err(Error::Other(format!(
+                "shim daemon exited ({status}) before serving: {}",
+                crate::error::one_line(&log)
+            )));
+        }
+        std::fs::write("address", &address).map_err(io("write ./address"))?;
+        Ok(address)
+    }
+
+    async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
+        // After a dead shim: remove whatever its sandbox left (no-op for an unknown id),
+        // and the socket it can no longer remove itself.
+        let bundle = bundle_dir(&self.bundle);
+        if let Ok(rt) = runtime() {
+            if let Err(e) = rt.handle(&self.id).remove_sole_user(true).await {
+                return Err(Error::Other(format!("sandbox {}: {e}", self.id)));
+            }
+        }
+        if let Ok(addr) = std::fs::read_to_string(bundle.join("address")) {
+            let p = PathBuf::from(addr.trim().trim_start_matches("unix://"));
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        let _ = &self.namespace;
+        Ok(DeleteResponse {
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: MessageField::from_option(timestamp().ok()),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(e) => {
+                log::error!("cannot find the shim's own binary: {e}");
+                std::process::exit(1);
+            }
+        };
+        SandboxTask::new(rt, self.namespace.clone(), publisher, self.exit.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_under_containerds_dir() {
+        let p = socket_path("/run/containerd/containerd.sock", "k8s.io", "abc").unwrap();
+        assert!(p.starts_with("/run/containerd/s/"));
+        assert_eq!(p.file_name().unwrap().len(), 64);
+        let q = socket_path("unix:///run/containerd/containerd.sock", "k8s.io", "abd").unwrap();
+        assert_ne!(p, q);
+    }
+
+    #[test]
+    fn too_long_socket_path_is_refused() {
+        let dir = "/x".repeat(30);
+        let e = socket_path(&format!("{dir}/containerd.sock"), "k8s.io", "a").unwrap_err();
+        assert!(e.to_string().contains("longer than 107"), "{e}");
+        assert!(socket_path("containerd.sock", "k8s.io", "a").is_err());
+    }
+}
