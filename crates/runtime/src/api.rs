@@ -229,16 +229,6 @@ impl Runtime {
         }
     }
 
-    /// Drops the attach lock sandnet keeps for namespace `netns` (name or path), for a caller
-    /// that knows no sandbox uses it and nobody else attaches it (a containerd shim's pod
-    /// namespace once its sandbox failed to start or is gone).
-    pub fn release_netns(&self, netns: &str) {
-        if let Ok(id) = NetNs::open(netns).and_then(|n| n.id()) {
-            let _ =
-                std::fs::remove_file(teardown::attach_dir(&self.root).join(format!("{id}.lock")));
-        }
-    }
-
     /// Removes the sandboxes whose owner (see [`Sandbox::set_owner`]) is gone: a containerd
     /// shim killed when containerd was not there to run its `delete`. Adds to `rep` what
     /// was removed or failed. Sandboxes with no owner are left to [`Runtime::gc`].
@@ -254,7 +244,7 @@ impl Runtime {
             if owner_alive(owner.trim()) {
                 continue;
             }
-            match self.handle(&id).remove_sole_user(true).await {
+            match self.handle(&id).remove(true).await {
                 Ok(r) => {
                     rep.sandboxes.push(id.clone());
                     rep.actions.push(format!(
@@ -358,28 +348,13 @@ impl Sandbox {
         Ok(teardown::remove(&self.root, &self.id, force).await?)
     }
 
-    /// [`Sandbox::remove`] for a sandbox whose namespace nobody else attaches (a containerd
-    /// shim's pod namespace, which containerd deletes next): also drops that namespace's
-    /// attach lock, which `remove` keeps for namespaces sandnet did not create.
-    pub async fn remove_sole_user(&self, force: bool) -> Result<RemoveReport> {
-        let nsid = self.state().ok().and_then(|s| s.netns_id);
-        let rep = self.remove(force).await?;
-        if let Some(nsid) = nsid {
-            let _ =
-                std::fs::remove_file(teardown::attach_dir(&self.root).join(format!("{nsid}.lock")));
-        }
-        Ok(rep)
-    }
-
     /// Records the process that owns this sandbox (a containerd shim): once that process is
     /// gone, [`Runtime::gc_orphans`] removes the sandbox even though its supervisor lives.
     pub fn set_owner(&self, pid: u32) -> Result<()> {
         let path = SandboxPaths::new(&self.root, &self.id).dir.join(OWNER_FILE);
-        let ident = process_identity(pid).ok_or_else(|| {
-            RuntimeError::Failed(format!(
-                "sandbox {}: owner pid {pid} is not running",
-                self.id
-            ))
+        let ident = process_identity(pid).ok_or_else(|| RuntimeError::Io {
+            step: format!("record the owner of sandbox {}", self.id),
+            source: std::io::Error::other(format!("pid {pid} is not running")),
         })?;
         sandbox::write_private(&path, ident.as_bytes())?;
         Ok(())

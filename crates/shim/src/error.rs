@@ -1,7 +1,7 @@
 //! The shim's errors, and how they reach containerd (a ttrpc status with one line).
 
 use containerd_shim_protos::ttrpc;
-use sandnet_runtime::lifecycle::RuntimeError;
+use sandnet_runtime::error::RuntimeError;
 use std::path::PathBuf;
 
 /// What went wrong in the shim.

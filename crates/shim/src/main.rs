@@ -60,7 +60,11 @@ fn supervise(root: PathBuf, id: &str) -> i32 {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(sandnet_runtime::lifecycle::supervise(&root, id)),
+        Ok(rt) => {
+            let code = rt.block_on(sandnet_runtime::supervisor::supervise(&root, id));
+            // Exit at once: the sandbox's lock goes with this process.
+            std::process::exit(code)
+        }
         Err(e) => {
             eprintln!("supervisor {id}: tokio runtime: {e}");
             1

@@ -148,7 +148,7 @@ impl Shim for SandnetShim {
         // and the socket it can no longer remove itself.
         let bundle = bundle_dir(&self.bundle);
         if let Ok(rt) = runtime() {
-            if let Err(e) = rt.handle(&self.id).remove_sole_user(true).await {
+            if let Err(e) = rt.handle(&self.id).remove(true).await {
                 return Err(Error::Other(format!("sandbox {}: {e}", self.id)));
             }
         }

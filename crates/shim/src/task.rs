@@ -153,13 +153,7 @@ impl SandboxTask {
             .await
         {
             Ok(s) => s,
-            Err(e) => {
-                // Rolled back: the pod namespace is containerd's again.
-                if self.runtime.get(&req.id).is_err() {
-                    self.runtime.release_netns(&netns.display().to_string());
-                }
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         };
         // The sandbox lives as long as this shim: if it dies and containerd cannot run
         // `delete`, `sandnet gc` removes it.
@@ -364,7 +358,7 @@ impl Task for SandboxTask {
         }
         self.runtime
             .handle(&req.id)
-            .remove_sole_user(true)
+            .remove(true)
             .await
             .map_err(ShimError::from)?;
         let t = {
