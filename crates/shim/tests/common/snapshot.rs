@@ -61,7 +61,11 @@ impl Containerd {
             procs,
             mounts,
             shim_sockets: list(&self.dir.join("s")),
-            sandnet_state: files_under(&self.state()),
+            // The accelerator verdict is a per-boot cache the first sandbox leaves on purpose.
+            sandnet_state: files_under(&self.state())
+                .into_iter()
+                .filter(|f| !Path::new(f).starts_with(self.state().join("accel")))
+                .collect(),
         }
     }
 
