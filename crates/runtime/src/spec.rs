@@ -27,9 +27,16 @@ pub struct VmParams {
     pub kernel_params: String,
     /// Do not use vhost-net even where it exists.
     pub disable_vhost_net: bool,
+    /// Free PCIe root ports reserved at boot for hot-plugged NICs.
+    #[serde(default = "default_hotplug_ports")]
+    pub hotplug_ports: u32,
     /// How the accelerator is chosen.
     #[serde(default)]
     pub accel: sandnet_vm::AccelMode,
+}
+
+fn default_hotplug_ports() -> u32 {
+    crate::config::DEFAULT_HOTPLUG_PORTS
 }
 
 impl Default for VmParams {
@@ -50,6 +57,7 @@ impl From<&crate::config::QemuConfig> for VmParams {
             initrd: c.initrd.clone(),
             kernel_params: c.kernel_params.clone(),
             disable_vhost_net: c.disable_vhost_net,
+            hotplug_ports: c.hotplug_ports,
             accel: c.accel,
         }
     }

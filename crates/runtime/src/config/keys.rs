@@ -46,6 +46,7 @@ pub(super) const QEMU_KEYS: &[&str] = &[
     "default_vcpus",
     "default_memory",
     "disable_vhost_net",
+    "hotplug_ports",
     "accel",
 ];
 /// `[hypervisor.qemu]` keys of Kata's file that sandnet ignores.

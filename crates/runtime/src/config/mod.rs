@@ -3,7 +3,7 @@
 //! The keys Kata users already know keep their names and meaning — `[runtime]`
 //! `internetworking_model` and `disable_new_netns`, `[hypervisor.qemu]` `path`, `kernel`,
 //! `initrd`, `machine_type`, `kernel_params`, `default_vcpus`, `default_memory`,
-//! `disable_vhost_net` — and sandnet adds `[hypervisor.qemu] accel` and a `[cni]` section (`conf_dir`, `bin_dir`,
+//! `disable_vhost_net` — and sandnet adds `[hypervisor.qemu] accel` and `hotplug_ports` and a `[cni]` section (`conf_dir`, `bin_dir`,
 //! `cache_dir`, `timeout`). A Kata file can be copied as it is: Kata settings sandnet does not use, other
 //! hypervisors' sections and keys nobody knows are reported as [`Warning`]s (and logged with
 //! `tracing::warn!`), never as errors. Values sandnet uses are checked: a bad one is a
@@ -34,6 +34,10 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/sandnet/sandnet.toml";
 /// Environment variable naming the configuration file; it replaces [`DEFAULT_CONFIG_PATH`]
 /// (an explicitly given file still wins over it).
 pub const CONFIG_ENV: &str = "SANDNET_CONFIG";
+/// Default count of PCIe root ports reserved for hot plug (`hypervisor.qemu.hotplug_ports`).
+pub const DEFAULT_HOTPLUG_PORTS: u32 = 4;
+/// Most PCIe root ports that may be reserved for hot plug (`hypervisor.qemu.hotplug_ports`).
+pub const MAX_HOTPLUG_PORTS: u32 = 32;
 /// Default QEMU binary (`hypervisor.qemu.path`).
 pub const DEFAULT_QEMU_PATH: &str = "/usr/bin/qemu-system-x86_64";
 /// Default machine type (`hypervisor.qemu.machine_type`).
@@ -96,6 +100,9 @@ pub struct QemuConfig {
     /// `disable_vhost_net`: never use vhost-net for virtio-net (default false: use it where
     /// the host has `/dev/vhost-net`).
     pub disable_vhost_net: bool,
+    /// `hotplug_ports` (sandnet's own): free PCIe root ports reserved at boot for hot-plugged
+    /// NICs, 0..=[`MAX_HOTPLUG_PORTS`] (default [`DEFAULT_HOTPLUG_PORTS`]).
+    pub hotplug_ports: u32,
     /// `accel` (sandnet's own): `auto` (default: KVM where a guest really runs under it,
     /// else TCG), `kvm` or `tcg`. `$SANDNET_ACCEL` overrides it.
     pub accel: AccelMode,
@@ -137,6 +144,7 @@ impl Default for QemuConfig {
             default_vcpus: DEFAULT_VCPUS,
             default_memory: DEFAULT_MEMORY_MIB,
             disable_vhost_net: false,
+            hotplug_ports: DEFAULT_HOTPLUG_PORTS,
             accel: AccelMode::Auto,
         }
     }

@@ -91,6 +91,15 @@ impl Parser<'_> {
                     })?;
                 }
                 "disable_vhost_net" => out.disable_vhost_net = self.boolean(v, &key)?,
+                "hotplug_ports" => {
+                    let n = self.integer(v, &key)?;
+                    if !(0..=i64::from(MAX_HOTPLUG_PORTS)).contains(&n) {
+                        return Err(
+                            self.invalid(&key, format!("must be 0..={MAX_HOTPLUG_PORTS}, got {n}"))
+                        );
+                    }
+                    out.hotplug_ports = n as u32;
+                }
                 "accel" => {
                     out.accel = self
                         .string(v, &key)?

@@ -133,3 +133,16 @@ fn key_accessor() {
     assert_eq!(e.key(), Some("runtime.disable_new_netns"));
     assert_eq!(err("[x").key(), None);
 }
+
+#[test]
+fn hotplug_ports_is_read_and_bounded() {
+    assert_eq!(parse("").unwrap().0.qemu.hotplug_ports, 4);
+    let (c, w) = parse("[hypervisor.qemu]\nhotplug_ports = 8\n").unwrap();
+    assert_eq!(c.qemu.hotplug_ports, 8);
+    assert!(w.is_empty());
+    let e = err("[hypervisor.qemu]\nhotplug_ports = 33\n").to_string();
+    assert!(e.contains("hypervisor.qemu.hotplug_ports"), "{e}");
+    assert!(err("[hypervisor.qemu]\nhotplug_ports = -1\n")
+        .to_string()
+        .contains("0..=32"));
+}

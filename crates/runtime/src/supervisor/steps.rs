@@ -215,6 +215,7 @@ impl Supervisor {
             vs.machine = spec.vm.machine.clone();
             vs.vcpus = spec.vm.vcpus;
             vs.memory_mib = spec.vm.memory_mib;
+            vs.hotplug_ports = spec.vm.hotplug_ports;
             if !spec.vm.kernel_params.is_empty() {
                 vs.kernel_args = format!("{} {}", vs.kernel_args, spec.vm.kernel_params);
             }
