@@ -20,6 +20,18 @@ async fn request_handle_inspect_exec_stop_wait_remove() {
     let mut req = SandboxRequest::new(Config::default());
     req.netns = PodNetns::Existing(pair.pod.path());
     let sb = rt.run(&req, &mut |_| {}).await.expect("run");
+    // Removed even when an assertion below fails.
+    struct Guard(std::path::PathBuf, String);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(env!("CARGO_BIN_EXE_sandnet"))
+                .arg("--state-dir")
+                .arg(&self.0)
+                .args(["rm", "--force", &self.1])
+                .output();
+        }
+    }
+    let _guard = Guard(state.to_path_buf(), sb.id().to_string());
     let ready = sb.ready().expect("run reports");
     assert_eq!(ready.interfaces.len(), 1, "{ready:?}");
     assert_eq!(sb.health(), Health::Running);
