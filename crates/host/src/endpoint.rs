@@ -47,6 +47,20 @@ pub enum SkipReason {
     UnsupportedKind(String),
 }
 
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Loopback => f.write_str("it is the loopback device"),
+            SkipReason::Sandnet => f.write_str("sandnet created it"),
+            SkipReason::NoMac => f.write_str("it has no hardware address"),
+            SkipReason::NoAddresses => f.write_str("it has no IP address"),
+            SkipReason::UnsupportedKind(k) => {
+                write!(f, "a {k} link cannot stand in for a guest NIC")
+            }
+        }
+    }
+}
+
 /// Whether a link is usable as an endpoint, and why not.
 pub fn classify(d: &LinkDetail) -> Result<Endpoint, SkipReason> {
     let i = &d.interface;

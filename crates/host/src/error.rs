@@ -59,6 +59,20 @@ pub enum HostError {
     /// A bad argument from the caller.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A link that cannot become a guest NIC (loopback, a tap, a bridge, no address…).
+    #[error("link {name:?} is not an endpoint: {why}")]
+    NotAnEndpoint {
+        /// The link.
+        name: String,
+        /// Why not.
+        why: String,
+    },
+    /// The link is connected already.
+    #[error("link {0:?} is attached already")]
+    LinkAttached(String),
+    /// The link is not among the attached endpoints.
+    #[error("link {0:?} is not attached")]
+    LinkNotAttached(String),
     /// The namespace is already attached.
     #[error("network namespace {ns} is already attached ({detail}); detach it first")]
     AlreadyAttached {

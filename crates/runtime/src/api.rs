@@ -382,7 +382,7 @@ impl Sandbox {
         }
     }
 
-    async fn ask(&self, req: &Request, timeout: Duration) -> Result<Response> {
+    pub(crate) async fn ask(&self, req: &Request, timeout: Duration) -> Result<Response> {
         match client::ask(&self.root, &self.id, req, timeout).await? {
             Response::Error { message } => Err(RuntimeError::Answer {
                 id: self.id.clone(),
@@ -393,7 +393,7 @@ impl Sandbox {
     }
 }
 
-fn unexpected(id: &str, r: Response) -> RuntimeError {
+pub(crate) fn unexpected(id: &str, r: Response) -> RuntimeError {
     RuntimeError::Answer {
         id: id.to_string(),
         message: format!("unexpected answer {r:?}"),

@@ -195,7 +195,7 @@ async fn attempt(
     }
 }
 
-fn nic_spec(n: &BootNic, vhost: bool) -> Result<NicSpec, RuntimeError> {
+pub(crate) fn nic_spec(n: &BootNic, vhost: bool) -> Result<NicSpec, RuntimeError> {
     let tap_fds = n
         .tap_fds
         .iter()

@@ -30,6 +30,28 @@ pub enum Request {
         /// Kill QEMU at once instead of asking it to quit.
         force: bool,
     },
+    /// The guest's interfaces.
+    ListIfaces,
+    /// The guest's routes.
+    ListRoutes,
+    /// Hot-plugs a link of the pod namespace into the guest.
+    AddIface {
+        /// The pod link.
+        link: String,
+        /// What the guest interface should have instead of the link's addresses and MTU.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        want: Option<Interface>,
+    },
+    /// Unplugs the guest NIC of a pod link.
+    DelIface {
+        /// The pod link.
+        link: String,
+    },
+    /// Replaces the routes of the devices the set names with the set.
+    UpdateRoutes {
+        /// The routes.
+        routes: Vec<Route>,
+    },
 }
 
 /// The guest's network as its agent reports it.
@@ -74,6 +96,26 @@ pub enum Response {
     },
     /// Answer to [`Request::Halt`]: the VM is stopped.
     Halted,
+    /// Answer to [`Request::ListIfaces`].
+    Interfaces {
+        /// The guest's interfaces.
+        interfaces: Vec<Interface>,
+    },
+    /// Answer to [`Request::ListRoutes`] and [`Request::UpdateRoutes`].
+    Routes {
+        /// The guest's routes.
+        routes: Vec<Route>,
+    },
+    /// Answer to [`Request::AddIface`]: the interface as the guest has it.
+    Interface {
+        /// The interface.
+        interface: Interface,
+    },
+    /// Answer to [`Request::DelIface`].
+    Removed {
+        /// The pod link whose NIC is gone.
+        link: String,
+    },
     /// The request failed.
     Error {
         /// Why.

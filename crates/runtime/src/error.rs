@@ -117,6 +117,18 @@ pub enum RuntimeError {
         /// What it said.
         message: String,
     },
+    /// A request that cannot be carried out as asked (nothing was changed).
+    #[error("{0}")]
+    Refused(String),
+    /// The guest did not let go of a NIC in time (`DEVICE_DELETED` never came); the NIC and
+    /// its host side stay, recorded, for a retry or the sandbox's removal.
+    #[error("the guest did not release NIC {link:?} within {secs} s; it stays plugged")]
+    UnplugTimeout {
+        /// The pod link.
+        link: String,
+        /// How long was waited.
+        secs: u64,
+    },
     /// `disable_new_netns` needs a namespace with a name the sandbox can use.
     #[error("disable_new_netns: this network namespace has no name the sandbox can use")]
     NoNamedNetns,
@@ -128,6 +140,11 @@ pub type Result<T> = std::result::Result<T, RuntimeError>;
 /// Maps a host-side error to the step it failed in.
 pub(crate) fn host(step: &'static str) -> impl FnOnce(HostError) -> RuntimeError {
     move |source| RuntimeError::Host { step, source }
+}
+
+/// Maps a QEMU/QMP error to the step it failed in.
+pub(crate) fn vm(step: &'static str) -> impl FnOnce(sandnet_vm::VmError) -> RuntimeError {
+    move |source| RuntimeError::Vm { step, source }
 }
 
 /// Maps an agent error to the step it failed in.

@@ -14,6 +14,7 @@ pub mod guest;
 pub mod image;
 pub mod launch;
 pub mod lock;
+pub mod netapi;
 pub mod podnet;
 pub mod report;
 pub mod sandbox;

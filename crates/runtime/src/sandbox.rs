@@ -146,6 +146,39 @@ pub struct SandboxState {
     /// Why that accelerator, in one line.
     #[serde(default)]
     pub accel_reason: String,
+    /// The guest's NICs, one per plugged endpoint: a hot plug is recorded before it acts,
+    /// an unplug keeps its entry until everything of it is undone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<GuestNic>,
+}
+
+/// One NIC of the guest and the pod link behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNic {
+    /// The pod link's name (the guest NIC's too).
+    pub link: String,
+    /// The pod link's index.
+    pub index: u32,
+    /// The device id in QEMU.
+    pub id: String,
+    /// The PCIe root port it sits on.
+    pub port: String,
+    /// Whether it was hot-plugged (else it came on QEMU's command line).
+    pub hot: bool,
+    /// Where it is in its life.
+    pub state: NicState,
+}
+
+/// Where a guest NIC is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NicState {
+    /// Being plugged (host side, then QEMU, then the guest).
+    Plugging,
+    /// In the guest.
+    Plugged,
+    /// Being unplugged.
+    Unplugging,
 }
 
 /// Everything needed to run CNI ADD for a sandbox, and DEL again later from anywhere.

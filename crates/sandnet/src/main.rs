@@ -2,6 +2,7 @@
 
 mod demo;
 mod hostcmd;
+mod netcmd;
 mod sandboxcmd;
 
 use anyhow::Result;
@@ -49,6 +50,9 @@ enum Cmd {
     Rm(sandboxcmd::RmArgs),
     /// Remove what dead sandboxes left behind (state, taps, CNI attachments, namespaces).
     Gc(sandboxcmd::GcArgs),
+    /// The network of a running sandbox (Kata's `kata-network`): list-ifaces, list-routes,
+    /// add-iface, del-iface, update-routes.
+    Net(netcmd::NetArgs),
     /// The per-sandbox supervisor (started by `run`).
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -98,6 +102,7 @@ fn run(cli: Cli) -> Result<i32> {
             Cmd::Exec(a) => sandboxcmd::exec(a, sb).await,
             Cmd::Rm(a) => sandboxcmd::rm(a, sb).await,
             Cmd::Gc(a) => sandboxcmd::gc(a, sb).await,
+            Cmd::Net(a) => netcmd::run(a, sb).await,
             Cmd::Supervise { id } => sandboxcmd::supervise(&id, &cli.state_dir).await,
         }
     })

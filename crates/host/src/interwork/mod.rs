@@ -25,10 +25,12 @@
 
 pub mod macvtap;
 pub mod none;
+mod single;
 pub mod state;
 mod sweep;
 pub mod tcfilter;
 
+pub use single::{attach_link, attached_endpoints, detach_link};
 pub use state::{forget_state, load_state, AttachState, PlannedEndpoint};
 
 use crate::endpoint::{endpoints, Endpoint, ALIAS_PREFIX};
@@ -341,7 +343,12 @@ async fn undo(
 ) -> Vec<HostError> {
     let model = driver(st.model);
     let mut errors = Vec::new();
-    for p in st.endpoints.iter().rev() {
+    // Endpoints whose link was deleted meanwhile have nothing left on the link to undo.
+    let mut present = Vec::with_capacity(st.endpoints.len());
+    for p in &st.endpoints {
+        present.push(single::link_still_there(nl, p).await.unwrap_or(true));
+    }
+    for (p, _) in st.endpoints.iter().zip(&present).rev().filter(|(_, &t)| t) {
         if let Err(e) = model.undo_one(nl, p, UndoStage::LinksPresent, report).await {
             errors.push(e);
         }
@@ -349,7 +356,7 @@ async fn undo(
     if let Err(e) = sweep::delete_our_links(nl, Some(st), report).await {
         errors.push(e);
     }
-    for p in st.endpoints.iter().rev() {
+    for (p, _) in st.endpoints.iter().zip(&present).rev().filter(|(_, &t)| t) {
         if let Err(e) = model.undo_one(nl, p, UndoStage::LinksDeleted, report).await {
             errors.push(e);
         }

@@ -3,6 +3,7 @@
 //! connections and the sandbox's record, runs the steps of `run` (`steps.rs`), then serves
 //! the control socket (`serve.rs`) until it is told to stop, and tears down.
 
+mod hotplug;
 mod serve;
 mod steps;
 
@@ -83,10 +84,13 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
             error: None,
             accel: String::new(),
             accel_reason: String::new(),
+            nics: Vec::new(),
         },
+        spec: spec.clone(),
         ns: None,
         qemu: None,
         agent: None,
+        applied: BTreeMap::new(),
     };
     // Held until the process is gone: `rm` waiting for the lock then knows the supervisor
     // has exited, not just finished its teardown.
@@ -144,9 +148,21 @@ struct Supervisor {
     root: PathBuf,
     paths: SandboxPaths,
     state: SandboxState,
+    spec: RunSpec,
     ns: Option<NetNs>,
     qemu: Option<QemuProcess>,
     agent: Option<AgentClient>,
+    /// What the guest was last given for each plugged link.
+    applied: BTreeMap<String, Applied>,
+}
+
+/// What the guest was last given for one pod link: what the monitor compares against.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // neighbors: read by the monitor (next commit)
+struct Applied {
+    iface: sandnet_model::Interface,
+    routes: Vec<sandnet_model::Route>,
+    neighbors: Vec<sandnet_model::Neighbor>,
 }
 
 fn ms(since: Instant) -> u64 {

@@ -86,6 +86,27 @@ impl Supervisor {
                                 let _ = write_response(&mut wr, &Response::Halted).await;
                             }
                         }
+                        Ok(Request::AddIface { link, want }) => {
+                            let resp = match self.plug(&link, want.as_ref()).await {
+                                Ok(interface) => Response::Interface { interface },
+                                Err(e) => Response::Error { message: e.to_string() },
+                            };
+                            let _ = write_response(&mut wr, &resp).await;
+                        }
+                        Ok(Request::DelIface { link }) => {
+                            let resp = match self.unplug(&link).await {
+                                Ok(()) => Response::Removed { link },
+                                Err(e) => Response::Error { message: e.to_string() },
+                            };
+                            let _ = write_response(&mut wr, &resp).await;
+                        }
+                        Ok(Request::UpdateRoutes { routes }) => {
+                            let resp = match self.set_routes(routes).await {
+                                Ok(routes) => Response::Routes { routes },
+                                Err(e) => Response::Error { message: e.to_string() },
+                            };
+                            let _ = write_response(&mut wr, &resp).await;
+                        }
                         Ok(req) => {
                             let client = self.agent.clone();
                             tokio::spawn(async move {
@@ -135,7 +156,19 @@ async fn answer(client: Option<AgentClient>, req: Request) -> Response {
                     stderr: o.stderr,
                 })
             }),
-        Request::Stop { .. } | Request::Halt { .. } => {
+        Request::ListIfaces => c
+            .list_interfaces()
+            .await
+            .map(|interfaces| Response::Interfaces { interfaces }),
+        Request::ListRoutes => c
+            .list_routes()
+            .await
+            .map(|routes| Response::Routes { routes }),
+        Request::Stop { .. }
+        | Request::Halt { .. }
+        | Request::AddIface { .. }
+        | Request::DelIface { .. }
+        | Request::UpdateRoutes { .. } => {
             return Response::Error {
                 message: "handled by the supervisor loop".into(),
             }

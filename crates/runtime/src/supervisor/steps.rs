@@ -1,13 +1,13 @@
 //! The steps of `run`, in order, each recorded in the sandbox's state before it acts:
 //! network namespace, CNI ADD, attach, guest image, boot, guest network.
 
-use super::{accel_dir, ms, Supervisor};
+use super::{accel_dir, ms, Applied, Supervisor};
 use crate::boot::{boot_vm, BootNic, BootPlan};
 use crate::error::{agent, host, Result, RuntimeError};
 use crate::guest::apply_network;
 use crate::image::{self, GuestImage as Image};
 use crate::podnet::{self, namespace_dns, owned_name};
-use crate::sandbox::Status;
+use crate::sandbox::{GuestNic, NicState, Status};
 use crate::spec::{RunOutput, RunSpec};
 use crate::teardown::attach_dir;
 use sandnet_agent_proto::AgentClient;
@@ -32,6 +32,7 @@ struct Attached {
     scan: ScanResult,
     nics: Vec<BootNic>,
     guest_ifaces: Vec<Interface>,
+    records: Vec<GuestNic>,
 }
 
 impl Supervisor {
@@ -46,6 +47,8 @@ impl Supervisor {
         let (accel, client) = self
             .step_boot(spec, &img, attached.nics, &mut timings)
             .await?;
+        self.state.nics = attached.records;
+        self.save();
         let dns = spec.dns.clone().or(cni_dns);
         let (interfaces, routes) = self
             .step_network(
@@ -156,10 +159,19 @@ impl Supervisor {
             .map_err(host("attach"))?;
         let mut guest_ifaces = Vec::new();
         let mut nics = Vec::new();
+        let mut records = Vec::new();
         for (i, mut e) in eps.into_iter().enumerate() {
             if e.fds.is_empty() {
                 continue; // model none
             }
+            records.push(GuestNic {
+                link: e.endpoint.name.clone(),
+                index: e.endpoint.index,
+                id: format!("net{i}"),
+                port: VmSpec::nic_port_id(nics.len()),
+                hot: false,
+                state: NicState::Plugged,
+            });
             nics.push(BootNic {
                 id: format!("net{i}"),
                 mac: e.guest_mac,
@@ -179,6 +191,7 @@ impl Supervisor {
             scan,
             nics,
             guest_ifaces,
+            records,
         })
     }
 
@@ -285,6 +298,26 @@ impl Supervisor {
             dns: Some(dns.unwrap_or_else(|| namespace_dns(&self.state.netns))),
             interfaces: guest_ifaces,
         };
+        for i in &wanted.interfaces {
+            self.applied.insert(
+                i.name.clone(),
+                Applied {
+                    iface: i.clone(),
+                    routes: wanted
+                        .routes
+                        .iter()
+                        .filter(|r| r.device == i.name)
+                        .cloned()
+                        .collect(),
+                    neighbors: wanted
+                        .neighbors
+                        .iter()
+                        .filter(|n| n.device == i.name)
+                        .cloned()
+                        .collect(),
+                },
+            );
+        }
         // A TCG guest among many on a loaded host can take a while to find its NICs.
         let slow = client.clone().with_call_timeout(NETWORK_CALL_TIMEOUT);
         apply_network(&slow, &spec.id, &wanted).await?;

@@ -70,6 +70,13 @@ impl VmSpec {
         format!("rp{i}")
     }
 
+    /// The id of the root port cold-plugged NIC `i` sits on (`rpn0`, …): on q35 each NIC
+    /// gets a port of its own, so it can be unplugged later like a hot-plugged one (a
+    /// device on the root bus itself cannot be).
+    pub fn nic_port_id(i: usize) -> String {
+        format!("rpn{i}")
+    }
+
     /// Checks the spec against the filesystem and itself; nothing is started.
     pub fn validate(&self) -> Result<()> {
         let file = |p: &Path, what: &str| -> Result<()> {
@@ -117,6 +124,13 @@ impl VmSpec {
             return Err(VmError::InvalidSpec(
                 "hot-plug root ports need machine q35".into(),
             ));
+        }
+        if self.machine == "q35" && self.hotplug_ports as usize + self.nics.len() > MAX_ROOT_PORTS {
+            return Err(VmError::InvalidSpec(format!(
+                "{} NICs and {} hot-plug ports: at most {MAX_ROOT_PORTS} root ports fit on q35's root bus",
+                self.nics.len(),
+                self.hotplug_ports
+            )));
         }
         if self.hotplug_ports > 32 {
             return Err(VmError::InvalidSpec(format!(
@@ -217,7 +231,7 @@ impl VmSpec {
                 ),
             ]);
         }
-        for n in &self.nics {
+        for (i, n) in self.nics.iter().enumerate() {
             let fds = |v: &[OwnedFd]| {
                 v.iter()
                     .map(|f| f.as_raw_fd().to_string())
@@ -247,6 +261,17 @@ impl VmSpec {
             if n.queues > 1 {
                 dev.push_str(&format!(",mq=on,vectors={}", 2 * n.queues + 2));
             }
+            if self.machine == "q35" {
+                let chassis = 33 + i;
+                push(&[
+                    "-device",
+                    &format!(
+                        "pcie-root-port,id={},bus=pcie.0,chassis={chassis},slot={chassis}",
+                        Self::nic_port_id(i)
+                    ),
+                ]);
+                dev.push_str(&format!(",bus={}", Self::nic_port_id(i)));
+            }
             push(&["-netdev", &netdev, "-device", &dev]);
         }
         if let Some(cid) = self.vsock_cid {
@@ -264,6 +289,9 @@ impl VmSpec {
 fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
+
+/// Root ports that fit on q35's root bus next to its own devices (one slot each).
+const MAX_ROOT_PORTS: usize = 28;
 
 /// Escapes a value for QEMU's `key=value,…` option syntax (commas are doubled).
 fn esc(p: &Path) -> String {
@@ -306,9 +334,11 @@ mod tests {
             joined.contains(&format!("tap,id=eth1-netdev,fds={rb}:{rc} ")),
             "{joined}"
         );
-        assert!(joined.contains("virtio-net-pci,id=eth1,netdev=eth1-netdev,mac=02:00:00:00:00:02,romfile=,mq=on,vectors=6"));
-        assert!(joined
-            .contains("virtio-net-pci,id=eth0,netdev=eth0-netdev,mac=02:00:00:00:00:01,romfile= "));
+        assert!(joined.contains("virtio-net-pci,id=eth1,netdev=eth1-netdev,mac=02:00:00:00:00:02,romfile=,mq=on,vectors=6,bus=rpn1"));
+        assert!(joined.contains(
+            "virtio-net-pci,id=eth0,netdev=eth0-netdev,mac=02:00:00:00:00:01,romfile=,bus=rpn0 "
+        ));
+        assert!(joined.contains("pcie-root-port,id=rpn1,bus=pcie.0,chassis=34,slot=34"));
         assert!(joined.contains("socket,id=qmp,path=/run/s,,1/qmp.sock,server=on,wait=off"));
         assert!(joined.contains("pcie-root-port,id=rp3,bus=pcie.0,chassis=4,slot=4"));
         assert!(joined.contains("name=agent.channel.0"));
