@@ -239,15 +239,25 @@ impl NetApplier {
             .collect())
     }
 
-    /// `UpdateRoutes`: the request is the complete set of routes for the devices it
-    /// names. Routes on those devices that are not requested are removed (Kata's agent
-    /// removes every route of the namespace; sandnet leaves devices the request does not
-    /// name alone); the requested ones are installed with replace semantics, routes
+    /// `UpdateRoutes`: the request is the complete set of routes for the NICs this agent
+    /// configured (with `UpdateInterface`) and for any other device it names. Routes on
+    /// those devices that are not requested are removed (Kata's agent removes every route
+    /// of the namespace; sandnet leaves devices it neither configured nor was named alone,
+    /// such as `lo`); the requested ones are installed with replace semantics, routes
     /// without a gateway first. IPv6 routes are skipped where IPv6 is disabled. Returns the
     /// namespace's resulting routes.
     pub async fn update_routes(&self, routes: &[Route]) -> Result<Vec<Route>> {
-        let _state = self.state.lock().await;
+        let state = self.state.lock().await;
         let index = self.index_of().await?;
+        let managed: HashSet<String> = self
+            .nl
+            .links()
+            .await?
+            .iter()
+            .map(link_detail)
+            .filter(|d| d.interface.mac.is_some_and(|m| state.added.contains_key(&m)))
+            .map(|d| d.interface.name)
+            .collect();
         for r in routes {
             if !index.contains_key(&r.device) {
                 return Err(AgentError::NotFound(format!(
@@ -276,7 +286,11 @@ impl NetApplier {
                 ok
             })
             .collect();
-        let devices: HashSet<&str> = routes.iter().map(|r| r.device.as_str()).collect();
+        let devices: HashSet<&str> = routes
+            .iter()
+            .map(|r| r.device.as_str())
+            .chain(managed.iter().map(String::as_str))
+            .collect();
         let same = |a: &Route, b: &Route| {
             a.dest == b.dest && a.gateway == b.gateway && a.device == b.device
         };

@@ -640,3 +640,59 @@ async fn ipv6_is_skipped_cleanly_where_disabled() {
     assert!(routes.iter().all(|r| r.family == Family::V4), "{routes:?}");
     assert!(routes.iter().any(|r| r.is_default()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_routes_covers_every_configured_nic_and_leaves_others_alone() {
+    let env = AgentNs::new(
+        "routesall",
+        &[
+            &[
+                "link", "add", "d0", "address", MAC_A, "type", "veth", "peer", "name", "d0p",
+            ],
+            &[
+                "link", "add", "d1", "address", MAC_B, "type", "veth", "peer", "name", "d1p",
+            ],
+            &["link", "set", "d0p", "up"],
+            &["link", "set", "d1p", "up"],
+            // Not configured by the agent: its routes are not the agent's business.
+            &["link", "add", "x0", "type", "veth", "peer", "name", "x0p"],
+            &["link", "set", "x0p", "up"],
+            &["link", "set", "x0", "up"],
+            &["addr", "add", "10.9.0.2/24", "dev", "x0"],
+            &["route", "add", "10.90.0.0/16", "via", "10.9.0.1"],
+        ],
+    );
+    let c = env.client().await;
+    c.update_interface(&iface("eth0", MAC_A, 1500, &["10.1.0.2/24"]))
+        .await
+        .unwrap();
+    c.update_interface(&iface("eth1", MAC_B, 1500, &["10.2.0.2/24"]))
+        .await
+        .unwrap();
+    let both = vec![
+        route("0.0.0.0/0", Some("10.1.0.1"), "eth0", RouteScope::Universe, None),
+        route("10.20.0.0/16", Some("10.2.0.1"), "eth1", RouteScope::Universe, None),
+    ];
+    c.update_routes(&both).await.unwrap();
+    let dsts = |env: &AgentNs| -> Vec<String> {
+        env.ip_json(&["route", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["dst"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let d = dsts(&env);
+    assert!(d.contains(&"10.20.0.0/16".to_string()), "{d:?}");
+    // eth1 is not named, but the agent configured it: its route goes.
+    c.update_routes(&both[..1]).await.unwrap();
+    let d = dsts(&env);
+    assert!(!d.contains(&"10.20.0.0/16".to_string()), "{d:?}");
+    assert!(d.contains(&"default".to_string()), "{d:?}");
+    // An empty set clears every configured NIC's routes, and nothing else.
+    c.update_routes(&[]).await.unwrap();
+    let d = dsts(&env);
+    assert!(!d.contains(&"default".to_string()), "{d:?}");
+    assert!(d.contains(&"10.90.0.0/16".to_string()), "{d:?}");
+    assert!(d.contains(&"10.1.0.0/24".to_string()), "kernel prefix route stays: {d:?}");
+}

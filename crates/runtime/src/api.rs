@@ -64,6 +64,9 @@ pub struct SandboxRequest {
     /// Allow an existing namespace that is init's or the caller's own (refused otherwise:
     /// attaching there would redirect the host's own NICs).
     pub allow_host_netns: bool,
+    /// Boot first and hot-plug the network (`run --hotplug`); `None`: the configuration's
+    /// `[runtime] hotplug_network`.
+    pub hotplug_network: Option<bool>,
     /// The configuration (VM parameters, CNI defaults, runtime policy).
     pub config: Config,
 }
@@ -80,6 +83,7 @@ impl SandboxRequest {
             queues: 1,
             dns: None,
             allow_host_netns: false,
+            hotplug_network: None,
             config,
         }
     }
@@ -180,6 +184,8 @@ impl Runtime {
             vm: VmParams::from(&cfg.qemu),
             dns: req.dns.clone(),
             cni,
+            netmon: cfg.netmon.enable,
+            hotplug_network: req.hotplug_network.unwrap_or(cfg.runtime.hotplug_network),
         })
     }
 

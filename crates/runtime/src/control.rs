@@ -47,7 +47,7 @@ pub enum Request {
         /// The pod link.
         link: String,
     },
-    /// Replaces the routes of the devices the set names with the set.
+    /// Replaces the routes of the guest's NICs with the set.
     UpdateRoutes {
         /// The routes.
         routes: Vec<Route>,

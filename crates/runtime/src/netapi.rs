@@ -59,8 +59,8 @@ impl Sandbox {
         }
     }
 
-    /// Replaces the routes of the guest devices `routes` names with `routes`; returns the
-    /// guest's routes afterwards.
+    /// Replaces the routes of the guest's NICs with `routes` (each must name one of them);
+    /// returns the guest's routes afterwards.
     pub async fn update_routes(&self, routes: Vec<Route>) -> Result<Vec<Route>> {
         match self
             .ask(&Request::UpdateRoutes { routes }, Duration::from_secs(60))

@@ -82,6 +82,17 @@ pub struct RunSpec {
     /// CNI to run in the pod namespace before attaching, if any.
     #[serde(default)]
     pub cni: Option<crate::sandbox::CniAttachment>,
+    /// Follow the pod namespace after start (`[netmon] enable`).
+    #[serde(default = "yes")]
+    pub netmon: bool,
+    /// Boot with no NIC while the network is prepared, then hot-plug every endpoint
+    /// (`[runtime] hotplug_network`).
+    #[serde(default)]
+    pub hotplug_network: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What `run` reports.

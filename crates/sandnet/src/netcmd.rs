@@ -1,6 +1,6 @@
 //! `sandnet net …`: the network of a running sandbox, as Kata 1.x's `kata-network` offered
 //! it — list the guest's interfaces and routes, hot-plug and unplug pod links, replace
-//! routes. JSON in and out: Kata's interface/route objects, or sandnet's own model.
+//! the routes. JSON in and out: Kata's interface/route objects, or sandnet's own model.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -26,7 +26,7 @@ enum NetCmd {
     AddIface(IfaceArgs),
     /// Unplugs the guest NIC of a pod link.
     DelIface(IfaceArgs),
-    /// Replaces the routes of the guest devices the file names with the file's routes.
+    /// Replaces the routes of the guest's NICs with the file's routes.
     UpdateRoutes(RoutesArgs),
 }
 

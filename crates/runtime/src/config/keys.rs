@@ -1,12 +1,17 @@
 //! The keys sandnet reads, and the ones it knows from Kata and containerd and ignores.
 
 /// Top-level sections sandnet reads.
-pub(super) const SECTIONS: &[&str] = &["runtime", "hypervisor", "cni"];
+pub(super) const SECTIONS: &[&str] = &["runtime", "hypervisor", "cni", "netmon"];
 /// Top-level sections of Kata's file (current and 1.x) that sandnet ignores.
-pub(super) const KATA_SECTIONS: &[&str] = &["agent", "factory", "netmon", "proxy", "shim", "image"];
+pub(super) const KATA_SECTIONS: &[&str] = &["agent", "factory", "proxy", "shim", "image"];
+/// `[netmon]` keys sandnet reads.
+pub(super) const NETMON_KEYS: &[&str] = &["enable"];
+/// `[netmon]` keys of Kata 1.x's file that sandnet ignores (the monitor is built in).
+pub(super) const KATA_NETMON_KEYS: &[&str] = &["path", "debug"];
 
 /// `[runtime]` keys sandnet reads.
-pub(super) const RUNTIME_KEYS: &[&str] = &["internetworking_model", "disable_new_netns"];
+pub(super) const RUNTIME_KEYS: &[&str] =
+    &["internetworking_model", "disable_new_netns", "hotplug_network"];
 /// `[runtime]` keys of Kata's file that sandnet ignores.
 pub(super) const KATA_RUNTIME_KEYS: &[&str] = &[
     "enable_debug",

@@ -3,7 +3,7 @@
 //! The keys Kata users already know keep their names and meaning — `[runtime]`
 //! `internetworking_model` and `disable_new_netns`, `[hypervisor.qemu]` `path`, `kernel`,
 //! `initrd`, `machine_type`, `kernel_params`, `default_vcpus`, `default_memory`,
-//! `disable_vhost_net` — and sandnet adds `[hypervisor.qemu] accel` and `hotplug_ports` and a `[cni]` section (`conf_dir`, `bin_dir`,
+//! `disable_vhost_net` — and sandnet adds `[runtime] hotplug_network`, `[hypervisor.qemu] accel` and `hotplug_ports`, `[netmon] enable` (Kata 1.x's section) and a `[cni]` section (`conf_dir`, `bin_dir`,
 //! `cache_dir`, `timeout`). A Kata file can be copied as it is: Kata settings sandnet does not use, other
 //! hypervisors' sections and keys nobody knows are reported as [`Warning`]s (and logged with
 //! `tracing::warn!`), never as errors. Values sandnet uses are checked: a bad one is a
@@ -65,6 +65,23 @@ pub struct Config {
     pub qemu: QemuConfig,
     /// `[cni]`.
     pub cni: CniDirs,
+    /// `[netmon]`.
+    pub netmon: NetmonConfig,
+}
+
+/// The `[netmon]` section (Kata 1.x's name): the monitor that keeps a running guest's
+/// network equal to its pod namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetmonConfig {
+    /// `enable` (default true): follow the pod namespace after start (hot-plug new links,
+    /// unplug deleted ones, apply address, MTU, route and neighbour changes).
+    pub enable: bool,
+}
+
+impl Default for NetmonConfig {
+    fn default() -> Self {
+        NetmonConfig { enable: true }
+    }
 }
 
 /// The `[runtime]` section.
@@ -76,6 +93,10 @@ pub struct RuntimeConfig {
     /// `disable_new_netns`: do not create a network namespace for the sandbox (default
     /// false). As in Kata, only valid with `internetworking_model = "none"`.
     pub disable_new_netns: bool,
+    /// `hotplug_network` (sandnet's own, Kata's VM-factory path): start QEMU with no NIC
+    /// while the namespace and CNI are still being prepared, then hot-plug every endpoint
+    /// (default false: cold plug on QEMU's command line).
+    pub hotplug_network: bool,
 }
 
 /// The `[hypervisor.qemu]` section.
@@ -129,6 +150,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             internetworking_model: Model::TcFilter,
             disable_new_netns: false,
+            hotplug_network: false,
         }
     }
 }
@@ -286,6 +308,7 @@ impl Config {
                     }
                 }
                 "cni" => p.cni(p.table(value, key)?, &mut config.cni)?,
+                "netmon" => p.netmon(p.table(value, key)?, &mut config.netmon)?,
                 k => p.ignore(key.clone(), k, SECTIONS, KATA_SECTIONS),
             }
         }

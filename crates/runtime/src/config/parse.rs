@@ -27,7 +27,19 @@ impl Parser<'_> {
                         Model::from_str(name).map_err(|e| self.invalid(&key, e.to_string()))?;
                 }
                 "disable_new_netns" => out.disable_new_netns = self.boolean(v, &key)?,
+                "hotplug_network" => out.hotplug_network = self.boolean(v, &key)?,
                 _ => self.ignore(key, k, RUNTIME_KEYS, KATA_RUNTIME_KEYS),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn netmon(&mut self, t: &Table, out: &mut NetmonConfig) -> Result<(), ConfigError> {
+        for (k, v) in t {
+            let key = format!("netmon.{k}");
+            match k.as_str() {
+                "enable" => out.enable = self.boolean(v, &key)?,
+                _ => self.ignore(key, k, NETMON_KEYS, KATA_NETMON_KEYS),
             }
         }
         Ok(())

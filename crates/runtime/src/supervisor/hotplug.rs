@@ -175,9 +175,17 @@ impl Supervisor {
                 .update_interface(&iface)
                 .await
                 .map_err(agent("configure guest interface"))?;
+            // A route request is the whole set for every NIC the agent configured.
+            let mut all: Vec<Route> = self
+                .applied
+                .iter()
+                .filter(|(l, _)| l.as_str() != link)
+                .flat_map(|(_, a)| a.routes.iter().cloned())
+                .collect();
+            all.extend(routes.iter().cloned());
             if !routes.is_empty() {
                 client
-                    .update_routes(&routes)
+                    .update_routes(&all)
                     .await
                     .map_err(agent("configure guest routes"))?;
             }
@@ -273,9 +281,9 @@ impl Supervisor {
         self.save();
     }
 
-    /// Replaces the routes of the guest devices the set names (each must be a plugged
-    /// NIC); returns the guest's routes afterwards. A route naming another device is
-    /// refused and nothing changes.
+    /// Replaces the routes of the guest's NICs with the set (each route must name a
+    /// plugged NIC); returns the guest's routes afterwards. A route naming another device
+    /// is refused and nothing changes.
     pub(super) async fn set_routes(&mut self, routes: Vec<Route>) -> Result<Vec<Route>> {
         self.check_running()?;
         for r in &routes {
@@ -296,13 +304,7 @@ impl Supervisor {
             .await
             .map_err(agent("configure guest routes"))?;
         for (link, a) in self.applied.iter_mut() {
-            if routes.iter().any(|r| &r.device == link) {
-                a.routes = routes
-                    .iter()
-                    .filter(|r| &r.device == link)
-                    .cloned()
-                    .collect();
-            }
+            a.routes = routes.iter().filter(|r| &r.device == link).cloned().collect();
         }
         Ok(now)
     }

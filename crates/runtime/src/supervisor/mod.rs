@@ -3,7 +3,9 @@
 //! connections and the sandbox's record, runs the steps of `run` (`steps.rs`), then serves
 //! the control socket (`serve.rs`) until it is told to stop, and tears down.
 
+mod bootfirst;
 mod hotplug;
+mod netmon;
 mod serve;
 mod steps;
 

@@ -15,7 +15,14 @@ impl Supervisor {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let mut qemu_done = false;
+        let mut monitor = self.start_monitor().await;
         loop {
+            let batch = async {
+                match monitor.as_mut() {
+                    Some(m) => m.next_batch().await,
+                    None => std::future::pending().await,
+                }
+            };
             let qemu_exit = async {
                 match (self.qemu.as_mut(), qemu_done) {
                     (Some(q), false) => q.wait().await.ok(),
@@ -29,6 +36,11 @@ impl Supervisor {
                 }
             };
             tokio::select! {
+                b = batch => {
+                    if !self.on_batch(b).await {
+                        monitor = None;
+                    }
+                }
                 st = qemu_exit => {
                     qemu_done = true;
                     tracing::warn!("QEMU exited on its own: {st:?}");

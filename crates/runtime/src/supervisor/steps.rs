@@ -11,7 +11,7 @@ use crate::sandbox::{GuestNic, NicState, Status};
 use crate::spec::{RunOutput, RunSpec};
 use crate::teardown::attach_dir;
 use sandnet_agent_proto::AgentClient;
-use sandnet_host::interwork::{attach_scanned, AttachOptions};
+use sandnet_host::interwork::{attach_scanned, AttachOptions, AttachedEndpoint};
 use sandnet_host::{scan_detail, NetNs, NetNsRef, ScanResult};
 use sandnet_model::{Dns, Interface, NetworkConfig, IFF_UP};
 use sandnet_vm::VmSpec;
@@ -24,15 +24,81 @@ use std::time::Instant;
 const NETWORK_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Step timings in milliseconds, by name (`netns_ms`, `cni_add_ms`, …).
-type Timings = BTreeMap<String, u64>;
+pub(super) type Timings = BTreeMap<String, u64>;
 
-/// What attach hands on: the scan (routes, neighbours), the NICs for QEMU and the guest
-/// interfaces they become.
-struct Attached {
-    scan: ScanResult,
-    nics: Vec<BootNic>,
-    guest_ifaces: Vec<Interface>,
-    records: Vec<GuestNic>,
+/// What attach hands on: the scan (routes, neighbours), the NICs for QEMU, the guest
+/// interfaces they become and the sandbox's records of them.
+pub(super) struct Attached {
+    pub(super) scan: ScanResult,
+    pub(super) nics: Vec<BootNic>,
+    pub(super) guest_ifaces: Vec<Interface>,
+    pub(super) records: Vec<GuestNic>,
+}
+
+impl Attached {
+    /// The NICs of attached endpoints (model `none` has none); NIC `i` (in plug order)
+    /// sits on root port `port(i)`.
+    pub(super) fn new(
+        scan: ScanResult,
+        eps: Vec<AttachedEndpoint>,
+        port: impl Fn(usize) -> String,
+        hot: bool,
+    ) -> Attached {
+        let mut guest_ifaces = Vec::new();
+        let mut nics = Vec::new();
+        let mut records = Vec::new();
+        for (i, mut e) in eps.into_iter().enumerate() {
+            if e.fds.is_empty() {
+                continue; // model none
+            }
+            records.push(GuestNic {
+                link: e.endpoint.name.clone(),
+                index: e.endpoint.index,
+                id: format!("net{i}"),
+                port: port(nics.len()),
+                hot,
+                state: NicState::Plugged,
+            });
+            nics.push(BootNic {
+                id: format!("net{i}"),
+                mac: e.guest_mac,
+                tap_fds: std::mem::take(&mut e.fds),
+            });
+            guest_ifaces.push(Interface {
+                name: e.endpoint.name.clone(),
+                kind: e.endpoint.kind.clone(),
+                mac: Some(e.guest_mac),
+                mtu: e.endpoint.mtu,
+                addresses: e.endpoint.addresses.clone(),
+                flags: IFF_UP,
+            });
+        }
+        Attached {
+            scan,
+            nics,
+            guest_ifaces,
+            records,
+        }
+    }
+}
+
+/// Scans the namespace and attaches every endpoint with the spec's model.
+pub(super) async fn attach_all(
+    ns: &NetNs,
+    root: &Path,
+    spec: &RunSpec,
+) -> Result<(ScanResult, Vec<AttachedEndpoint>)> {
+    let nl = ns.netlink().map_err(host("netlink"))?;
+    let scan = scan_detail(&nl).await.map_err(|e| host("scan")(e.into()))?;
+    let opts = AttachOptions {
+        model: spec.model,
+        queues: spec.queues,
+        state_dir: attach_dir(root),
+    };
+    let eps = attach_scanned(ns, &nl, &scan, &opts)
+        .await
+        .map_err(host("attach"))?;
+    Ok((scan, eps))
 }
 
 impl Supervisor {
@@ -40,15 +106,19 @@ impl Supervisor {
     pub(super) async fn start(&mut self, spec: &RunSpec) -> Result<RunOutput> {
         let t0 = Instant::now();
         let mut timings = Timings::new();
-        let ns = self.step_netns(spec, &mut timings).await?;
-        let cni_dns = self.step_cni(spec, &mut timings).await?;
-        let attached = self.step_attach(spec, &ns, &mut timings).await?;
-        let img = self.step_image(spec, &mut timings).await?;
-        let (accel, client) = self
-            .step_boot(spec, &img, attached.nics, &mut timings)
-            .await?;
-        self.state.nics = attached.records;
-        self.save();
+        let (accel, client, attached, cni_dns) = if spec.hotplug_network {
+            self.boot_then_plug(spec, &mut timings).await?
+        } else {
+            let ns = self.step_netns(spec, &mut timings).await?;
+            let cni_dns = self.step_cni(spec, &mut timings).await?;
+            let mut attached = self.step_attach(spec, &ns, &mut timings).await?;
+            let img = self.step_image(spec, &mut timings).await?;
+            let nics = std::mem::take(&mut attached.nics);
+            let (accel, client) = self.step_boot(spec, &img, nics, &mut timings).await?;
+            self.state.nics = std::mem::take(&mut attached.records);
+            self.save();
+            (accel, client, attached, cni_dns)
+        };
         let dns = spec.dns.clone().or(cni_dns);
         let (interfaces, routes) = self
             .step_network(
@@ -84,7 +154,7 @@ impl Supervisor {
     /// that a crash right after leaves a trace). The namespace is held from here on:
     /// teardown reaches it through this descriptor, so CNI DEL runs in it whatever happens
     /// to its mount point.
-    async fn step_netns(&mut self, spec: &RunSpec, timings: &mut Timings) -> Result<NetNs> {
+    pub(super) async fn step_netns(&mut self, spec: &RunSpec, timings: &mut Timings) -> Result<NetNs> {
         let ns = match &spec.netns {
             Some(n) => n
                 .parse::<NetNsRef>()
@@ -111,7 +181,7 @@ impl Supervisor {
 
     /// CNI ADD, when the spec asks for it (recorded before it runs); returns the DNS of its
     /// result.
-    async fn step_cni(&mut self, spec: &RunSpec, timings: &mut Timings) -> Result<Option<Dns>> {
+    pub(super) async fn step_cni(&mut self, spec: &RunSpec, timings: &mut Timings) -> Result<Option<Dns>> {
         let Some(c) = &spec.cni else {
             return Ok(None);
         };
@@ -147,56 +217,13 @@ impl Supervisor {
     ) -> Result<Attached> {
         self.begin("attach").await;
         let t = Instant::now();
-        let nl = ns.netlink().map_err(host("netlink"))?;
-        let scan = scan_detail(&nl).await.map_err(|e| host("scan")(e.into()))?;
-        let opts = AttachOptions {
-            model: spec.model,
-            queues: spec.queues,
-            state_dir: attach_dir(&self.root),
-        };
-        let eps = attach_scanned(ns, &nl, &scan, &opts)
-            .await
-            .map_err(host("attach"))?;
-        let mut guest_ifaces = Vec::new();
-        let mut nics = Vec::new();
-        let mut records = Vec::new();
-        for (i, mut e) in eps.into_iter().enumerate() {
-            if e.fds.is_empty() {
-                continue; // model none
-            }
-            records.push(GuestNic {
-                link: e.endpoint.name.clone(),
-                index: e.endpoint.index,
-                id: format!("net{i}"),
-                port: VmSpec::nic_port_id(nics.len()),
-                hot: false,
-                state: NicState::Plugged,
-            });
-            nics.push(BootNic {
-                id: format!("net{i}"),
-                mac: e.guest_mac,
-                tap_fds: std::mem::take(&mut e.fds),
-            });
-            guest_ifaces.push(Interface {
-                name: e.endpoint.name.clone(),
-                kind: e.endpoint.kind.clone(),
-                mac: Some(e.guest_mac),
-                mtu: e.endpoint.mtu,
-                addresses: e.endpoint.addresses.clone(),
-                flags: IFF_UP,
-            });
-        }
+        let (scan, eps) = attach_all(ns, &self.root, spec).await?;
         timings.insert("attach_ms".into(), ms(t));
-        Ok(Attached {
-            scan,
-            nics,
-            guest_ifaces,
-            records,
-        })
+        Ok(Attached::new(scan, eps, |i| VmSpec::nic_port_id(i), false))
     }
 
     /// Finds the guest kernel and builds (or reuses) the initramfs.
-    async fn step_image(&mut self, spec: &RunSpec, timings: &mut Timings) -> Result<Image> {
+    pub(super) async fn step_image(&mut self, spec: &RunSpec, timings: &mut Timings) -> Result<Image> {
         self.begin("image").await;
         let t = Instant::now();
         let img = tokio::task::spawn_blocking({
@@ -215,7 +242,7 @@ impl Supervisor {
 
     /// Boots QEMU inside the pod namespace with every endpoint cold-plugged, under KVM
     /// only where a guest really runs under it (see `boot.rs`), until the agent answers.
-    async fn step_boot(
+    pub(super) async fn step_boot(
         &mut self,
         spec: &RunSpec,
         img: &Image,
@@ -268,7 +295,7 @@ impl Supervisor {
 
     /// Applies the pod's network in the guest, in Kata's order, and lists what the guest
     /// then has.
-    async fn step_network(
+    pub(super) async fn step_network(
         &mut self,
         spec: &RunSpec,
         client: &AgentClient,

@@ -1,0 +1,170 @@
+//! What the guest-booting CLI tests share: a `sandnet` with its own state directory
+//! ([`Env`]), a sandbox removed on drop ([`Sandbox`], at most two guests at a time per
+//! test binary) and pings in both directions.
+#![allow(dead_code)]
+
+use sandnet_testkit::{pids_mentioning, unique, Cli, TestNs};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::{Condvar, Mutex};
+
+/// At most this many guests of this test binary boot at the same time.
+const MAX_GUESTS: usize = 2;
+
+static GUESTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// A slot for one guest; released on drop (also when the test panics).
+pub struct GuestSlot;
+
+impl GuestSlot {
+    pub fn take() -> GuestSlot {
+        let (m, cv) = &GUESTS;
+        let mut n = m.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= MAX_GUESTS {
+            n = cv.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        GuestSlot
+    }
+}
+
+impl Drop for GuestSlot {
+    fn drop(&mut self) {
+        let (m, cv) = &GUESTS;
+        let mut n = m.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        cv.notify_one();
+    }
+}
+
+/// `sandnet` with a state directory and configuration of this test's own.
+pub struct Env(pub Cli);
+
+impl std::ops::Deref for Env {
+    type Target = Cli;
+
+    fn deref(&self) -> &Cli {
+        &self.0
+    }
+}
+
+impl Env {
+    pub fn new(tag: &str) -> Env {
+        Env(Cli::new(env!("CARGO_BIN_EXE_sandnet"), tag))
+    }
+
+    pub fn sandnet(&self, args: &[&str]) -> Output {
+        self.run(args)
+    }
+
+    /// Pids of every process whose command line names this state directory (supervisors
+    /// run with `--state-dir`, QEMU with sockets under it).
+    pub fn processes(&self) -> Vec<u32> {
+        pids_mentioning(&self.state.display().to_string())
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// `sandnet ps --json` entry of `id`.
+    pub fn ps_entry(&self, id: &str) -> Option<Value> {
+        let v = self.ok_json(&["ps", "--json"]);
+        v.as_array()?.iter().find(|e| e["id"] == id).cloned()
+    }
+}
+
+/// One sandbox: removed with `sandnet rm --force` on drop, and whatever process of this
+/// state directory survives that is killed by pid (also when the test panics).
+pub struct Sandbox<'a> {
+    pub env: &'a Env,
+    pub id: String,
+    _slot: GuestSlot,
+}
+
+impl<'a> Sandbox<'a> {
+    /// `sandnet run --json --name <unique> --netns NS EXTRA…`; the guard exists before
+    /// `run` starts, so a failing or hanging run is cleaned up too.
+    pub fn run(env: &'a Env, tag: &str, netns: &str, extra: &[&str]) -> (Sandbox<'a>, Value) {
+        let sb = Sandbox {
+            env,
+            id: unique(tag),
+            _slot: GuestSlot::take(),
+        };
+        let mut args = vec!["run", "--json", "--name", &sb.id, "--netns", netns];
+        args.extend_from_slice(extra);
+        let out = env.ok_json(&args);
+        (sb, out)
+    }
+
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", &self.id, "--"];
+        args.extend_from_slice(cmd);
+        self.env.sandnet(&args)
+    }
+
+    /// Asserts that the guest runs `cmd` successfully.
+    pub fn exec_ok(&self, cmd: &[&str]) -> String {
+        let o = self.exec(cmd);
+        assert!(
+            o.status.success(),
+            "in the guest, {cmd:?} failed ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.env.state.join(&self.id)
+    }
+}
+
+impl Drop for Sandbox<'_> {
+    fn drop(&mut self) {
+        let _ = self.env.sandnet(&["rm", "--force", &self.id]);
+        for pid in self.env.processes() {
+            // SAFETY: plain kill(2) of a process this test started (its command line
+            // names the test's own state directory).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Pings `addr` from inside `ns` (a few tries: the first ARP round trip through a TCG
+/// guest can be slow).
+pub fn ping_from(ns: &TestNs, addr: &str) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "ping", "-c1", "-W3", addr])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            return;
+        }
+        last = String::from_utf8_lossy(&o.stdout).into_owned();
+    }
+    panic!("{} cannot ping {addr}: {last}", ns.name);
+}
+
+/// Pings `addr` from the guest (a few tries, as above).
+pub fn guest_ping(sb: &Sandbox<'_>, addr: &str) {
+    let mut last = None;
+    for _ in 0..5 {
+        let o = sb.exec(&["ping", "-c1", "-W3", addr]);
+        if o.status.success() {
+            return;
+        }
+        last = Some(o);
+    }
+    let o = last.unwrap();
+    panic!(
+        "the guest cannot ping {addr} ({}): {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
