@@ -4,9 +4,14 @@
 //!
 //! The socket belongs to the namespace of the thread that opened it: call
 //! [`open_event_socket`] on a thread inside the namespace (the host side's `NetNs::run`)
-//! and hand the fd to [`EventStream::from_fd`]. When the kernel could not queue a
-//! notification because the receive buffer was full it reports `ENOBUFS` once; that
-//! becomes [`NetEvent::Overrun`]: events were lost and the consumer must rescan.
+//! and hand the fd to [`EventStream::from_fd`].
+//!
+//! Overruns: when a notification does not fit in the receive buffer, the kernel drops it,
+//! reports `ENOBUFS` once and marks the socket congested; until the queue has been read
+//! empty it drops every further notification *silently*. So on `ENOBUFS` the stream reads
+//! the queue empty, throwing the (now incomplete) notifications away, and only then yields
+//! [`NetEvent::Overrun`]: a rescan the consumer starts after receiving it misses nothing,
+//! as every later change is delivered again (or reported by a new overrun).
 //!
 //! Memory is bounded: one receive buffer and the messages of one datagram at a time.
 
@@ -42,6 +47,9 @@ pub const GROUPS: [u32; 6] = [
 /// Size of the buffer one datagram is read into. Notifications are single messages of a
 /// few KiB; a longer one is reported as an overrun (its content is lost).
 const RECV_BUF: usize = 64 << 10;
+
+/// While draining after an overrun, yield to other tasks after this many datagrams.
+const DRAIN_PER_POLL: u64 = 1024;
 
 /// What kind of object changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,8 +98,9 @@ pub struct Change {
     pub alias: Option<String>,
     /// The family of an address, route or neighbour (`None` for links and other families).
     pub family: Option<Family>,
-    /// For neighbours: whether the entry is permanent (or `noarp`), i.e. configured rather
-    /// than learnt. Always `false` for other kinds.
+    /// For neighbours: whether the entry is permanent (configured, not learnt). A
+    /// permanent entry's deletion is reported as a change to a failed state and then a
+    /// delete, neither marked permanent. Always `false` for other kinds.
     pub permanent: bool,
 }
 
@@ -151,6 +160,8 @@ pub struct EventStream {
     fd: AsyncFd<OwnedFd>,
     buf: Vec<u8>,
     pending: VecDeque<NetEvent>,
+    /// After `ENOBUFS`: how many queued notifications were thrown away so far.
+    draining: Option<u64>,
     failed: bool,
 }
 
@@ -186,6 +197,7 @@ impl EventStream {
             fd,
             buf: vec![0; RECV_BUF],
             pending: VecDeque::new(),
+            draining: None,
             failed: false,
         })
     }
@@ -234,13 +246,25 @@ impl Stream for EventStream {
             };
             let buf = &mut this.buf;
             match guard.try_io(|fd| recv(fd.get_ref(), buf)) {
-                Err(_would_block) => continue,
+                Err(_would_block) => {
+                    if this.draining.take().is_some() {
+                        // Empty now: the kernel delivers (or reports) every later change.
+                        this.pending.push_back(NetEvent::Overrun);
+                    }
+                }
+                Ok(Ok(_)) if this.draining.is_some() => {
+                    let n = this.draining.get_or_insert(0);
+                    *n += 1;
+                    if *n % DRAIN_PER_POLL == 0 {
+                        // Let other tasks run during a long storm.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
                 Ok(Ok(n)) if n > this.buf.len() => this.pending.push_back(NetEvent::Overrun),
                 Ok(Ok(n)) => parse_datagram(&this.buf[..n], &mut this.pending),
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    this.pending.push_back(NetEvent::Overrun)
-                }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => this.draining = Some(0),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(source)) => return Poll::Ready(Some(Err(this.fail("recv", source)))),
             }
         }
@@ -363,10 +387,7 @@ pub fn change_of(msg: &RouteNetlinkMessage) -> Option<Change> {
                 Op::Del
             };
             let mut c = base(ChangeKind::Neighbor, op, n.header.ifindex, n.header.family);
-            c.permanent = matches!(
-                n.header.state,
-                NeighbourState::Permanent | NeighbourState::Noarp
-            );
+            c.permanent = n.header.state == NeighbourState::Permanent;
             c
         }
         _ => return None,
@@ -418,8 +439,8 @@ fn raw_change(msg: &[u8]) -> Option<NetEvent> {
         ChangeKind::Link => None,
         _ => family_of(AddressFamily::from(body[0])),
     };
-    let permanent = kind == ChangeKind::Neighbor
-        && u16::from_ne_bytes([body[8], body[9]]) & (NUD_PERMANENT | NUD_NOARP) != 0;
+    let permanent =
+        kind == ChangeKind::Neighbor && u16::from_ne_bytes([body[8], body[9]]) & NUD_PERMANENT != 0;
     Some(NetEvent::Change(Change {
         kind,
         op,
@@ -431,8 +452,7 @@ fn raw_change(msg: &[u8]) -> Option<NetEvent> {
     }))
 }
 
-/// `NUD_NOARP` and `NUD_PERMANENT` from `<linux/neighbour.h>`.
-const NUD_NOARP: u16 = 0x40;
+/// `NUD_PERMANENT` from `<linux/neighbour.h>`.
 const NUD_PERMANENT: u16 = 0x80;
 
 #[cfg(test)]
