@@ -17,7 +17,7 @@ pub mod tc;
 pub use endpoint::{Endpoint, SkipReason};
 pub use error::{HostError, Result};
 pub use interwork::{attach, detach, AttachOptions, AttachedEndpoint, DetachReport};
-pub use netns::{HostNetns, NetNs, NetNsId, NetNsRef};
+pub use netns::{HostNetns, NetNs, NetNsId, NetNsRef, OwnLinks};
 pub use sandnet_model::InterworkingModel;
 pub use sandnet_netlink::{self as netlink, scan, scan_detail, Netlink, NetlinkError, ScanResult};
 

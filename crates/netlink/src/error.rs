@@ -16,6 +16,15 @@ pub enum NetlinkError {
     /// The netlink connection itself failed (not a kernel answer).
     #[error("netlink: {0}")]
     Transport(String),
+    /// A system call on a netlink socket failed.
+    #[error("netlink: {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn errno_text(errno: i32) -> String {
@@ -27,7 +36,7 @@ impl NetlinkError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             NetlinkError::Kernel { errno, .. } => Some(*errno),
-            NetlinkError::Transport(_) => None,
+            NetlinkError::Transport(_) | NetlinkError::Io { .. } => None,
         }
     }
 

@@ -1,18 +1,23 @@
 //! sandnet's netlink layer, shared by the host side and the guest agent: a route socket
 //! opener ([`socket`]), a thin request/answer client with the link, address, route and
-//! neighbour operations both sides need ([`Netlink`]), and the scan of a namespace into
-//! the shared model ([`mod@scan`]). It knows nothing of taps, tc or interworking, so the static
-//! guest agent does not carry them.
+//! neighbour operations both sides need ([`Netlink`]), the scan of a namespace into the
+//! shared model ([`mod@scan`]), and a namespace's change notifications ([`events`])
+//! gathered into batches ([`debounce`]). It knows nothing of taps, tc or interworking, so
+//! the static guest agent does not carry them.
 
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod debounce;
 pub mod error;
+pub mod events;
 pub mod scan;
 pub mod socket;
 
 pub use client::{address_message, route_message, route_text, Netlink};
+pub use debounce::{Batch, DebounceConfig, Debouncer, LinkChange};
 pub use error::{NetlinkError, Result};
+pub use events::{Change, ChangeKind, EventStream, Family, NetEvent, Op};
 pub use scan::{
     address_of, link_detail, neighbor_from_message, route_from_message, scan, scan_detail,
     LinkDetail, ScanResult,

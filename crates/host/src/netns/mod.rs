@@ -16,7 +16,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+mod events;
 mod reference;
+pub use events::{is_sandnet_alias, OwnLinks};
 pub use reference::{HostNetns, NetNsRef};
 
 /// Where named network namespaces are bind-mounted (as iproute2 does).
