@@ -255,7 +255,11 @@ impl NetApplier {
             .await?
             .iter()
             .map(link_detail)
-            .filter(|d| d.interface.mac.is_some_and(|m| state.added.contains_key(&m)))
+            .filter(|d| {
+                d.interface
+                    .mac
+                    .is_some_and(|m| state.added.contains_key(&m))
+            })
             .map(|d| d.interface.name)
             .collect();
         for r in routes {

@@ -670,8 +670,20 @@ async fn update_routes_covers_every_configured_nic_and_leaves_others_alone() {
         .await
         .unwrap();
     let both = vec![
-        route("0.0.0.0/0", Some("10.1.0.1"), "eth0", RouteScope::Universe, None),
-        route("10.20.0.0/16", Some("10.2.0.1"), "eth1", RouteScope::Universe, None),
+        route(
+            "0.0.0.0/0",
+            Some("10.1.0.1"),
+            "eth0",
+            RouteScope::Universe,
+            None,
+        ),
+        route(
+            "10.20.0.0/16",
+            Some("10.2.0.1"),
+            "eth1",
+            RouteScope::Universe,
+            None,
+        ),
     ];
     c.update_routes(&both).await.unwrap();
     let dsts = |env: &AgentNs| -> Vec<String> {
@@ -694,5 +706,8 @@ async fn update_routes_covers_every_configured_nic_and_leaves_others_alone() {
     let d = dsts(&env);
     assert!(!d.contains(&"default".to_string()), "{d:?}");
     assert!(d.contains(&"10.90.0.0/16".to_string()), "{d:?}");
-    assert!(d.contains(&"10.1.0.0/24".to_string()), "kernel prefix route stays: {d:?}");
+    assert!(
+        d.contains(&"10.1.0.0/24".to_string()),
+        "kernel prefix route stays: {d:?}"
+    );
 }

@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Allow --netns to be the host's network namespace (PID 1's) or this process's own.
     #[arg(long)]
     pub allow_host_netns: bool,
+    /// Boot first with no NIC and hot-plug the network once it is prepared (overrides
+    /// `[runtime] hotplug_network`).
+    #[arg(long)]
+    pub hotplug: bool,
     /// CNI configuration directory (default: the configuration's, else /etc/cni/net.d).
     #[arg(long)]
     pub cni_conf_dir: Option<PathBuf>,
@@ -127,6 +131,9 @@ pub async fn run(a: RunArgs, rt: &Runtime) -> Result<i32> {
     req.model = a.model.as_deref().map(str::parse).transpose()?;
     req.queues = a.queues;
     req.allow_host_netns = a.allow_host_netns;
+    if a.hotplug {
+        req.hotplug_network = Some(true);
+    }
     let spec = rt.spec(&req)?;
     let id = spec.id.clone();
     let bar = (!a.json && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {

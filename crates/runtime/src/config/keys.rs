@@ -10,8 +10,11 @@ pub(super) const NETMON_KEYS: &[&str] = &["enable"];
 pub(super) const KATA_NETMON_KEYS: &[&str] = &["path", "debug"];
 
 /// `[runtime]` keys sandnet reads.
-pub(super) const RUNTIME_KEYS: &[&str] =
-    &["internetworking_model", "disable_new_netns", "hotplug_network"];
+pub(super) const RUNTIME_KEYS: &[&str] = &[
+    "internetworking_model",
+    "disable_new_netns",
+    "hotplug_network",
+];
 /// `[runtime]` keys of Kata's file that sandnet ignores.
 pub(super) const KATA_RUNTIME_KEYS: &[&str] = &[
     "enable_debug",

@@ -304,7 +304,11 @@ impl Supervisor {
             .await
             .map_err(agent("configure guest routes"))?;
         for (link, a) in self.applied.iter_mut() {
-            a.routes = routes.iter().filter(|r| &r.device == link).cloned().collect();
+            a.routes = routes
+                .iter()
+                .filter(|r| &r.device == link)
+                .cloned()
+                .collect();
         }
         Ok(now)
     }

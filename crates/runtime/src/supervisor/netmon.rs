@@ -16,10 +16,10 @@ use crate::error::{agent, host, Result};
 use crate::sandbox::{NicState, Status};
 use sandnet_host::endpoint::{endpoints, ALIAS_PREFIX};
 use sandnet_host::netlink::{Batch, DebounceConfig, Debouncer, EventStream};
-use std::time::Instant;
 use sandnet_host::scan_detail;
-use sandnet_model::{InterworkingModel, Interface, IpNet, Route};
+use sandnet_model::{Interface, InterworkingModel, IpNet, Route};
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 /// What one reconciliation did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -77,7 +77,10 @@ impl Supervisor {
     }
 
     /// Handles one burst of events; `false` when the event source is gone.
-    pub(super) async fn on_batch(&mut self, b: sandnet_host::netlink::Result<Option<Batch>>) -> bool {
+    pub(super) async fn on_batch(
+        &mut self,
+        b: sandnet_host::netlink::Result<Option<Batch>>,
+    ) -> bool {
         match b {
             Ok(Some(b)) => {
                 let ours_only = !b.overrun
@@ -85,7 +88,9 @@ impl Supervisor {
                     && b.routes.is_empty()
                     && b.neighbors.is_empty()
                     && b.links.values().all(|l| {
-                        l.alias.as_deref().is_some_and(|a| a.starts_with(ALIAS_PREFIX))
+                        l.alias
+                            .as_deref()
+                            .is_some_and(|a| a.starts_with(ALIAS_PREFIX))
                     });
                 if !ours_only {
                     self.reconcile_and_log(Instant::now(), b.events).await;
@@ -128,16 +133,17 @@ impl Supervisor {
     /// Makes the guest equal to the pod namespace (see the module's doc).
     pub(super) async fn reconcile(&mut self) -> Result<Reconciled> {
         let mut done = Reconciled::default();
-        if self.state.status != Status::Running || self.agent.is_none() {
+        if self.state.status != Status::Running
+            || self.agent.is_none()
+            || self.spec.model == InterworkingModel::None
+        {
             return Ok(done);
         }
         let Some(ns) = self.ns.as_ref() else {
             return Ok(done);
         };
         let nl = ns.netlink().map_err(host("netlink"))?;
-        let scan = scan_detail(&nl)
-            .await
-            .map_err(|e| host("scan")(e.into()))?;
+        let scan = scan_detail(&nl).await.map_err(|e| host("scan")(e.into()))?;
 
         // NICs whose link is gone (or is another link now): unplug.
         let gone: Vec<String> = self
@@ -197,8 +203,7 @@ impl Supervisor {
                 continue;
             };
             let now = &d.interface;
-            if addr_set(&now.addresses) != addr_set(&a.iface.addresses) || now.mtu != a.iface.mtu
-            {
+            if addr_set(&now.addresses) != addr_set(&a.iface.addresses) || now.mtu != a.iface.mtu {
                 let want = Interface {
                     addresses: now.addresses.clone(),
                     mtu: now.mtu,

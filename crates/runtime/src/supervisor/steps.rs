@@ -154,7 +154,11 @@ impl Supervisor {
     /// that a crash right after leaves a trace). The namespace is held from here on:
     /// teardown reaches it through this descriptor, so CNI DEL runs in it whatever happens
     /// to its mount point.
-    pub(super) async fn step_netns(&mut self, spec: &RunSpec, timings: &mut Timings) -> Result<NetNs> {
+    pub(super) async fn step_netns(
+        &mut self,
+        spec: &RunSpec,
+        timings: &mut Timings,
+    ) -> Result<NetNs> {
         let ns = match &spec.netns {
             Some(n) => n
                 .parse::<NetNsRef>()
@@ -181,7 +185,11 @@ impl Supervisor {
 
     /// CNI ADD, when the spec asks for it (recorded before it runs); returns the DNS of its
     /// result.
-    pub(super) async fn step_cni(&mut self, spec: &RunSpec, timings: &mut Timings) -> Result<Option<Dns>> {
+    pub(super) async fn step_cni(
+        &mut self,
+        spec: &RunSpec,
+        timings: &mut Timings,
+    ) -> Result<Option<Dns>> {
         let Some(c) = &spec.cni else {
             return Ok(None);
         };
@@ -223,7 +231,11 @@ impl Supervisor {
     }
 
     /// Finds the guest kernel and builds (or reuses) the initramfs.
-    pub(super) async fn step_image(&mut self, spec: &RunSpec, timings: &mut Timings) -> Result<Image> {
+    pub(super) async fn step_image(
+        &mut self,
+        spec: &RunSpec,
+        timings: &mut Timings,
+    ) -> Result<Image> {
         self.begin("image").await;
         let t = Instant::now();
         let img = tokio::task::spawn_blocking({

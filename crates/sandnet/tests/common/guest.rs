@@ -167,4 +167,3 @@ pub fn guest_ping(sb: &Sandbox<'_>, addr: &str) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
-
