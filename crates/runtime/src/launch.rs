@@ -18,6 +18,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 /// after recording each step of `run` (so a test can kill it while the record names the
 /// step for certain). Unset in production.
 pub const STEP_PAUSE_ENV: &str = "SANDNET_STEP_PAUSE_MS";
+/// Fault-injection knob like [`STEP_PAUSE_ENV`]: a hot plug pauses this many milliseconds
+/// once the host side is attached and before QEMU is asked for the device (the record
+/// then says `plugging`), so a test can kill the supervisor there for certain.
+pub const PLUG_PAUSE_ENV: &str = "SANDNET_PLUG_PAUSE_MS";
 
 /// The environment variable through which `run` hands the sandbox's lock to its
 /// supervisor (a descriptor number).

@@ -11,6 +11,7 @@
 use super::{Applied, Supervisor};
 use crate::boot::{nic_spec, BootNic};
 use crate::error::{agent, host, vm, Result, RuntimeError};
+use crate::launch::PLUG_PAUSE_ENV;
 use crate::sandbox::{GuestNic, NicState, Status};
 use crate::teardown::attach_dir;
 use sandnet_host::interwork::{attach_link, detach_link, AttachOptions};
@@ -120,6 +121,12 @@ impl Supervisor {
         };
         let state_dir = opts.state_dir.clone();
         let mut a = attach_link(ns, &opts, link).await.map_err(host("attach"))?;
+        if let Some(ms) = std::env::var(PLUG_PAUSE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let nic = BootNic {
             id: id.to_string(),
             mac: a.guest_mac,
