@@ -77,6 +77,14 @@ fn index_of(ns: &TestNs, dev: &str) -> u32 {
         .expect("ifindex") as u32
 }
 
+#[test]
+fn subscribing_outside_a_runtime_is_a_clear_error() {
+    let pod = TestNs::new("ev-nort");
+    let e = open(&pod).subscribe().unwrap_err().to_string();
+    assert!(e.contains("tokio runtime"), "{e}");
+    assert_eq!(e.lines().count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_change_shows_up_as_its_event() {
     let pod = TestNs::new("ev-pod");

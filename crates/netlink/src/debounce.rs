@@ -56,9 +56,10 @@ pub struct Batch {
     pub addresses: BTreeSet<u32>,
     /// Output links of routes that changed (0: a route without one).
     pub routes: BTreeSet<u32>,
-    /// Links whose neighbour entries changed.
+    /// Links whose neighbour entries changed (learnt ones too; a deleted permanent entry
+    /// shows only here, as its delete no longer says it was permanent).
     pub neighbors: BTreeSet<u32>,
-    /// Links with a permanent (configured) neighbour entry among those changes.
+    /// Links where a permanent (configured) neighbour entry was added or changed.
     pub permanent_neighbors: BTreeSet<u32>,
     /// Events were lost (kernel overrun) or the batch outgrew its bounds: the consumer
     /// must rescan the whole namespace.

@@ -160,8 +160,8 @@ pub struct EventStream {
     fd: AsyncFd<OwnedFd>,
     buf: Vec<u8>,
     pending: VecDeque<NetEvent>,
-    /// After `ENOBUFS`: how many queued notifications were thrown away so far.
-    draining: Option<u64>,
+    /// After `ENOBUFS`: reading the queue empty before reporting the overrun.
+    draining: bool,
     failed: bool,
 }
 
@@ -197,7 +197,7 @@ impl EventStream {
             fd,
             buf: vec![0; RECV_BUF],
             pending: VecDeque::new(),
-            draining: None,
+            draining: false,
             failed: false,
         })
     }
@@ -233,6 +233,7 @@ impl Stream for EventStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        let mut drained = 0;
         loop {
             if let Some(e) = this.pending.pop_front() {
                 return Poll::Ready(Some(Ok(e)));
@@ -247,15 +248,14 @@ impl Stream for EventStream {
             let buf = &mut this.buf;
             match guard.try_io(|fd| recv(fd.get_ref(), buf)) {
                 Err(_would_block) => {
-                    if this.draining.take().is_some() {
+                    if std::mem::take(&mut this.draining) {
                         // Empty now: the kernel delivers (or reports) every later change.
                         this.pending.push_back(NetEvent::Overrun);
                     }
                 }
-                Ok(Ok(_)) if this.draining.is_some() => {
-                    let n = this.draining.get_or_insert(0);
-                    *n += 1;
-                    if *n % DRAIN_PER_POLL == 0 {
+                Ok(Ok(_)) if this.draining => {
+                    drained += 1;
+                    if drained == DRAIN_PER_POLL {
                         // Let other tasks run during a long storm.
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
@@ -263,7 +263,7 @@ impl Stream for EventStream {
                 }
                 Ok(Ok(n)) if n > this.buf.len() => this.pending.push_back(NetEvent::Overrun),
                 Ok(Ok(n)) => parse_datagram(&this.buf[..n], &mut this.pending),
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => this.draining = Some(0),
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => this.draining = true,
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(source)) => return Poll::Ready(Some(Err(this.fail("recv", source)))),
             }
