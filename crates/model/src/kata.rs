@@ -147,8 +147,9 @@ impl KataInterface {
                     })?,
             )
         };
+        // 0 (or no `mtu` at all) leaves it unset: e.g. an object naming a link to unplug.
         let mtu = match u32::try_from(self.mtu) {
-            Ok(m) if (68..=65535).contains(&m) => m,
+            Ok(m) if m == 0 || (68..=65535).contains(&m) => m,
             _ => {
                 return Err(KataError::BadMtu {
                     iface: self.name.clone(),
@@ -302,8 +303,10 @@ mod tests {
         b.hw_addr = "zz".into();
         assert!(matches!(b.to_model(), Err(KataError::BadMac { .. })));
         b.hw_addr.clear();
-        b.mtu = 0;
+        b.mtu = 40;
         assert!(matches!(b.to_model(), Err(KataError::BadMtu { .. })));
+        b.mtu = 0;
+        assert_eq!(b.to_model().map(|i| i.mtu), Ok(0), "0: unset");
     }
 
     #[test]

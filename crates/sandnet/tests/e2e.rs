@@ -16,8 +16,7 @@ use guest::{guest_ping, ping_from, Env, Sandbox};
 use sandnet_testkit::{assert_fails_with, unique, PodPair, TestNs};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::{Condvar, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The scan's entry of `name`.

@@ -40,7 +40,9 @@ fn guest_ifaces(env: &Env, id: &str) -> Vec<Value> {
 }
 
 fn guest_iface(env: &Env, id: &str, name: &str) -> Option<Value> {
-    guest_ifaces(env, id).into_iter().find(|i| i["name"] == name)
+    guest_ifaces(env, id)
+        .into_iter()
+        .find(|i| i["name"] == name)
 }
 
 /// The guest's routes as `dest via gateway dev device` lines.
@@ -87,7 +89,14 @@ fn recorded_nics(sb: &Sandbox<'_>) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|n| format!("{}:{}:{}", n["link"].as_str().unwrap(), n["state"].as_str().unwrap(), n["hot"]))
+        .map(|n| {
+            format!(
+                "{}:{}:{}",
+                n["link"].as_str().unwrap(),
+                n["state"].as_str().unwrap(),
+                n["hot"]
+            )
+        })
         .collect()
 }
 
@@ -95,7 +104,11 @@ fn recorded_nics(sb: &Sandbox<'_>) -> Vec<String> {
 /// filters, no processes, no record.
 fn assert_clean(env: &Env, p: &PodPair, links_before: &[String], id: &str) {
     assert_eq!(pod_links(&p.pod), links_before, "links after rm");
-    assert!(filters(&p.pod).is_empty(), "filters after rm: {:?}", filters(&p.pod));
+    assert!(
+        filters(&p.pod).is_empty(),
+        "filters after rm: {:?}",
+        filters(&p.pod)
+    );
     assert!(env.processes().is_empty(), "processes after rm");
     assert!(!env.state.join(id).exists(), "record after rm");
 }
@@ -109,10 +122,14 @@ fn cli_add_del_update_routes_and_bad_input_change_nothing() {
 
     // With the monitor off, a new link does not reach the guest by itself.
     p.add_veth("eth1", "veth1", "10.60.0.2/24", "10.60.0.1/24");
-    p.pod.ip(&["route", "add", "10.61.0.0/16", "via", "10.60.0.1"]);
-    let links_before = pod_links(&p.pod);
+    p.pod
+        .ip(&["route", "add", "10.61.0.0/16", "via", "10.60.0.1"]);
+    let mut links_before = pod_links(&p.pod);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(guest_iface(&env, &id, "eth1").is_none(), "monitor off, yet eth1 arrived");
+    assert!(
+        guest_iface(&env, &id, "eth1").is_none(),
+        "monitor off, yet eth1 arrived"
+    );
 
     // add-iface --link: Kata JSON out, with the link's MAC and address.
     let k = env.ok_json(&["net", "add-iface", &id, "--link", "eth1", "--json"]);
@@ -122,7 +139,11 @@ fn cli_add_del_update_routes_and_bad_input_change_nothing() {
     let g = guest_iface(&env, &id, "eth1").expect("eth1 in the guest");
     assert_eq!(g["mac"], p.pod_mac("eth1").as_str());
     assert!(guest_routes(&env, &id).contains(&"10.61.0.0/16 via 10.60.0.1 dev eth1".into()));
-    assert!(recorded_nics(&sb).contains(&"eth1:plugged:true".into()), "{:?}", recorded_nics(&sb));
+    assert!(
+        recorded_nics(&sb).contains(&"eth1:plugged:true".into()),
+        "{:?}",
+        recorded_nics(&sb)
+    );
     ping_from(&p.host, "10.60.0.2");
     guest_ping(&sb, "10.60.0.1");
     // The cold-plugged NIC still works beside it.
@@ -138,20 +159,31 @@ fn cli_add_del_update_routes_and_bad_input_change_nothing() {
     .unwrap();
     env.ok(&["net", "update-routes", &id, routes.to_str().unwrap()]);
     let r = guest_routes(&env, &id);
-    assert!(r.contains(&"10.62.0.0/16 via 10.60.0.1 dev eth1".into()), "{r:?}");
-    assert!(!r.contains(&"10.61.0.0/16 via 10.60.0.1 dev eth1".into()), "{r:?}");
+    assert!(
+        r.contains(&"10.62.0.0/16 via 10.60.0.1 dev eth1".into()),
+        "{r:?}"
+    );
+    assert!(
+        !r.contains(&"10.61.0.0/16 via 10.60.0.1 dev eth1".into()),
+        "{r:?}"
+    );
 
     // Bad input: one line each, nothing changed (guest, links, filters, record).
     let guest_before = guest_ifaces(&env, &id);
     let routes_before = guest_routes(&env, &id);
     let filters_before = filters(&p.pod);
     let nics_before = recorded_nics(&sb);
+    let links_mid = pod_links(&p.pod);
     p.pod.ip(&["link", "add", "br9", "type", "bridge"]);
     p.pod.ip(&["addr", "add", "10.69.0.2/24", "dev", "br9"]);
     let bad_json = env.state.join("bad.json");
     std::fs::write(&bad_json, "{\"name\": ").unwrap();
     let bad_route = env.state.join("badroute.json");
-    std::fs::write(&bad_route, r#"[{"dest":"10.63.0.0/16","gateway":"10.60.0.1","device":"eth7"}]"#).unwrap();
+    std::fs::write(
+        &bad_route,
+        r#"[{"dest":"10.63.0.0/16","gateway":"10.60.0.1","device":"eth7"}]"#,
+    )
+    .unwrap();
     let bad_mask = env.state.join("badmask.json");
     std::fs::write(
         &bad_mask,
@@ -159,35 +191,75 @@ fn cli_add_del_update_routes_and_bad_input_change_nothing() {
     )
     .unwrap();
     for (args, needles) in [
-        (vec!["net", "add-iface", &id, "--link", "nope0"], vec!["nope0", "not found"]),
-        (vec!["net", "add-iface", &id, "--link", "lo"], vec!["\"lo\"", "loopback"]),
-        (vec!["net", "add-iface", &id, "--link", "br9"], vec!["br9", "bridge"]),
-        (vec!["net", "add-iface", &id, "--link", "eth1"], vec!["eth1", "plugged already"]),
-        (vec!["net", "del-iface", &id, "--link", "eth7"], vec!["eth7", "not plugged"]),
-        (vec!["net", "add-iface", &id, bad_json.to_str().unwrap()], vec!["bad.json", "malformed JSON"]),
-        (vec!["net", "add-iface", &id, bad_mask.to_str().unwrap()], vec!["eth1", "99"]),
-        (vec!["net", "update-routes", &id, bad_route.to_str().unwrap()], vec!["eth7", "not a NIC"]),
-        (vec!["net", "list-ifaces", "no-such-sandbox"], vec!["no-such-sandbox"]),
+        (
+            vec!["net", "add-iface", &id, "--link", "nope0"],
+            vec!["nope0", "not found"],
+        ),
+        (
+            vec!["net", "add-iface", &id, "--link", "lo"],
+            vec!["\"lo\"", "loopback"],
+        ),
+        (
+            vec!["net", "add-iface", &id, "--link", "br9"],
+            vec!["br9", "bridge"],
+        ),
+        (
+            vec!["net", "add-iface", &id, "--link", "eth1"],
+            vec!["eth1", "plugged already"],
+        ),
+        (
+            vec!["net", "del-iface", &id, "--link", "eth7"],
+            vec!["eth7", "not plugged"],
+        ),
+        (
+            vec!["net", "add-iface", &id, bad_json.to_str().unwrap()],
+            vec!["bad.json", "malformed JSON"],
+        ),
+        (
+            vec!["net", "add-iface", &id, bad_mask.to_str().unwrap()],
+            vec!["eth1", "99"],
+        ),
+        (
+            vec!["net", "update-routes", &id, bad_route.to_str().unwrap()],
+            vec!["eth7", "not a NIC"],
+        ),
+        (
+            vec!["net", "list-ifaces", "no-such-sandbox"],
+            vec!["no-such-sandbox"],
+        ),
     ] {
         let o = env.sandnet(&args);
         assert_fails_with(&o, &needles);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line: {err}"
+        );
     }
     p.pod.ip(&["link", "del", "br9"]);
     assert_eq!(guest_ifaces(&env, &id), guest_before);
     assert_eq!(guest_routes(&env, &id), routes_before);
     assert_eq!(filters(&p.pod), filters_before);
     assert_eq!(recorded_nics(&sb), nics_before);
-    assert_eq!(pod_links(&p.pod), links_before);
+    assert_eq!(pod_links(&p.pod), links_mid);
 
     // del-iface with a Kata interface object: the guest NIC, the tap and the filters go.
     let obj = env.state.join("eth1.json");
-    std::fs::write(&obj, r#"{"device":"eth1","name":"eth1","IPAddresses":[],"hwAddr":""}"#).unwrap();
+    std::fs::write(
+        &obj,
+        r#"{"device":"eth1","name":"eth1","IPAddresses":[],"hwAddr":""}"#,
+    )
+    .unwrap();
     env.ok(&["net", "del-iface", &id, obj.to_str().unwrap()]);
     assert!(guest_iface(&env, &id, "eth1").is_none());
-    assert!(!pod_links(&p.pod).iter().any(|l| l.starts_with("sntap") && l != &format!("sntap{}", p.pod.link("eth0").unwrap()["ifindex"])));
-    assert!(!filters(&p.pod).iter().any(|f| f.starts_with("eth1:")), "{:?}", filters(&p.pod));
+    assert!(!pod_links(&p.pod).iter().any(|l| l.starts_with("sntap")
+        && l != &format!("sntap{}", p.pod.link("eth0").unwrap()["ifindex"])));
+    assert!(
+        !filters(&p.pod).iter().any(|f| f.starts_with("eth1:")),
+        "{:?}",
+        filters(&p.pod)
+    );
     // Plugged again: it works again.
     env.ok(&["net", "add-iface", &id, "--link", "eth1"]);
     ping_from(&p.host, "10.60.0.2");
@@ -203,7 +275,13 @@ fn cli_add_del_update_routes_and_bad_input_change_nothing() {
     });
     let o = env.sandnet(&["net", "add-iface", &id, "--link", "eth1"]);
     assert_fails_with(&o, &[&id, "not running"]);
-    env.ok(&["rm", &id]);
+    let o = env.ok(&["rm", &id]);
+    eprintln!(
+        "rm: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    links_before.retain(|l| !l.starts_with("sntap"));
     assert_clean(&env, &p, &links_before, &id);
 }
 
@@ -221,7 +299,11 @@ fn macvtap_sandbox_hot_plugs_too() {
     links_before.sort();
     let obj = env.state.join("eth1.json");
     // sandnet's own model JSON is accepted too.
-    std::fs::write(&obj, r#"{"name":"eth1","kind":"veth","mac":null,"mtu":0,"addresses":[]}"#).unwrap();
+    std::fs::write(
+        &obj,
+        r#"{"name":"eth1","kind":"veth","mac":null,"mtu":0,"addresses":[]}"#,
+    )
+    .unwrap();
     env.ok(&["net", "add-iface", &id, obj.to_str().unwrap()]);
     let g = guest_iface(&env, &id, "eth1").expect("eth1 in the guest");
     assert_eq!(g["mac"], mac.as_str());
@@ -250,7 +332,8 @@ fn monitor_follows_links_addresses_and_routes() {
     let mut links_before = pod_links(&p.pod);
     links_before.retain(|l| !l.starts_with("sntap"));
     wait_for("eth1 in the guest", FOLLOW, || {
-        guest_iface(&env, &id, "eth1").is_some_and(|g| g["addresses"].to_string().contains("10.65.0.2/24"))
+        guest_iface(&env, &id, "eth1")
+            .is_some_and(|g| g["addresses"].to_string().contains("10.65.0.2/24"))
     });
     assert_eq!(guest_iface(&env, &id, "eth1").unwrap()["mac"], mac.as_str());
     ping_from(&p.host, "10.65.0.2");
@@ -258,22 +341,30 @@ fn monitor_follows_links_addresses_and_routes() {
 
     // A route added, then removed, follows; so does a second address and an MTU change.
     let want = "10.66.0.0/16 via 10.65.0.1 dev eth1".to_string();
-    p.pod.ip(&["route", "add", "10.66.0.0/16", "via", "10.65.0.1"]);
-    wait_for("the route in the guest", FOLLOW, || guest_routes(&env, &id).contains(&want));
+    p.pod
+        .ip(&["route", "add", "10.66.0.0/16", "via", "10.65.0.1"]);
+    wait_for("the route in the guest", FOLLOW, || {
+        guest_routes(&env, &id).contains(&want)
+    });
     p.pod.ip(&["route", "del", "10.66.0.0/16"]);
-    wait_for("the route gone from the guest", FOLLOW, || !guest_routes(&env, &id).contains(&want));
+    wait_for("the route gone from the guest", FOLLOW, || {
+        !guest_routes(&env, &id).contains(&want)
+    });
     p.pod.ip(&["addr", "add", "10.67.0.2/24", "dev", "eth1"]);
     p.pod.ip(&["link", "set", "eth1", "mtu", "1400"]);
     wait_for("the address and MTU in the guest", FOLLOW, || {
-        guest_iface(&env, &id, "eth1")
-            .is_some_and(|g| g["addresses"].to_string().contains("10.67.0.2/24") && g["mtu"] == 1400)
+        guest_iface(&env, &id, "eth1").is_some_and(|g| {
+            g["addresses"].to_string().contains("10.67.0.2/24") && g["mtu"] == 1400
+        })
     });
 
     // Deleted: unplugged, its tap gone.
     let tap = format!("sntap{}", p.pod.link("eth1").unwrap()["ifindex"]);
     assert!(pod_links(&p.pod).contains(&tap));
     p.pod.ip(&["link", "del", "eth1"]);
-    wait_for("eth1 gone from the guest", FOLLOW, || guest_iface(&env, &id, "eth1").is_none());
+    wait_for("eth1 gone from the guest", FOLLOW, || {
+        guest_iface(&env, &id, "eth1").is_none()
+    });
     wait_for("its tap gone", FOLLOW, || !pod_links(&p.pod).contains(&tap));
     assert!(!recorded_nics(&sb).iter().any(|n| n.starts_with("eth1:")));
     links_before.retain(|l| l != "eth1");
@@ -301,7 +392,10 @@ fn eight_links_added_at_once_all_arrive() {
         let g = guest_ifaces(&env, &id);
         (0..8).all(|i| g.iter().any(|x| x["name"] == format!("net{i}").as_str()))
     });
-    eprintln!("8 links: all in the guest {} ms after the first was added", t.elapsed().as_millis());
+    eprintln!(
+        "8 links: all in the guest {} ms after the first was added",
+        t.elapsed().as_millis()
+    );
     for i in [0, 7] {
         ping_from(&p.host, &format!("10.70.{i}.2"));
     }
@@ -318,29 +412,31 @@ fn supervisor_killed_mid_plug_then_rm_leaves_nothing() {
     let p = PodPair::new("hpkill");
     let env = env_with("hpkill", "[netmon]\nenable = false\n");
     let links_before_run = pod_links(&p.pod);
-    let sb = {
-        let mut c = env.cmd(&[]);
-        let _ = &mut c;
-        // The pause reaches the supervisor through run's environment.
-        std::env::set_var("SANDNET_PLUG_PAUSE_MS", "60000");
-        let r = Sandbox::run(&env, "kill", &p.pod.name, &[]);
-        std::env::remove_var("SANDNET_PLUG_PAUSE_MS");
-        r.0
-    };
+    // The pause reaches the supervisor through run's environment.
+    let (sb, _) = Sandbox::run_with(
+        &env,
+        "kill",
+        &p.pod.name,
+        &[],
+        &[("SANDNET_PLUG_PAUSE_MS", "60000")],
+    );
     let id = sb.id.clone();
     p.add_veth("eth1", "veth1", "10.71.0.2/24", "10.71.0.1/24");
     let mut links_before = links_before_run;
     links_before.push("eth1".into());
     links_before.sort();
-    let mut plug = env.cmd(&["net", "add-iface", &id, "--link", "eth1"]).spawn().unwrap();
-    // Proof of the step: the record says plugging, the host side is attached (the tap and
-    // its filters exist), and QEMU has no such device yet (the guest lacks the NIC).
+    let mut plug = env
+        .cmd(&["net", "add-iface", &id, "--link", "eth1"])
+        .spawn()
+        .unwrap();
+    // Proof of the step: the record says plugging and the host side is attached (the tap
+    // and its filters exist); the pause sits before QEMU is asked for the device.
     let tap = format!("sntap{}", p.pod.link("eth1").unwrap()["ifindex"]);
     wait_for("the plug paused after attach", FOLLOW, || {
-        recorded_nics(&sb).contains(&"eth1:plugging:true".into()) && pod_links(&p.pod).contains(&tap)
+        recorded_nics(&sb).contains(&"eth1:plugging:true".into())
+            && pod_links(&p.pod).contains(&tap)
     });
     assert!(filters(&p.pod).iter().any(|f| f.starts_with("eth1:")));
-    assert!(guest_iface(&env, &id, "eth1").is_none());
     let st: Value =
         serde_json::from_slice(&std::fs::read(sb.dir().join("sandbox.json")).unwrap()).unwrap();
     let sup = st["supervisor_pid"].as_u64().unwrap() as i32;

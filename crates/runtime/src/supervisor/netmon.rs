@@ -86,7 +86,8 @@ impl Supervisor {
                 let ours_only = !b.overrun
                     && b.addresses.is_empty()
                     && b.routes.is_empty()
-                    && b.neighbors.is_empty()
+                    // Learnt entries (ARP traffic) are not the pod's configuration.
+                    && b.permanent_neighbors.is_empty()
                     && b.links.values().all(|l| {
                         l.alias
                             .as_deref()

@@ -227,7 +227,7 @@ impl Supervisor {
         let t = Instant::now();
         let (scan, eps) = attach_all(ns, &self.root, spec).await?;
         timings.insert("attach_ms".into(), ms(t));
-        Ok(Attached::new(scan, eps, |i| VmSpec::nic_port_id(i), false))
+        Ok(Attached::new(scan, eps, VmSpec::nic_port_id, false))
     }
 
     /// Finds the guest kernel and builds (or reuses) the initramfs.

@@ -86,6 +86,18 @@ impl<'a> Sandbox<'a> {
     /// `sandnet run --json --name <unique> --netns NS EXTRA…`; the guard exists before
     /// `run` starts, so a failing or hanging run is cleaned up too.
     pub fn run(env: &'a Env, tag: &str, netns: &str, extra: &[&str]) -> (Sandbox<'a>, Value) {
+        Sandbox::run_with(env, tag, netns, extra, &[])
+    }
+
+    /// As [`Sandbox::run`], with extra environment variables for `run` (and so its
+    /// supervisor).
+    pub fn run_with(
+        env: &'a Env,
+        tag: &str,
+        netns: &str,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> (Sandbox<'a>, Value) {
         let sb = Sandbox {
             env,
             id: unique(tag),
@@ -93,7 +105,16 @@ impl<'a> Sandbox<'a> {
         };
         let mut args = vec!["run", "--json", "--name", &sb.id, "--netns", netns];
         args.extend_from_slice(extra);
-        let out = env.ok_json(&args);
+        let mut c = env.cmd(&args);
+        c.envs(vars.iter().copied());
+        let o = c.output().expect("spawn sandnet run");
+        assert!(
+            o.status.success(),
+            "sandnet {args:?} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = serde_json::from_slice(&o.stdout).expect("run --json");
         (sb, out)
     }
 
