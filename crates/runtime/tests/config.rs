@@ -205,6 +205,8 @@ dan_conf = "/run/kata-containers/dans"
     assert!(c.qemu.disable_vhost_net);
     assert_eq!(c.runtime.internetworking_model, InterworkingModel::TcFilter);
     assert_eq!(c.cni, Config::default().cni);
+    // Kata 1.x's `[netmon] enable_netmon` is read as `enable`.
+    assert!(!c.netmon.enable);
 
     let keys: Vec<&str> = w.iter().map(|w| w.key.as_str()).collect();
     for expected in [
@@ -215,7 +217,6 @@ dan_conf = "/run/kata-containers/dans"
         "hypervisor.firecracker",
         "factory",
         "agent",
-        "netmon",
         "runtime.disable_guest_seccomp",
         "runtime.vfio_mode",
     ] {

@@ -4,10 +4,10 @@
 pub(super) const SECTIONS: &[&str] = &["runtime", "hypervisor", "cni", "netmon"];
 /// Top-level sections of Kata's file (current and 1.x) that sandnet ignores.
 pub(super) const KATA_SECTIONS: &[&str] = &["agent", "factory", "proxy", "shim", "image"];
-/// `[netmon]` keys sandnet reads.
-pub(super) const NETMON_KEYS: &[&str] = &["enable"];
+/// `[netmon]` keys sandnet reads (`enable_netmon` is Kata 1.x's spelling of `enable`).
+pub(super) const NETMON_KEYS: &[&str] = &["enable", "enable_netmon"];
 /// `[netmon]` keys of Kata 1.x's file that sandnet ignores (the monitor is built in).
-pub(super) const KATA_NETMON_KEYS: &[&str] = &["path", "debug"];
+pub(super) const KATA_NETMON_KEYS: &[&str] = &["path", "enable_debug"];
 
 /// `[runtime]` keys sandnet reads.
 pub(super) const RUNTIME_KEYS: &[&str] = &[

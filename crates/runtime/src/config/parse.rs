@@ -38,7 +38,7 @@ impl Parser<'_> {
         for (k, v) in t {
             let key = format!("netmon.{k}");
             match k.as_str() {
-                "enable" => out.enable = self.boolean(v, &key)?,
+                "enable" | "enable_netmon" => out.enable = self.boolean(v, &key)?,
                 _ => self.ignore(key, k, NETMON_KEYS, KATA_NETMON_KEYS),
             }
         }

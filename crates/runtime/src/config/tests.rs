@@ -146,3 +146,23 @@ fn hotplug_ports_is_read_and_bounded() {
         .to_string()
         .contains("0..=32"));
 }
+
+#[test]
+fn netmon_and_hotplug_network_are_read_and_katas_netmon_keys_ignored() {
+    let (c, w) = parse("").unwrap();
+    assert!(c.netmon.enable);
+    assert!(!c.runtime.hotplug_network);
+    assert!(w.is_empty());
+    let (c, w) = parse(
+        "[runtime]\nhotplug_network = true\n[netmon]\nenable_netmon = false\npath = \"/usr/libexec/kata-netmon\"\nenable_debug = true\n",
+    )
+    .unwrap();
+    assert!(!c.netmon.enable);
+    assert!(c.runtime.hotplug_network);
+    let keys: Vec<_> = w.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, vec!["netmon.enable_debug", "netmon.path"], "{w:?}");
+    let e = err("[netmon]\nenable = \"yes\"\n");
+    assert_eq!(e.key(), Some("netmon.enable"));
+    let e = err("[runtime]\nhotplug_network = 1\n");
+    assert_eq!(e.key(), Some("runtime.hotplug_network"));
+}
