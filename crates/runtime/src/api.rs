@@ -67,6 +67,8 @@ pub struct SandboxRequest {
     /// Boot first and hot-plug the network (`run --hotplug`); `None`: the configuration's
     /// `[runtime] hotplug_network`.
     pub hotplug_network: Option<bool>,
+    /// Take a ready VM from the factory when there is one (default true).
+    pub use_factory: bool,
     /// The configuration (VM parameters, CNI defaults, runtime policy).
     pub config: Config,
 }
@@ -84,6 +86,7 @@ impl SandboxRequest {
             dns: None,
             allow_host_netns: false,
             hotplug_network: None,
+            use_factory: true,
             config,
         }
     }
@@ -186,6 +189,7 @@ impl Runtime {
             cni,
             netmon: cfg.netmon.enable,
             hotplug_network: req.hotplug_network.unwrap_or(cfg.runtime.hotplug_network),
+            use_factory: req.use_factory,
         })
     }
 

@@ -61,6 +61,25 @@ pub struct Booted {
     pub boot_ms: u64,
 }
 
+/// The VM of `params` booting `kernel` and `initrd` under `accel` (no NICs yet).
+pub fn vm_spec(
+    params: &crate::spec::VmParams,
+    kernel: &Path,
+    initrd: &Path,
+    accel: Accel,
+) -> VmSpec {
+    let mut vs = VmSpec::new(kernel, initrd, accel);
+    vs.qemu = params.qemu.clone();
+    vs.machine = params.machine.clone();
+    vs.vcpus = params.vcpus;
+    vs.memory_mib = params.memory_mib;
+    vs.hotplug_ports = params.hotplug_ports;
+    if !params.kernel_params.is_empty() {
+        vs.kernel_args = format!("{} {}", vs.kernel_args, params.kernel_params);
+    }
+    vs
+}
+
 /// Something to record in the sandbox state as it happens: QEMU's pid (`None` once that QEMU
 /// is gone), and the accelerator with its reason.
 pub type Record<'a> = dyn FnMut(Option<u32>, Accel, &str) + 'a;

@@ -76,6 +76,9 @@ pub struct GcReport {
 /// whose record is unreadable, is reported in `failures`.
 pub async fn gc(root: &Path) -> Result<GcReport, sandbox::SandboxError> {
     let mut rep = GcReport::default();
+    // VMs of a factory whose daemon is gone (taken ones belong to their sandboxes).
+    rep.actions
+        .extend(crate::factory::remove_orphans(root).await);
     for id in sandbox::list(root)? {
         let paths = SandboxPaths::new(root, &id);
         let (st, health) = teardown::health_of(root, &id);

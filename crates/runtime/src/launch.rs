@@ -4,6 +4,7 @@
 
 use crate::boot::BOOT_TIMEOUT;
 use crate::error::{Result, RuntimeError};
+use crate::factory;
 use crate::lock::SandboxLock;
 use crate::report::Ready;
 use crate::sandbox::{self, SandboxError, SandboxPaths, SandboxState};
@@ -93,6 +94,30 @@ async fn launch_in(
     sandbox::write_private(&spec_path(paths), &body)?;
     let log = sandbox::create_private_file(&paths.log).map_err(io(&paths.log))?;
     let lock_fd = lock.raw_fd();
+    if spec.use_factory {
+        let (r, id, vm) = (root.to_path_buf(), spec.id.clone(), spec.vm.clone());
+        let taken = tokio::task::spawn_blocking(move || factory::take(&r, &id, &vm, lock_fd))
+            .await
+            .ok()
+            .flatten();
+        if let Some(t) = taken {
+            on_progress(&format!("factory VM {}", t.vm));
+            let stream = t
+                .stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixStream::from_std(t.stream))
+                .map_err(|source| RuntimeError::Io {
+                    step: "factory VM connection".into(),
+                    source,
+                })?;
+            let ready = read_reports(BufReader::new(stream), on_progress).await;
+            return match ready {
+                Some(Ready::Ok { output }) => Ok(output),
+                Some(Ready::Failed { error }) => Err(RuntimeError::Supervisor(error)),
+                _ => Err(died(root, paths, spec, None).await),
+            };
+        }
+    }
     {
         use std::os::unix::process::CommandExt;
         supervisor
@@ -128,53 +153,80 @@ async fn launch_in(
         step: "supervisor stdout".into(),
         source: std::io::Error::other("not piped"),
     })?;
-    let mut reader = BufReader::new(out);
-    let deadline = Instant::now() + BOOT_TIMEOUT + Duration::from_secs(120);
-    let ready: Option<Ready> = loop {
-        let mut line = String::new();
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, reader.read_line(&mut line)).await {
-            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Ready>(&line) {
-                Ok(Ready::Progress { step }) => on_progress(&step),
-                Ok(r) => break Some(r),
-                Err(_) => break None,
-            },
-            _ => break None,
-        }
-    };
+    let ready = read_reports(BufReader::new(out), on_progress).await;
     match ready {
         Some(Ready::Ok { output }) => Ok(output),
         Some(Ready::Failed { error }) => {
             let _ = child.wait().await;
             Err(RuntimeError::Supervisor(error))
         }
-        Some(Ready::Progress { .. }) => unreachable!("progress lines are consumed above"),
-        None => {
-            // It died or hung without a word: clean up from the persisted state. The
-            // lock it held is ours too, so nobody else starts a teardown meanwhile.
-            if let Some(pid) = pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+        _ => {
+            let e = died(root, paths, spec, pid).await;
             let _ = child.wait().await;
-            let tail = log_tail(&paths.log, 5);
-            let mut rep = RemoveReport::default();
-            let cleanup = match SandboxState::load(root, &spec.id) {
-                Ok(mut st) => teardown::cleanup_locked(root, &mut st, &mut rep)
-                    .await
-                    .err()
-                    .map(|e| format!("; cleaning up failed: {e}"))
-                    .unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            Err(RuntimeError::SupervisorDied {
-                id: spec.id.clone(),
-                log: tail.replace('\n', " | "),
-                cleanup,
-            })
+            Err(e)
         }
+    }
+}
+
+/// Reads a supervisor's report lines until its result (`None`: it died or hung first).
+async fn read_reports<R: tokio::io::AsyncBufRead + Unpin>(
+    mut reader: R,
+    on_progress: &mut (dyn FnMut(&str) + Send),
+) -> Option<Ready> {
+    let deadline = Instant::now() + BOOT_TIMEOUT + Duration::from_secs(120);
+    loop {
+        let mut line = String::new();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, reader.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Ready>(&line) {
+                Ok(Ready::Progress { step }) => on_progress(&step),
+                Ok(r) => return Some(r),
+                Err(_) => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
+/// The supervisor died or hung without a word: it is killed (`pid`, else the recorded
+/// one) and everything is cleaned up from the persisted state. The lock it held is ours
+/// too, so nobody else starts a teardown meanwhile.
+async fn died(root: &Path, paths: &SandboxPaths, spec: &RunSpec, pid: Option<u32>) -> RuntimeError {
+    let pid = pid.or_else(|| {
+        SandboxState::load(root, &spec.id)
+            .ok()
+            .filter(|st| st.supervisor_alive())
+            .and_then(|st| st.supervisor_pid)
+    });
+    if let Some(pid) = pid {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        for _ in 0..50 {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let tail = log_tail(&paths.log, 5);
+    let mut rep = RemoveReport::default();
+    let cleanup = match SandboxState::load(root, &spec.id) {
+        Ok(mut st) => teardown::cleanup_locked(root, &mut st, &mut rep)
+            .await
+            .err()
+            .map(|e| format!("; cleaning up failed: {e}"))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    RuntimeError::SupervisorDied {
+        id: spec.id.clone(),
+        log: tail.replace('\n', " | "),
+        cleanup,
     }
 }
 

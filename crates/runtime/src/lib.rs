@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod factory;
 pub mod gc;
 pub mod guest;
 pub mod image;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_ROOT: &str = "/run/sandnet";
 
 /// Names under the root that are not sandboxes.
-const RESERVED: &[&str] = &["attach", "demo", "dev", "cni", "accel"];
+const RESERVED: &[&str] = &["attach", "demo", "dev", "cni", "accel", "factory"];
 
 /// Errors about sandbox state.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +150,15 @@ pub struct SandboxState {
     /// an unplug keeps its entry until everything of it is undone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<GuestNic>,
+    /// The factory VM this sandbox took (its id; QEMU's files are in [`factory_vm_dir`]),
+    /// `None` when it booted its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factory_vm: Option<String>,
+}
+
+/// Where a factory VM's files are: `<root>/factory/vms/<vm>`.
+pub fn factory_vm_dir(root: &Path, vm: &str) -> PathBuf {
+    root.join("factory").join("vms").join(vm)
 }
 
 /// One NIC of the guest and the pod link behind it.
@@ -232,12 +241,19 @@ impl SandboxState {
     /// Whether the supervisor process is alive (and is this sandbox's).
     pub fn supervisor_alive(&self) -> bool {
         self.supervisor_pid
-            .is_some_and(|pid| cmdline_has(pid, &["__supervise", &self.id]))
+            .is_some_and(|pid| match &self.factory_vm {
+                // A factory VM's supervisor became this sandbox's when it was taken.
+                Some(vm) => cmdline_has(pid, &["__template", vm]),
+                None => cmdline_has(pid, &["__supervise", &self.id]),
+            })
     }
 
     /// Whether QEMU is alive (and is this sandbox's).
     pub fn qemu_alive(&self, root: &Path) -> bool {
-        let dir = SandboxPaths::new(root, &self.id).dir;
+        let dir = match &self.factory_vm {
+            Some(vm) => factory_vm_dir(root, vm),
+            None => SandboxPaths::new(root, &self.id).dir,
+        };
         self.qemu_pid
             .is_some_and(|pid| cmdline_has(pid, &[&dir.display().to_string()]))
     }

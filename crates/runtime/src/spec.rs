@@ -89,6 +89,9 @@ pub struct RunSpec {
     /// (`[runtime] hotplug_network`).
     #[serde(default)]
     pub hotplug_network: bool,
+    /// Take a ready VM from the factory when one booted with these VM parameters is there.
+    #[serde(default = "yes")]
+    pub use_factory: bool,
 }
 
 fn yes() -> bool {

@@ -177,6 +177,17 @@ pub(crate) fn finish(
 ) -> Result<(), TeardownError> {
     match r {
         Ok(()) => {
+            if let (Some(vm), Some(root)) = (&st.factory_vm, paths.dir.parent()) {
+                // The factory VM's own files (QEMU is gone by now).
+                let d = crate::sandbox::factory_vm_dir(root, vm);
+                match std::fs::remove_dir_all(&d) {
+                    Ok(()) => rep.actions.push(format!("removed {}", d.display())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(TeardownError::step(&st.id, "remove factory VM files", e))
+                    }
+                }
+            }
             std::fs::remove_dir_all(&paths.dir)
                 .map_err(|e| TeardownError::step(&st.id, "remove state", e))?;
             rep.actions.push(format!("removed {}", paths.dir.display()));

@@ -215,7 +215,6 @@ dan_conf = "/run/kata-containers/dans"
         "hypervisor.qemu.virtio_fs_extra_args",
         "hypervisor.qemu.firmware",
         "hypervisor.firecracker",
-        "factory",
         "agent",
         "runtime.disable_guest_seccomp",
         "runtime.vfio_mode",

@@ -1,6 +1,7 @@
 //! `sandnet`: container networking for VM sandboxes, the way Kata Containers does it.
 
 mod demo;
+mod factorycmd;
 mod hostcmd;
 mod netcmd;
 mod sandboxcmd;
@@ -53,6 +54,12 @@ enum Cmd {
     /// The network of a running sandbox (Kata's `kata-network`): list-ifaces, list-routes,
     /// add-iface, del-iface, update-routes.
     Net(netcmd::NetArgs),
+    /// The VM factory (Kata's VM cache): init, status, destroy.
+    Factory(factorycmd::FactoryArgs),
+    #[command(name = "__factory", hide = true)]
+    FactoryDaemon { count: u32 },
+    #[command(name = "__template", hide = true)]
+    Template { vm: String },
     /// The per-sandbox supervisor (started by `run`).
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -103,6 +110,11 @@ fn run(cli: Cli) -> Result<i32> {
             Cmd::Rm(a) => sandboxcmd::rm(a, sb).await,
             Cmd::Gc(a) => sandboxcmd::gc(a, sb).await,
             Cmd::Net(a) => netcmd::run(a, sb).await,
+            Cmd::Factory(a) => factorycmd::run(a, &cli.state_dir, &cli.log).await,
+            Cmd::FactoryDaemon { count } => {
+                factorycmd::daemon_main(&cli.state_dir, &cli.log, count).await
+            }
+            Cmd::Template { vm } => factorycmd::template_main(&cli.state_dir, &vm).await,
             Cmd::Supervise { id } => sandboxcmd::supervise(&id, &cli.state_dir).await,
         }
     })

@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// `[runtime] hotplug_network`).
     #[arg(long)]
     pub hotplug: bool,
+    /// Boot a VM of its own even when the factory has one ready.
+    #[arg(long)]
+    pub no_factory: bool,
     /// CNI configuration directory (default: the configuration's, else /etc/cni/net.d).
     #[arg(long)]
     pub cni_conf_dir: Option<PathBuf>,
@@ -134,6 +137,7 @@ pub async fn run(a: RunArgs, rt: &Runtime) -> Result<i32> {
     if a.hotplug {
         req.hotplug_network = Some(true);
     }
+    req.use_factory = !a.no_factory;
     let spec = rt.spec(&req)?;
     let id = spec.id.clone();
     let bar = (!a.json && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {

@@ -271,7 +271,7 @@ fn cli_add_del_update_routes_and_bad_input_change_nothing() {
     // SAFETY: kill(2) of the QEMU this test's sandbox runs.
     unsafe { libc::kill(qemu, libc::SIGKILL) };
     wait_for("QEMU gone", FOLLOW, || {
-        env.ps_entry(&id).is_some_and(|e| e["health"] != "running")
+        env.ps_entry(&id).is_some_and(|e| e["status"] != "running")
     });
     let o = env.sandnet(&["net", "add-iface", &id, "--link", "eth1"]);
     assert_fails_with(&o, &[&id, "not running"]);

@@ -1,9 +1,15 @@
 //! The keys sandnet reads, and the ones it knows from Kata and containerd and ignores.
 
 /// Top-level sections sandnet reads.
-pub(super) const SECTIONS: &[&str] = &["runtime", "hypervisor", "cni", "netmon"];
+pub(super) const SECTIONS: &[&str] = &["runtime", "hypervisor", "cni", "netmon", "factory"];
 /// Top-level sections of Kata's file (current and 1.x) that sandnet ignores.
-pub(super) const KATA_SECTIONS: &[&str] = &["agent", "factory", "proxy", "shim", "image"];
+pub(super) const KATA_SECTIONS: &[&str] = &["agent", "proxy", "shim", "image"];
+/// `[factory]` keys sandnet reads.
+pub(super) const FACTORY_KEYS: &[&str] = &["vm_cache_number"];
+/// `[factory]` keys of Kata's file that sandnet ignores (no VM templating; the cache is
+/// served from the state root).
+pub(super) const KATA_FACTORY_KEYS: &[&str] =
+    &["enable_template", "template_path", "vm_cache_endpoint"];
 /// `[netmon]` keys sandnet reads (`enable_netmon` is Kata 1.x's spelling of `enable`).
 pub(super) const NETMON_KEYS: &[&str] = &["enable", "enable_netmon"];
 /// `[netmon]` keys of Kata 1.x's file that sandnet ignores (the monitor is built in).

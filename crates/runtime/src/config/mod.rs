@@ -67,6 +67,19 @@ pub struct Config {
     pub cni: CniDirs,
     /// `[netmon]`.
     pub netmon: NetmonConfig,
+    /// `[factory]`.
+    pub factory: FactoryConfig,
+}
+
+/// Most VMs the factory may keep ready (`factory.vm_cache_number`).
+pub const MAX_VM_CACHE: u32 = 64;
+
+/// The `[factory]` section (Kata's VM cache).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FactoryConfig {
+    /// `vm_cache_number` (default 0): how many ready VMs `sandnet factory init` keeps when
+    /// no `--count` is given.
+    pub vm_cache_number: u32,
 }
 
 /// The `[netmon]` section (Kata 1.x's name): the monitor that keeps a running guest's
@@ -309,6 +322,7 @@ impl Config {
                 }
                 "cni" => p.cni(p.table(value, key)?, &mut config.cni)?,
                 "netmon" => p.netmon(p.table(value, key)?, &mut config.netmon)?,
+                "factory" => p.factory(p.table(value, key)?, &mut config.factory)?,
                 k => p.ignore(key.clone(), k, SECTIONS, KATA_SECTIONS),
             }
         }

@@ -34,6 +34,29 @@ impl Parser<'_> {
         Ok(())
     }
 
+    pub(super) fn factory(
+        &mut self,
+        t: &Table,
+        out: &mut FactoryConfig,
+    ) -> Result<(), ConfigError> {
+        for (k, v) in t {
+            let key = format!("factory.{k}");
+            match k.as_str() {
+                "vm_cache_number" => {
+                    let n = self.integer(v, &key)?;
+                    if !(0..=i64::from(MAX_VM_CACHE)).contains(&n) {
+                        return Err(
+                            self.invalid(&key, format!("must be 0..={MAX_VM_CACHE}, got {n}"))
+                        );
+                    }
+                    out.vm_cache_number = n as u32;
+                }
+                _ => self.ignore(key, k, FACTORY_KEYS, KATA_FACTORY_KEYS),
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn netmon(&mut self, t: &Table, out: &mut NetmonConfig) -> Result<(), ConfigError> {
         for (k, v) in t {
             let key = format!("netmon.{k}");

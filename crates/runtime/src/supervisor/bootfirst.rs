@@ -8,7 +8,7 @@
 //! before its plug; a failure of either branch waits for the other before rolling back.
 
 use super::steps::{attach_all, Attached, Timings};
-use super::{ms, Supervisor};
+use super::{ms, Preboot, Supervisor};
 use crate::boot::nic_spec;
 use crate::error::{host, vm, Result, RuntimeError};
 use crate::podnet;
@@ -22,10 +22,12 @@ use std::time::Instant;
 
 impl Supervisor {
     /// The start of a boot-first sandbox, up to the guest network (which the caller applies).
+    /// With `pre` (a factory VM) nothing is booted: the VM is adopted as it is.
     pub(super) async fn boot_then_plug(
         &mut self,
         spec: &RunSpec,
         timings: &mut Timings,
+        pre: Option<Preboot>,
     ) -> Result<(Accel, AgentClient, Attached, Option<Dns>)> {
         let ns = self.step_netns(spec, timings).await?;
         // CNI ADD and attach run in a task of their own, recorded here first.
@@ -45,11 +47,25 @@ impl Supervisor {
             let cni = cni.clone();
             tokio::spawn(async move { prepare(&ns, &root, &spec, &path, cni).await })
         };
-        let booted = async {
-            let img = self.step_image(spec, timings).await?;
-            self.step_boot(spec, &img, Vec::new(), timings).await
-        }
-        .await;
+        let booted = match pre {
+            Some(p) => {
+                let b = p.booted;
+                self.state.qemu_pid = Some(b.qemu.pid());
+                self.state.accel = b.accel.to_string();
+                self.state.accel_reason = format!("factory VM {}: {}", p.vm, b.reason);
+                self.qemu = Some(b.qemu);
+                self.save();
+                timings.insert("factory_ms".into(), 0);
+                Ok((b.accel, b.agent))
+            }
+            None => {
+                async {
+                    let img = self.step_image(spec, timings).await?;
+                    self.step_boot(spec, &img, Vec::new(), timings).await
+                }
+                .await
+            }
+        };
         // Whatever happened to the boot, the other branch is waited for before any
         // rollback, so teardown never races a running CNI ADD.
         let prepared = prep.await.map_err(|e| RuntimeError::Task {

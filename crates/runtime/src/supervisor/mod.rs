@@ -31,17 +31,36 @@ fn accel_dir(root: &Path) -> PathBuf {
 /// The supervisor's main: set the sandbox up, report on stdout, then serve until told to
 /// stop. Returns the process exit code.
 pub async fn supervise(root: &Path, id: &str) -> i32 {
+    let fd = std::env::var(LOCK_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
+    std::env::remove_var(LOCK_FD_ENV);
+    supervise_with(root, id, fd, None).await
+}
+
+/// A VM booted before its sandbox existed (a factory VM), handed to [`supervise_with`].
+pub struct Preboot {
+    /// The booted VM.
+    pub booted: crate::boot::Booted,
+    /// The factory VM's id (its files are in `sandbox::factory_vm_dir`).
+    pub vm: String,
+}
+
+/// [`supervise`] with the sandbox's lock descriptor given (`None`: take it here) and,
+/// for a factory VM taken by `run`, the VM already booted.
+pub async fn supervise_with(
+    root: &Path,
+    id: &str,
+    lock_fd: Option<i32>,
+    preboot: Option<Preboot>,
+) -> i32 {
     let paths = SandboxPaths::new(root, id);
     // The sandbox's lock, handed over by `run` (or taken here when started by hand): held
     // for the supervisor's whole life, so no `rm`/`gc` tears down behind its back.
-    let lock = match std::env::var(LOCK_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    {
+    let lock = match lock_fd {
         Some(fd) => SandboxLock::inherit(fd, &paths.dir).map(Some),
         None => SandboxLock::try_acquire(&paths.dir),
     };
-    std::env::remove_var(LOCK_FD_ENV);
     let lock = match lock {
         Ok(Some(l)) => l,
         Ok(None) => {
@@ -87,7 +106,9 @@ pub async fn supervise(root: &Path, id: &str) -> i32 {
             accel: String::new(),
             accel_reason: String::new(),
             nics: Vec::new(),
+            factory_vm: preboot.as_ref().map(|p| p.vm.clone()),
         },
+        preboot,
         spec: spec.clone(),
         ns: None,
         qemu: None,
@@ -156,6 +177,8 @@ struct Supervisor {
     agent: Option<AgentClient>,
     /// What the guest was last given for each plugged link.
     applied: BTreeMap<String, Applied>,
+    /// A factory VM to use instead of booting one.
+    preboot: Option<Preboot>,
 }
 
 /// What the guest was last given for one pod link: what the monitor compares against.

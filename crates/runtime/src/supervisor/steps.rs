@@ -106,8 +106,10 @@ impl Supervisor {
     pub(super) async fn start(&mut self, spec: &RunSpec) -> Result<RunOutput> {
         let t0 = Instant::now();
         let mut timings = Timings::new();
-        let (accel, client, attached, cni_dns) = if spec.hotplug_network {
-            self.boot_then_plug(spec, &mut timings).await?
+        let (accel, client, attached, cni_dns) = if let Some(pre) = self.preboot.take() {
+            self.boot_then_plug(spec, &mut timings, Some(pre)).await?
+        } else if spec.hotplug_network {
+            self.boot_then_plug(spec, &mut timings, None).await?
         } else {
             let ns = self.step_netns(spec, &mut timings).await?;
             let cni_dns = self.step_cni(spec, &mut timings).await?;
@@ -261,18 +263,7 @@ impl Supervisor {
         nics: Vec<BootNic>,
         timings: &mut Timings,
     ) -> Result<(sandnet_vm::Accel, AgentClient)> {
-        let make_spec = |accel| {
-            let mut vs = VmSpec::new(&img.kernel, &img.initrd, accel);
-            vs.qemu = spec.vm.qemu.clone();
-            vs.machine = spec.vm.machine.clone();
-            vs.vcpus = spec.vm.vcpus;
-            vs.memory_mib = spec.vm.memory_mib;
-            vs.hotplug_ports = spec.vm.hotplug_ports;
-            if !spec.vm.kernel_params.is_empty() {
-                vs.kernel_args = format!("{} {}", vs.kernel_args, spec.vm.kernel_params);
-            }
-            vs
-        };
+        let make_spec = |accel| crate::boot::vm_spec(&spec.vm, &img.kernel, &img.initrd, accel);
         let vhost = !spec.vm.disable_vhost_net && Path::new("/dev/vhost-net").exists();
         self.begin("boot").await;
         let cache_dir = accel_dir(&self.root);

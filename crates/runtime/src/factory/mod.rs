@@ -1,0 +1,265 @@
+//! The VM factory (Kata's VM cache): a daemon keeps N guests booted with no NIC, each run
+//! by a *template* process that later becomes the supervisor of the sandbox that takes it.
+//! `run` takes a ready VM when one is there (else boots as before): it hands the template
+//! the sandbox's lock over the VM's `take.sock`, and the template adopts the sandbox —
+//! CNI, attach, hot plug of every endpoint, guest network and hostname — exactly like a
+//! boot-first start, minus the boot. The daemon boots a replacement meanwhile. A VM is
+//! never reused after its sandbox; a template whose QEMU dies removes itself and is
+//! replaced; everything is recorded under `<root>/factory` so that `factory destroy` and
+//! `gc` remove what a killed factory left.
+//!
+//! Layout: `factory.json` (the daemon: pid, count), `spec.json` (the VM parameters every
+//! VM is booted with; a sandbox only takes a VM booted with its own parameters),
+//! `vms/<vm>/vm.json` (one per VM: its template's pid, QEMU's pid, status) next to QEMU's
+//! sockets and logs.
+
+pub mod daemon;
+pub mod template;
+
+use crate::error::{Result, RuntimeError};
+use crate::sandbox::{cmdline_has, factory_vm_dir, write_private};
+use crate::spec::VmParams;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long `factory init` waits for its VMs to be ready.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The factory's directory under a state root.
+pub fn factory_dir(root: &Path) -> PathBuf {
+    root.join("factory")
+}
+
+/// What the daemon records of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactoryRecord {
+    /// The daemon's pid.
+    pub pid: u32,
+    /// How many ready VMs it keeps.
+    pub count: u32,
+}
+
+/// Where one factory VM is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmStatus {
+    /// QEMU is booting.
+    Booting,
+    /// Its agent answered; it waits to be taken.
+    Ready,
+    /// A sandbox took it (its template is that sandbox's supervisor now).
+    Taken,
+}
+
+/// One factory VM's record (`vms/<vm>/vm.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// The VM's id.
+    pub vm: String,
+    /// Its template process.
+    pub pid: u32,
+    /// QEMU's pid, once started.
+    pub qemu_pid: Option<u32>,
+    /// Where it is.
+    pub status: VmStatus,
+    /// The accelerator it runs with.
+    #[serde(default)]
+    pub accel: String,
+    /// The sandbox that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+}
+
+impl VmRecord {
+    /// Whether its template process is alive (and is this VM's).
+    pub fn alive(&self) -> bool {
+        cmdline_has(self.pid, &["__template", &self.vm])
+    }
+
+    /// Writes it (root-only).
+    pub fn save(&self, root: &Path) -> Result<()> {
+        let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other);
+        let body = body.map_err(|source| RuntimeError::Io {
+            step: "factory VM record".into(),
+            source,
+        })?;
+        Ok(write_private(
+            &factory_vm_dir(root, &self.vm).join("vm.json"),
+            &body,
+        )?)
+    }
+}
+
+/// What `factory status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactoryStatus {
+    /// The daemon, when it runs.
+    pub daemon: Option<FactoryRecord>,
+    /// Every VM not taken by a sandbox.
+    pub vms: Vec<VmRecord>,
+}
+
+/// Reads a JSON file, `None` when it is missing or unreadable.
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Option<T> {
+    std::fs::read(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// The daemon's record, when the daemon is alive.
+pub fn daemon(root: &Path) -> Option<FactoryRecord> {
+    let r: FactoryRecord = read_json(&factory_dir(root).join("factory.json"))?;
+    cmdline_has(r.pid, &["__factory"]).then_some(r)
+}
+
+/// The VM parameters the factory boots with.
+pub fn vm_params(root: &Path) -> Option<VmParams> {
+    read_json(&factory_dir(root).join("spec.json"))
+}
+
+/// Every VM record that is not taken (taken ones belong to their sandbox).
+pub fn vms(root: &Path) -> Vec<VmRecord> {
+    let Ok(rd) = std::fs::read_dir(factory_dir(root).join("vms")) else {
+        return vec![];
+    };
+    let mut v: Vec<VmRecord> = rd
+        .flatten()
+        .filter_map(|e| read_json::<VmRecord>(&e.path().join("vm.json")))
+        .filter(|r| r.status != VmStatus::Taken)
+        .collect();
+    v.sort_by(|a, b| a.vm.cmp(&b.vm));
+    v
+}
+
+/// The factory's state.
+pub fn status(root: &Path) -> FactoryStatus {
+    FactoryStatus {
+        daemon: daemon(root),
+        vms: vms(root),
+    }
+}
+
+/// Stops the daemon (SIGTERM: it stops its VMs) and removes whatever is left of VMs not
+/// taken by a sandbox, also when the daemon is dead. Returns what was done.
+pub async fn destroy(root: &Path) -> Vec<String> {
+    let mut actions = Vec::new();
+    if let Some(d) = daemon(root) {
+        signal(d.pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..300 {
+            if daemon(root).is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if daemon(root).is_some() {
+            signal(d.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        actions.push(format!("stopped the factory daemon (pid {})", d.pid));
+    }
+    actions.extend(remove_orphans(root).await);
+    let f = factory_dir(root);
+    let _ = std::fs::remove_file(f.join("factory.json"));
+    let _ = std::fs::remove_file(f.join("spec.json"));
+    let _ = std::fs::remove_file(f.join("factory.log"));
+    let _ = std::fs::remove_dir(f.join("vms"));
+    let _ = std::fs::remove_dir(&f);
+    actions
+}
+
+/// Removes VMs not taken by a sandbox whose daemon is gone: their template and QEMU are
+/// killed, their files removed. (`gc` calls this too.)
+pub async fn remove_orphans(root: &Path) -> Vec<String> {
+    if daemon(root).is_some() {
+        return vec![];
+    }
+    let mut actions = Vec::new();
+    for r in vms(root) {
+        if r.alive() {
+            signal(r.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        if let Some(q) = r.qemu_pid {
+            if cmdline_has(q, &[&factory_vm_dir(root, &r.vm).display().to_string()]) {
+                signal(q, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        for _ in 0..50 {
+            let q_alive = r.qemu_pid.is_some_and(|q| {
+                cmdline_has(q, &[&factory_vm_dir(root, &r.vm).display().to_string()])
+            });
+            if !r.alive() && !q_alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = std::fs::remove_dir_all(factory_vm_dir(root, &r.vm));
+        actions.push(format!("removed factory VM {}", r.vm));
+    }
+    actions
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Waits until the daemon has `count` ready VMs; `progress` hears how many are ready.
+pub async fn wait_ready(root: &Path, count: u32, progress: &mut dyn FnMut(usize)) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + INIT_TIMEOUT;
+    let mut last = usize::MAX;
+    let started = tokio::time::Instant::now();
+    loop {
+        let ready = vms(root)
+            .iter()
+            .filter(|r| r.status == VmStatus::Ready && r.alive())
+            .count();
+        if ready != last {
+            progress(ready);
+            last = ready;
+        }
+        if ready >= count as usize {
+            return Ok(());
+        }
+        // (The daemon records itself a moment after it starts.)
+        if daemon(root).is_none() && started.elapsed() > Duration::from_secs(5) {
+            return Err(RuntimeError::Refused(format!(
+                "the factory daemon exited (see {})",
+                factory_dir(root).join("factory.log").display()
+            )));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(RuntimeError::Refused(format!(
+                "the factory has {ready} of {count} VMs ready after {} s",
+                INIT_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A ready VM whose template accepted this sandbox: reading the stream gives the
+/// supervisor's report lines, as a supervisor's stdout does.
+pub struct Taken {
+    /// The VM's id.
+    pub vm: String,
+    /// The connection to its template.
+    pub stream: std::os::unix::net::UnixStream,
+}
+
+/// Hands sandbox `id` (its lock descriptor `lock_fd`) to a ready factory VM booted with
+/// `vm`'s parameters; `None` when there is none (or none accepted in time).
+pub fn take(root: &Path, id: &str, vm: &VmParams, lock_fd: i32) -> Option<Taken> {
+    daemon(root)?;
+    if vm_params(root).as_ref() != Some(vm) {
+        return None;
+    }
+    for r in vms(root) {
+        if r.status != VmStatus::Ready || !r.alive() {
+            continue;
+        }
+        match template::offer(root, &r.vm, id, lock_fd) {
+            Ok(stream) => return Some(Taken { vm: r.vm, stream }),
+            Err(e) => tracing::info!("factory VM {} not taken: {e}", r.vm),
+        }
+    }
+    None
+}
