@@ -57,7 +57,10 @@ fn build_pod(n: usize) -> (TestNs, TestNs) {
             host.name,
             100 + i
         );
-        hbatch += &format!("addr add 10.{}.0.1/24 dev hv{i}\nlink set hv{i} up\n", 100 + i);
+        hbatch += &format!(
+            "addr add 10.{}.0.1/24 dev hv{i}\nlink set hv{i} up\n",
+            100 + i
+        );
     }
     batch += "route add default via 10.100.0.1\n";
     ip_batch(&pod, &batch);
@@ -86,8 +89,11 @@ impl Way {
         let state = std::env::temp_dir().join(unique("kbench-state"));
         std::fs::create_dir_all(&state).expect("state dir");
         let config = state.join("sandnet.toml");
-        std::fs::write(&config, format!("[hypervisor.qemu]\nkernel = \"{kernel}\"\n"))
-            .expect("config");
+        std::fs::write(
+            &config,
+            format!("[hypervisor.qemu]\nkernel = \"{kernel}\"\n"),
+        )
+        .expect("config");
         Way {
             kernel: kernel.into(),
             state,
@@ -246,7 +252,10 @@ fn main() {
     println!(
         "{:<24}{}",
         "",
-        COLUMNS.iter().map(|c| format!(" {c:>9}")).collect::<String>()
+        COLUMNS
+            .iter()
+            .map(|c| format!(" {c:>9}"))
+            .collect::<String>()
     );
     for &n in &sizes {
         let (_host, pod) = build_pod(n);
@@ -260,7 +269,11 @@ fn main() {
         }
         for (way, splits) in ways.iter().zip(&by_way) {
             let label = format!("{} {n} NIC{}", way.kernel, if n == 1 { "" } else { "s" });
-            print_row(&label, splits, &format!("({} of {rounds} runs)", splits.len()));
+            print_row(
+                &label,
+                splits,
+                &format!("({} of {rounds} runs)", splits.len()),
+            );
         }
     }
     let pods: Vec<(TestNs, TestNs)> = (0..parallel).map(|_| build_pod(1)).collect();

@@ -459,7 +459,11 @@ fn tcfilter_guest_network_matches_the_pod_and_rm_leaves_nothing() {
 fn debian_cloud_kernel_is_selectable_and_boots() {
     let p = PodPair::new("e2ecloud");
     let env = Env::new("e2ecloud");
-    std::fs::write(&env.config, "[hypervisor.qemu]\nkernel = \"debian-cloud\"\n").unwrap();
+    std::fs::write(
+        &env.config,
+        "[hypervisor.qemu]\nkernel = \"debian-cloud\"\n",
+    )
+    .unwrap();
     let (sb, _) = Sandbox::run(&env, "cloud", &p.pod.name, &[]);
     let release = sb.exec_ok(&["uname", "-r"]);
     assert!(release.trim().ends_with("-cloud-amd64"), "{release}");

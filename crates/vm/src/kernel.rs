@@ -102,9 +102,7 @@ impl GuestKernel {
             .parent()
             .filter(|d| d.join("version").is_file())
             .and_then(|d| Self::locate(d).ok());
-        let (release, modules) = beside
-            .map(|k| (k.release, k.modules))
-            .unwrap_or_default();
+        let (release, modules) = beside.map(|k| (k.release, k.modules)).unwrap_or_default();
         let head = std::fs::File::open(setting)
             .and_then(|mut f| {
                 let mut b = [0u8; 4];
@@ -430,7 +428,9 @@ mod tests {
         let k = GuestKernel::select(&d).unwrap();
         assert_eq!(k.boot_image(), img.as_path());
         assert!(k.modules.is_empty());
-        let e = GuestKernel::select(&d.join("absent")).unwrap_err().to_string();
+        let e = GuestKernel::select(&d.join("absent"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no such kernel"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }

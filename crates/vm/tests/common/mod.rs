@@ -4,7 +4,8 @@
 
 use sandnet_vm::accel::{self, KVM_TRIAL_DEADLINE};
 use sandnet_vm::{
-    Accel, AccelMode, GuestKernel, DEBIAN_CLOUD_KERNEL, Initramfs, InitramfsSpec, Qemu, QemuProcess, VmSpec,
+    Accel, AccelMode, GuestKernel, Initramfs, InitramfsSpec, Qemu, QemuProcess, VmSpec,
+    DEBIAN_CLOUD_KERNEL,
 };
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -13,9 +14,13 @@ use std::time::{Duration, Instant};
 
 /// Runs one of the repo's kernel scripts (its progress goes to the test's stderr).
 fn run_script(name: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts").join(name);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(name);
     eprintln!("running {}", script.display());
-    let st = Command::new(&script).status().expect("run the kernel script");
+    let st = Command::new(&script)
+        .status()
+        .expect("run the kernel script");
     assert!(st.success(), "{name} failed ({st}); apt must be reachable");
 }
 
