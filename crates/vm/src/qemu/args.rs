@@ -70,12 +70,17 @@ impl VmSpec {
     /// 130-280 ms (measured here) calibrating the local APIC timer against the PM timer;
     /// with one CPU the HPET serves as the clock event device just as well.
     pub fn effective_kernel_args(&self) -> String {
-        let mut args = self.kernel_args.clone();
-        let has = args.split_whitespace().any(|w| w == "noapictimer");
-        if self.accel == Accel::Tcg && self.vcpus == 1 && !has {
-            args.push_str(" noapictimer");
+        let words: Vec<&str> = self.kernel_args.split_whitespace().collect();
+        // Words after `--` are init's arguments, not the kernel's.
+        let end = words.iter().position(|w| *w == "--").unwrap_or(words.len());
+        let has = words[..end].contains(&"noapictimer");
+        if self.accel != Accel::Tcg || self.vcpus != 1 || has {
+            return self.kernel_args.clone();
         }
-        args
+        let mut out = words[..end].to_vec();
+        out.push("noapictimer");
+        out.extend_from_slice(&words[end..]);
+        out.join(" ")
     }
 
     /// The id of hot-plug root port `i` (`rp0`, …).
@@ -344,6 +349,9 @@ mod tests {
         assert!(append(&s).contains("random.trust_cpu=on"));
         s.kernel_args.push_str(" noapictimer");
         assert_eq!(append(&s).matches("noapictimer").count(), 1);
+        // It goes before `--`: what follows is for init (the agent).
+        s.kernel_args = "console=ttyS0 -- --hostile names".into();
+        assert_eq!(append(&s), "console=ttyS0 noapictimer -- --hostile names");
         s.vcpus = 2;
         s.kernel_args = DEFAULT_KERNEL_ARGS.into();
         assert!(!append(&s).contains("noapictimer"));
