@@ -1,15 +1,18 @@
 #!/bin/sh
-# Fetch the guest kernel for sandnet VMs from Debian's cloud kernel package and
+# Fetch Debian's cloud kernel for sandnet VMs (the alternative to sandnet's own kernel,
+# scripts/build-kernel; chosen with `[hypervisor.qemu] kernel = "debian-cloud"`) and
 # leave it in a stable layout that sandnet-vm's `GuestKernel::locate` reads:
 #
 #   $SANDNET_KERNEL_DIR/<ver>/vmlinuz         bzImage as shipped
 #   $SANDNET_KERNEL_DIR/<ver>/vmlinux         uncompressed ELF (PVH boot), if it could be extracted
 #   $SANDNET_KERNEL_DIR/<ver>/modules/*.ko    virtio / virtio-net / virtio-console / vsock modules
 #   $SANDNET_KERNEL_DIR/<ver>/version         the kernel release string
-#   $SANDNET_KERNEL_DIR/current -> <ver>
+#   $SANDNET_KERNEL_DIR/debian-cloud -> <ver>
+#   $SANDNET_KERNEL_DIR/current -> <ver>        only when there is no `current` yet
+#                                               (scripts/build-kernel points it at sandnet's)
 #
 # SANDNET_KERNEL_DIR defaults to /var/cache/sandnet/kernel. Idempotent: when
-# `current` already points at a complete tree, it does nothing (pass --force
+# `debian-cloud` already points at a complete tree, it does nothing (pass --force
 # to re-resolve the version and refetch).
 #
 # This is the only place in sandnet allowed to call apt.
@@ -36,8 +39,14 @@ complete_tree() {
     done
 }
 
-if [ "$FORCE" = 0 ] && [ -e "$DIR/current" ] && complete_tree "$DIR/current"; then
-    log "present: $DIR/current -> $(readlink "$DIR/current")"
+# The links: `debian-cloud` always, `current` only when nothing else is the default.
+link() {
+    ln -sfn "$1" "$DIR/debian-cloud"
+    [ -e "$DIR/current" ] || ln -sfn "$1" "$DIR/current"
+}
+
+if [ "$FORCE" = 0 ] && [ -e "$DIR/debian-cloud" ] && complete_tree "$DIR/debian-cloud"; then
+    log "present: $DIR/debian-cloud -> $(readlink "$DIR/debian-cloud")"
     exit 0
 fi
 
@@ -58,8 +67,8 @@ log "kernel release $VER"
 
 mkdir -p "$DIR"
 if [ "$FORCE" = 0 ] && complete_tree "$DIR/$VER"; then
-    ln -sfn "$VER" "$DIR/current"
-    log "present: $DIR/current -> $VER"
+    link "$VER"
+    log "present: $DIR/debian-cloud -> $VER"
     exit 0
 fi
 
@@ -123,5 +132,5 @@ fi
 
 rm -rf "${DIR:?}/$VER"
 mv "$OUT" "$DIR/$VER"
-ln -sfn "$VER" "$DIR/current"
-log "installed $DIR/$VER, $DIR/current -> $VER"
+link "$VER"
+log "installed $DIR/$VER, $DIR/debian-cloud -> $VER"

@@ -57,6 +57,20 @@ pub fn mount_pseudo_fs() {
     }
 }
 
+/// Milliseconds since the kernel started (`CLOCK_BOOTTIME`, the clock of the console's
+/// printk timestamps); 0 if it cannot be read.
+pub fn uptime_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// Points stdin, stdout and stderr at `/dev/console` (the kernel may have started init
 /// without them when the initramfs has no `/dev/console`).
 pub fn use_console() {

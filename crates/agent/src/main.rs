@@ -77,6 +77,11 @@ fn main() {
         .with_ansi(!pid1)
         .with_writer(std::io::stderr)
         .init();
+    if pid1 {
+        // The first line the guest prints with quiet kernel arguments: when PID 1 started,
+        // on the kernel's clock (boot measurements split the boot at this point).
+        tracing::info!(uptime_ms = init::uptime_ms(), "sandnet-agent up as PID 1");
+    }
 
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -119,6 +124,7 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
         tracing::info!(
             loaded = n,
             ms = t.elapsed().as_millis() as u64,
+            uptime_ms = init::uptime_ms(),
             "kernel modules"
         );
     }
@@ -191,7 +197,11 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
                 let l = serial::port_listener(fd).context("watching the agent port")?;
                 let mut s = Server::new().add_listener(l).register_service(services());
                 s.start().await.context("starting the ttrpc server")?;
-                tracing::info!(port = %dev.display(), "serving on virtio-serial");
+                tracing::info!(
+                    port = %dev.display(),
+                    uptime_ms = init::uptime_ms(),
+                    "serving on virtio-serial"
+                );
                 servers.push(s);
             }
             Err(e) => tracing::warn!("{e}"),

@@ -1,10 +1,10 @@
 //! The agent as PID 1 of a real guest, booted the way sandnet boots one: the image and
-//! QEMU come from `sandnet-vm` (cached cloud kernel, initramfs with the static agent as
-//! `/init`), QEMU (TCG) runs in a throwaway netns with the agent's virtio-serial port on a
+//! QEMU come from `sandnet-vm` (the default cached kernel, sandnet's own; initramfs with
+//! the static agent as `/init`), QEMU (TCG) runs in a throwaway netns with the agent's virtio-serial port on a
 //! unix socket and a virtio-net NIC on QEMU's user-mode backend (`restrict=on`: nothing
 //! leaves the VM).
 //!
-//! Needs the cached guest kernel (`scripts/guest-kernel.sh`) and the static agent
+//! Needs the cached guest kernel (`scripts/build-kernel`) and the static agent
 //! (`scripts/build-agent`), which `scripts/test` provides; `SANDNET_TEST_AGENT` overrides
 //! the agent binary.
 

@@ -1,5 +1,6 @@
-//! The guest image: Debian's cloud kernel from the setup step's cache, and an initramfs
-//! sandnet builds around its static guest agent (rebuilt only when an input changes).
+//! The guest image: a kernel from the setup step's cache (sandnet's own by default, Debian's
+//! cloud kernel or any image when configured), and an initramfs sandnet builds around its
+//! static guest agent and that kernel's modules, if any (rebuilt only when an input changes).
 
 use sandnet_vm::{GuestKernel, Initramfs, InitramfsSpec, DEFAULT_INITRAMFS_CACHE};
 use std::path::{Path, PathBuf};
@@ -75,20 +76,17 @@ pub fn locate_agent() -> Result<PathBuf, ImageError> {
     ))
 }
 
-/// Resolves the image: the given kernel/initrd when set, otherwise the cached cloud kernel
-/// and an initramfs built (or reused) with the static agent as `/init`.
+/// Resolves the image. `kernel` is the `[hypervisor.qemu] kernel` setting: `None` = the
+/// cache's `current` (sandnet's own kernel), a name in the cache (`debian-cloud`), a kernel
+/// directory or an image file (see [`GuestKernel::select`]). With an initrd given, that is
+/// used as is; otherwise an initramfs is built (or reused) with the static agent as `/init`
+/// and the chosen kernel's modules (none for a kernel with everything built in).
 pub fn resolve(kernel: Option<&Path>, initrd: Option<&Path>) -> Result<GuestImage, ImageError> {
-    if let (Some(k), Some(i)) = (kernel, initrd) {
-        return Ok(GuestImage {
-            kernel: k.to_path_buf(),
-            initrd: i.to_path_buf(),
-            agent: None,
-        });
-    }
-    let gk = GuestKernel::locate(&GuestKernel::default_dir())?;
-    let kernel = kernel
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| gk.boot_image().to_path_buf());
+    let gk = match kernel {
+        None => GuestKernel::locate(&GuestKernel::default_dir())?,
+        Some(k) => GuestKernel::select(k)?,
+    };
+    let kernel = gk.boot_image().to_path_buf();
     if let Some(i) = initrd {
         return Ok(GuestImage {
             kernel,

@@ -19,7 +19,7 @@ pub struct VmParams {
     pub vcpus: u32,
     /// Memory in MiB.
     pub memory_mib: u32,
-    /// Kernel image to boot instead of the cached cloud kernel.
+    /// Kernel to boot instead of the default (sandnet's own): a cache name or a path.
     pub kernel: Option<PathBuf>,
     /// Initramfs to use instead of sandnet's.
     pub initrd: Option<PathBuf>,

@@ -120,6 +120,19 @@ cache_dir = "/srv/cni/cache"
 /// plus a firecracker section and Kata 1.x sections: everything sandnet does not use is a
 /// warning, what it uses is taken.
 #[test]
+fn kernel_may_name_a_kernel_in_the_cache() {
+    for name in ["debian-cloud", "sandnet", "6.1.0-57-cloud-amd64"] {
+        let (c, w) = parse(&format!("[hypervisor.qemu]\nkernel = \"{name}\"")).expect(name);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.qemu.kernel.as_deref(), Some(Path::new(name)));
+    }
+    for bad in ["..", "./vmlinux", "a b"] {
+        let e = parse_err(&format!("[hypervisor.qemu]\nkernel = \"{bad}\"")).to_string();
+        assert!(e.contains("absolute path or a kernel name"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn kata_file_warns_and_keeps_what_sandnet_uses() {
     let (c, w) = parse(
         r#"
@@ -323,9 +336,9 @@ fn invalid_values_are_rejected_naming_the_key() {
             "must be an absolute path",
         ),
         (
-            "[hypervisor.qemu]\nkernel = \"vmlinux\"",
+            "[hypervisor.qemu]\nkernel = \"boot/vmlinux\"",
             "hypervisor.qemu.kernel",
-            "must be an absolute path",
+            "must be an absolute path or a kernel name",
         ),
         (
             "[hypervisor.qemu]\ninitrd = \"./initrd.img\"",

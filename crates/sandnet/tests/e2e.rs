@@ -6,8 +6,8 @@
 //!
 //! Each boot takes seconds under TCG on two cores, so there are few of them (one per test
 //! that needs a guest), at most two at a time in this binary; checks share a boot where
-//! they can. Needs root, the static agent (`scripts/build-agent`) and the guest kernel
-//! (`scripts/guest-kernel.sh`), which `scripts/test` prepares.
+//! they can. Needs root, the static agent (`scripts/build-agent`) and the guest kernels
+//! (`scripts/build-kernel`, `scripts/guest-kernel.sh`), which `scripts/test` prepares.
 
 #[path = "common/guest.rs"]
 mod guest;
@@ -260,6 +260,9 @@ fn tcfilter_guest_network_matches_the_pod_and_rm_leaves_nothing() {
     let o = sb.exec(&["ping", "-c1", "-W1", "172.19.0.99"]);
     assert!(!o.status.success(), "pinging nobody fails in the guest");
     assert_eq!(sb.exec_ok(&["hostname"]).trim(), id);
+    // The default guest kernel is sandnet's own (CONFIG_LOCALVERSION="-sandnet").
+    let release = sb.exec_ok(&["uname", "-r"]);
+    assert!(release.trim().ends_with("-sandnet"), "{release}");
 
     // inspect: what the guest's agent lists matches the pod's scan.
     let guest = env.ok_json(&["inspect", &id, "--json"]);
@@ -294,6 +297,25 @@ fn tcfilter_guest_network_matches_the_pod_and_rm_leaves_nothing() {
     );
     // The pod's own link is as it was.
     assert_eq!(p.pod.link("eth0").unwrap()["mtu"], 1400);
+}
+
+#[test]
+fn debian_cloud_kernel_is_selectable_and_boots() {
+    let p = PodPair::new("e2ecloud");
+    let env = Env::new("e2ecloud");
+    std::fs::write(
+        &env.config,
+        "[hypervisor.qemu]\nkernel = \"debian-cloud\"\n",
+    )
+    .unwrap();
+    let (sb, _) = Sandbox::run(&env, "cloud", &p.pod.name, &[]);
+    let release = sb.exec_ok(&["uname", "-r"]);
+    assert!(release.trim().ends_with("-cloud-amd64"), "{release}");
+    ping_from(&p.host, "172.19.0.5");
+    guest_ping(&sb, "172.19.0.1");
+    let id = sb.id.clone();
+    rm_twice(&env, &id);
+    assert_clean(&env, &p.pod, &id, &["eth0"]);
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! no process mentioning the sandbox, no state.
 //!
 //! Needs root, the static guest agent (`scripts/build-agent`) and the cached guest kernel
-//! (`scripts/guest-kernel.sh`), as `scripts/test` provides.
+//! (`scripts/build-kernel`), as `scripts/test` provides.
 
 #[path = "common/host.rs"]
 mod host;

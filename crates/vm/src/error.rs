@@ -17,7 +17,7 @@ pub enum VmError {
         source: std::io::Error,
     },
     /// The guest kernel cache is missing or incomplete.
-    #[error("guest kernel in {dir}: {reason} (run scripts/guest-kernel.sh)")]
+    #[error("guest kernel in {dir}: {reason} (run scripts/setup, or scripts/build-kernel for sandnet's kernel and scripts/guest-kernel.sh for Debian's cloud kernel)")]
     GuestKernel {
         /// The cache directory looked at.
         dir: PathBuf,

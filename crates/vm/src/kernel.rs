@@ -1,11 +1,19 @@
-//! The guest kernel prepared by `scripts/guest-kernel.sh`, and its modules in load order.
+//! The guest kernels in the cache: sandnet's own (`scripts/build-kernel`, everything built
+//! in, the default) and Debian's cloud kernel (`scripts/guest-kernel.sh`, with its modules in
+//! load order), chosen by name, directory or image file.
 
 use crate::error::{Result, VmError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Where `scripts/guest-kernel.sh` puts the kernel unless `SANDNET_KERNEL_DIR` says otherwise.
+/// Where the kernel scripts put their kernels unless `SANDNET_KERNEL_DIR` says otherwise.
 pub const DEFAULT_KERNEL_DIR: &str = "/var/cache/sandnet/kernel";
+/// The cache's name for the kernel used when none is configured (a link to sandnet's own).
+pub const CURRENT_KERNEL: &str = "current";
+/// The cache's name for sandnet's own kernel, built by `scripts/build-kernel`.
+pub const SANDNET_KERNEL: &str = "sandnet";
+/// The cache's name for Debian's cloud kernel, fetched by `scripts/guest-kernel.sh`.
+pub const DEBIAN_CLOUD_KERNEL: &str = "debian-cloud";
 
 /// Tie-break order for modules that do not depend on each other (the order known to work).
 const PREFERRED_ORDER: &[&str] = &[
@@ -48,16 +56,73 @@ pub struct GuestKernel {
 }
 
 impl GuestKernel {
-    /// The kernel directory to use: `$SANDNET_KERNEL_DIR/current` or `/var/cache/sandnet/kernel/current`.
-    pub fn default_dir() -> PathBuf {
-        let base = std::env::var_os("SANDNET_KERNEL_DIR")
+    /// The kernel cache: `$SANDNET_KERNEL_DIR` or `/var/cache/sandnet/kernel`.
+    pub fn cache_dir() -> PathBuf {
+        std::env::var_os("SANDNET_KERNEL_DIR")
+            .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_KERNEL_DIR));
-        base.join("current")
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_KERNEL_DIR))
     }
 
-    /// Reads the layout left by `scripts/guest-kernel.sh` in `dir` (a `<ver>` directory or the
-    /// `current` link; the cache root is accepted too and means its `current`).
+    /// The kernel directory to use by default: the cache's `current` (sandnet's own kernel).
+    pub fn default_dir() -> PathBuf {
+        Self::cache_dir().join(CURRENT_KERNEL)
+    }
+
+    /// The kernel the cache knows as `name` (`sandnet`, `debian-cloud`, `current`, or a
+    /// versioned directory such as `6.1.0-57-cloud-amd64`).
+    pub fn named(name: &str) -> Result<GuestKernel> {
+        if !is_kernel_name(name) {
+            return Err(VmError::GuestKernel {
+                dir: Self::cache_dir(),
+                reason: format!("{name:?} is not a kernel name (letters, digits, '.', '_', '-')"),
+            });
+        }
+        Self::locate(&Self::cache_dir().join(name))
+    }
+
+    /// The kernel a setting (`[hypervisor.qemu] kernel`) asks for: a name in the cache (no
+    /// `/`, see [`GuestKernel::named`]), a kernel directory of the cache's layout, or an
+    /// image file. An image inside such a directory brings that directory's modules along;
+    /// any other image is taken to have what it needs built in (no modules).
+    pub fn select(setting: &Path) -> Result<GuestKernel> {
+        if setting.is_relative() && setting.components().count() == 1 {
+            return Self::named(&setting.to_string_lossy());
+        }
+        if setting.is_dir() {
+            return Self::locate(setting);
+        }
+        if !setting.is_file() {
+            return Err(VmError::GuestKernel {
+                dir: setting.to_path_buf(),
+                reason: "no such kernel image or directory".into(),
+            });
+        }
+        let beside = setting
+            .parent()
+            .filter(|d| d.join("version").is_file())
+            .and_then(|d| Self::locate(d).ok());
+        let (release, modules) = beside.map(|k| (k.release, k.modules)).unwrap_or_default();
+        let head = std::fs::File::open(setting)
+            .and_then(|mut f| {
+                let mut b = [0u8; 4];
+                std::io::Read::read_exact(&mut f, &mut b).map(|_| b)
+            })
+            .map_err(|e| VmError::io("reading", setting, e))?;
+        let elf = &head == b"\x7fELF";
+        Ok(GuestKernel {
+            release,
+            vmlinuz: setting.to_path_buf(),
+            vmlinux: elf.then(|| setting.to_path_buf()),
+            modules,
+        })
+    }
+
+    /// Reads a kernel directory of the cache (`vmlinuz`, optional `vmlinux`, `version`, and
+    /// `modules/*.ko` unless everything is built in). `dir` may be a versioned directory or a
+    /// link to one; the cache root is accepted too and means its `current`. A kernel without
+    /// a `modules` directory has no modules (sandnet's own); one with an empty `modules`
+    /// directory is an incomplete download and an error.
     pub fn locate(dir: &Path) -> Result<GuestKernel> {
         let dir = if dir.join("current").is_dir() && !dir.join("vmlinuz").exists() {
             dir.join("current")
@@ -77,6 +142,14 @@ impl GuestKernel {
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
         let mdir = dir.join("modules");
+        if !mdir.exists() {
+            return Ok(GuestKernel {
+                release,
+                vmlinuz,
+                vmlinux,
+                modules: Vec::new(),
+            });
+        }
         let entries = std::fs::read_dir(&mdir)
             .map_err(|e| bad(format!("cannot list {}: {e}", mdir.display())))?;
         let mut found = Vec::new();
@@ -119,6 +192,15 @@ impl GuestKernel {
     pub fn boot_image(&self) -> &Path {
         self.vmlinux.as_deref().unwrap_or(&self.vmlinuz)
     }
+}
+
+/// Whether `s` can name a kernel in the cache (one path component, no dots only).
+fn is_kernel_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars().any(|c| c != '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// What `.modinfo` says about a module.
@@ -313,6 +395,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cycle"), "{e}");
+    }
+
+    #[test]
+    fn kernel_names() {
+        for ok in ["sandnet", "debian-cloud", "current", "6.1.0-57-cloud-amd64"] {
+            assert!(is_kernel_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "x y", "k\n"] {
+            assert!(!is_kernel_name(bad), "{bad:?}");
+        }
+        let e = GuestKernel::named("..").unwrap_err().to_string();
+        assert!(e.contains("not a kernel name"), "{e}");
+    }
+
+    #[test]
+    fn select_takes_an_image_file_without_modules() {
+        let d = std::env::temp_dir().join(format!("sandnet-kernel-select-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let img = d.join("vmlinux");
+        std::fs::write(&img, b"\x7fELF rest").unwrap();
+        let k = GuestKernel::select(&img).unwrap();
+        assert_eq!(k.boot_image(), img.as_path());
+        assert!(k.modules.is_empty());
+        let bz = d.join("bzImage");
+        std::fs::write(&bz, b"MZ..").unwrap();
+        let k = GuestKernel::select(&bz).unwrap();
+        assert_eq!(k.boot_image(), bz.as_path());
+        assert!(k.vmlinux.is_none());
+        // A directory without modules/ is a built-in kernel.
+        std::fs::write(d.join("vmlinuz"), b"MZ..").unwrap();
+        let k = GuestKernel::select(&d).unwrap();
+        assert_eq!(k.boot_image(), img.as_path());
+        assert!(k.modules.is_empty());
+        let e = GuestKernel::select(&d.join("absent"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no such kernel"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

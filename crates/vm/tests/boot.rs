@@ -3,13 +3,13 @@
 mod common;
 
 use common::*;
-use sandnet_vm::{Accel, NicSpec, Qemu, VmError, VmSpec};
+use sandnet_vm::{Accel, GuestKernel, NicSpec, Qemu, VmError, VmSpec};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-/// Boots the test guest with eth0 on a tap of `queues` queues and checks ping both ways.
-async fn boot_and_ping(test: &str, queues: usize, vcpus: u32) {
-    let kernel = guest_kernel();
+/// Boots the test guest on `kernel` with eth0 on a tap of `queues` queues and checks ping
+/// both ways; returns the guest's console log.
+async fn boot_and_ping(test: &str, queues: usize, vcpus: u32, kernel: GuestKernel) -> String {
     let scratch = TempDir::new(test);
     let initrd = test_initramfs(&kernel, scratch.path());
     let ns = Netns::new(test);
@@ -87,16 +87,37 @@ async fn boot_and_ping(test: &str, queues: usize, vcpus: u32) {
     qemu.kill().await.unwrap();
     qemu.kill().await.unwrap(); // idempotent
     assert!(qemu.try_wait().unwrap().is_some());
+    log
+}
+
+/// The kernel release the test guest printed.
+fn uname(log: &str) -> &str {
+    log.lines()
+        .find_map(|l| l.strip_prefix("SANDNET-UNAME "))
+        .unwrap_or_else(|| panic!("no SANDNET-UNAME line: {log}"))
+        .trim()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boots_and_pings_over_cold_plugged_tap() {
-    boot_and_ping("boot-ping", 1, 1).await;
+    // The default kernel is sandnet's own: release ends in -sandnet, no modules to load.
+    let kernel = guest_kernel();
+    assert!(kernel.modules.is_empty(), "{:?}", kernel.modules);
+    let log = boot_and_ping("boot-ping", 1, 1, kernel).await;
+    assert!(uname(&log).ends_with("-sandnet"), "{}", uname(&log));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boots_with_a_multiqueue_tap() {
-    boot_and_ping("boot-mq", 2, 2).await;
+    boot_and_ping("boot-mq", 2, 2, guest_kernel()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debian_cloud_kernel_still_boots_with_its_modules() {
+    let kernel = cloud_kernel();
+    assert!(!kernel.modules.is_empty());
+    let log = boot_and_ping("boot-cloud", 1, 1, kernel).await;
+    assert!(uname(&log).ends_with("-cloud-amd64"), "{}", uname(&log));
 }
 
 #[tokio::test]

@@ -117,7 +117,9 @@ pub struct RuntimeConfig {
 pub struct QemuConfig {
     /// `path`: the QEMU binary (default [`DEFAULT_QEMU_PATH`]).
     pub path: PathBuf,
-    /// `kernel`: the guest kernel; `None` = sandnet's own (found or fetched by sandnet-vm).
+    /// `kernel`: the guest kernel; `None` = the cache's default (sandnet's own kernel). A
+    /// relative one-component value is a name in the kernel cache (`"debian-cloud"`,
+    /// `"sandnet"`); an absolute one a kernel directory or image file.
     pub kernel: Option<PathBuf>,
     /// `initrd`: the guest initramfs; `None` = sandnet's own image (built by sandnet-vm).
     pub initrd: Option<PathBuf>,

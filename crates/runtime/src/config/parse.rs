@@ -77,7 +77,7 @@ impl Parser<'_> {
                         out.path = p;
                     }
                 }
-                "kernel" => out.kernel = self.path(v, &key)?,
+                "kernel" => out.kernel = self.kernel(v, &key)?,
                 "initrd" => out.initrd = self.path(v, &key)?,
                 "machine_type" => {
                     let m = self.string(v, &key)?;
@@ -276,6 +276,26 @@ impl Parser<'_> {
             return Err(self.invalid(key, format!("must be an absolute path, got {s:?}")));
         }
         Ok(Some(p))
+    }
+
+    /// `kernel`: an absolute path, or the name of a kernel in the cache (`debian-cloud`).
+    pub(super) fn kernel(&self, v: &Value, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        let s = self.string(v, key)?;
+        let name = !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if name {
+            return Ok(Some(PathBuf::from(s)));
+        }
+        self.path(v, key).map_err(|_| {
+            self.invalid(
+                key,
+                format!(
+                    "must be an absolute path or a kernel name such as \"sandnet\" or \"debian-cloud\", got {s:?}"
+                ),
+            )
+        })
     }
 
     pub(super) fn wrong_type(
