@@ -14,102 +14,14 @@
 //! and the guest kernel). Environment: `SANDNET_BENCH_SIZES=1,8`, `SANDNET_BENCH_ROUNDS=3`.
 //! Prints the accelerator each `run` reported.
 
+#[path = "common/pod.rs"]
+mod pod;
+
+use pod::{env_list, ip_batch, median, veths, Sandnet};
 use sandnet_testkit::{unique, TestNs};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
-    std::env::var(name)
-        .ok()
-        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| default.to_vec())
-}
-
-fn ip_batch(ns: &TestNs, batch: &str) {
-    let f = std::env::temp_dir().join(unique("hpbench-batch"));
-    std::fs::File::create(&f)
-        .and_then(|mut w| w.write_all(batch.as_bytes()))
-        .expect("batch file");
-    ns.ip(&["-batch", f.to_str().expect("path")]);
-    let _ = std::fs::remove_file(f);
-}
-
-/// `n` veths `{prefix}{i}` in `pod` with peers in `host`, addressed `10.{base+i}.0.2/24`.
-fn veths(pod: &TestNs, host: &TestNs, prefix: &str, base: usize, n: usize) {
-    let mut b = String::new();
-    let mut hb = String::new();
-    for i in 0..n {
-        b += &format!(
-            "link add {prefix}{i} type veth peer name h{prefix}{i} netns {}\n\
-             addr add 10.{}.0.2/24 dev {prefix}{i}\nlink set {prefix}{i} up\n",
-            host.name,
-            base + i
-        );
-        hb += &format!(
-            "addr add 10.{}.0.1/24 dev h{prefix}{i}\nlink set h{prefix}{i} up\n",
-            base + i
-        );
-    }
-    ip_batch(pod, &b);
-    ip_batch(host, &hb);
-}
-
-struct Sandnet {
-    state: PathBuf,
-    config: PathBuf,
-}
-
-impl Sandnet {
-    fn new(config: &str) -> Sandnet {
-        let state = std::env::temp_dir().join(unique("hpbench-state"));
-        let config_path = std::env::temp_dir().join(format!("{}.toml", unique("hpbench")));
-        std::fs::write(&config_path, config).expect("config");
-        Sandnet {
-            state,
-            config: config_path,
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Result<Value, String> {
-        let o = Command::new(env!("CARGO_BIN_EXE_sandnet"))
-            .args(args)
-            .env("SANDNET_STATE_DIR", &self.state)
-            .env("SANDNET_CONFIG", &self.config)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !o.status.success() {
-            return Err(String::from_utf8_lossy(&o.stderr).into_owned());
-        }
-        Ok(serde_json::from_slice(&o.stdout).unwrap_or(Value::Null))
-    }
-
-    fn record(&self, id: &str) -> Value {
-        std::fs::read(self.state.join(id).join("sandbox.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null)
-    }
-}
-
-impl Drop for Sandnet {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_sandnet"))
-            .args(["gc"])
-            .env("SANDNET_STATE_DIR", &self.state)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.state);
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
 
 fn plugged(rec: &Value, prefix: &str) -> usize {
     rec["nics"]
