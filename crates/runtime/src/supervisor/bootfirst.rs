@@ -10,7 +10,7 @@
 use super::steps::{attach_all, Attached, Timings};
 use super::{ms, Preboot, Supervisor};
 use crate::boot::nic_spec;
-use crate::error::{host, vm, Result, RuntimeError};
+use crate::error::{agent, host, vm, Result, RuntimeError};
 use crate::podnet;
 use crate::sandbox::NicState;
 use crate::spec::RunSpec;
@@ -129,6 +129,22 @@ impl Supervisor {
             }
         }
         self.save();
+        // The guest names NICs as they appear; renaming them to the pod's names while
+        // later ones still appear races with the kernel's naming. Wait until all are there.
+        let macs: Vec<_> = attached.guest_ifaces.iter().filter_map(|i| i.mac).collect();
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let have = client
+                .list_interfaces()
+                .await
+                .map_err(agent("list guest interfaces"))?;
+            if macs.iter().all(|m| have.iter().any(|i| i.mac == Some(*m)))
+                || Instant::now() > deadline
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         timings.insert("plug_ms".into(), ms(t));
         Ok((accel, client, attached, dns))
     }
