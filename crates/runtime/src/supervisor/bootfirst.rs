@@ -10,7 +10,7 @@
 use super::steps::{attach_all, Attached, Timings};
 use super::{ms, Preboot, Supervisor};
 use crate::boot::nic_spec;
-use crate::error::{agent, host, vm, Result, RuntimeError};
+use crate::error::{host, vm, Result, RuntimeError};
 use crate::podnet;
 use crate::sandbox::NicState;
 use crate::spec::RunSpec;
@@ -132,15 +132,18 @@ impl Supervisor {
         // The guest names NICs as they appear; renaming them to the pod's names while
         // later ones still appear races with the kernel's naming. Wait until all are there.
         let macs: Vec<_> = attached.guest_ifaces.iter().filter_map(|i| i.mac).collect();
-        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            let have = client
-                .list_interfaces()
-                .await
-                .map_err(agent("list guest interfaces"))?;
-            if macs.iter().all(|m| have.iter().any(|i| i.mac == Some(*m)))
-                || Instant::now() > deadline
-            {
+            // A busy TCG host may be slow to answer: keep asking until the deadline, then
+            // let the interface calls (with their own longer timeout) report.
+            let all_there = match client.list_interfaces().await {
+                Ok(have) => macs.iter().all(|m| have.iter().any(|i| i.mac == Some(*m))),
+                Err(e) => {
+                    tracing::info!("waiting for the guest's NICs: {e}");
+                    false
+                }
+            };
+            if all_there || Instant::now() > deadline {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
