@@ -52,6 +52,11 @@ pub async fn run_daemon(root: &Path, count: u32, program: PathBuf, args: Vec<OsS
                 Err(e) => tracing::error!("factory: start a VM: {e}"),
             }
         }
+        // Its record gone (state root removed): nobody can reach this factory any more.
+        if !dir.join("factory.json").exists() {
+            tracing::warn!("factory: {} is gone; stopping", dir.display());
+            break;
+        }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = term.recv() => break,

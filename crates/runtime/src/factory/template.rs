@@ -185,6 +185,14 @@ pub async fn serve_template(root: &Path, vm: &str) -> i32 {
     };
     let (stream, id, lock) = loop {
         tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                // Its directory removed (state root gone): nobody can take it any more.
+                if !dir.join("vm.json").exists() {
+                    tracing::warn!("factory VM {vm}: its record is gone; stopping");
+                    let _ = booted.qemu.kill().await;
+                    return gone(0);
+                }
+            }
             st = booted.qemu.wait() => {
                 tracing::warn!("factory VM {vm}: QEMU exited before it was taken: {st:?}");
                 return gone(0);

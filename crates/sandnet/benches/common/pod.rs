@@ -88,6 +88,11 @@ impl Sandnet {
 
 impl Drop for Sandnet {
     fn drop(&mut self) {
+        // A factory first (a panicking bench may have left one running), then the rest.
+        let _ = Command::new(env!("CARGO_BIN_EXE_sandnet"))
+            .args(["factory", "destroy"])
+            .env("SANDNET_STATE_DIR", &self.state)
+            .output();
         let _ = Command::new(env!("CARGO_BIN_EXE_sandnet"))
             .args(["gc"])
             .env("SANDNET_STATE_DIR", &self.state)
