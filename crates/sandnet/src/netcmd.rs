@@ -208,14 +208,7 @@ fn print_ifaces(ifaces: &[Interface], json: Option<Shape>) -> Result<()> {
         Some(Shape::Sandnet) => println!("{}", serde_json::to_string_pretty(ifaces)?),
         None => {
             for i in ifaces {
-                let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
-                println!(
-                    "{:<12} {} mtu {} {}",
-                    printable(&i.name),
-                    i.mac.map(|m| m.to_string()).unwrap_or_default(),
-                    i.mtu,
-                    addrs.join(" ")
-                );
+                println!("{}", crate::sandboxcmd::iface_line(i));
             }
         }
     }
@@ -231,11 +224,7 @@ fn print_routes(routes: &[Route], json: Option<Shape>) -> Result<()> {
         Some(Shape::Sandnet) => println!("{}", serde_json::to_string_pretty(routes)?),
         None => {
             for r in routes {
-                println!(
-                    "{} dev {}",
-                    printable(&sandnet_host::netlink::route_text(r)),
-                    printable(&r.device)
-                );
+                println!("{}", crate::sandboxcmd::route_line(r));
             }
         }
     }

@@ -272,24 +272,34 @@ pub async fn inspect(a: IdArgs, rt: &Runtime) -> Result<i32> {
     } else {
         println!("accel        {} ({})", st.accel, st.accel_reason);
         for i in &net.interfaces {
-            let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
-            println!(
-                "{:<12} {} mtu {} {}",
-                printable(&i.name),
-                i.mac.map(|m| m.to_string()).unwrap_or_default(),
-                i.mtu,
-                addrs.join(" ")
-            );
+            println!("{}", iface_line(i));
         }
         for r in &net.routes {
-            println!(
-                "route {} dev {}",
-                printable(&sandnet_host::netlink::route_text(r)),
-                printable(&r.device)
-            );
+            println!("route {}", route_line(r));
         }
     }
     Ok(0)
+}
+
+/// One guest interface as text: name, MAC, MTU, addresses (guest strings escaped).
+pub fn iface_line(i: &sandnet_model::Interface) -> String {
+    let addrs: Vec<String> = i.addresses.iter().map(|x| x.to_string()).collect();
+    format!(
+        "{:<12} {} mtu {} {}",
+        printable(&i.name),
+        i.mac.map(|m| m.to_string()).unwrap_or_default(),
+        i.mtu,
+        addrs.join(" ")
+    )
+}
+
+/// One guest route as text (`DEST via GW dev DEV`, guest strings escaped).
+pub fn route_line(r: &sandnet_model::Route) -> String {
+    format!(
+        "{} dev {}",
+        printable(&sandnet_host::netlink::route_text(r)),
+        printable(&r.device)
+    )
 }
 
 /// `sandnet exec`: the command's exit status becomes ours.

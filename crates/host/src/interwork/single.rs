@@ -13,15 +13,23 @@ use super::{
 use crate::endpoint::classify;
 use crate::error::{HostError, Result};
 use crate::netns::NetNs;
-use sandnet_netlink::{link_detail, scan_detail, Netlink};
+use sandnet_netlink::{link_detail, Netlink, ScanResult};
 use std::path::Path;
 
 /// Connects the link `name` of `ns` with `opts.model`, adding it to the namespace's plan
-/// (which is created when the namespace has none). The link must be an endpoint (see
+/// (which is created when the namespace has none). `nl` is a netlink client in `ns` and
+/// `scan` the caller's scan of it (a link gone since is reported as
+/// [`HostError::LinkNotFound`]). The link must be an endpoint (see
 /// [`crate::endpoint::classify`]) and not attached yet; a namespace attached with another
 /// model is refused. On failure what was done for this endpoint is undone and the plan is
 /// as before.
-pub async fn attach_link(ns: &NetNs, opts: &AttachOptions, name: &str) -> Result<AttachedEndpoint> {
+pub async fn attach_link(
+    ns: &NetNs,
+    nl: &Netlink,
+    scan: &ScanResult,
+    opts: &AttachOptions,
+    name: &str,
+) -> Result<AttachedEndpoint> {
     if opts.queues == 0 || opts.queues > MAX_QUEUES {
         return Err(HostError::InvalidArgument(format!(
             "queues must be between 1 and {MAX_QUEUES}, not {}",
@@ -35,10 +43,8 @@ pub async fn attach_link(ns: &NetNs, opts: &AttachOptions, name: &str) -> Result
             opts.model
         )));
     }
-    let nl = ns.netlink()?;
     let id = ns.id()?;
     let _lock = lock_state(&opts.state_dir)?;
-    let scan = scan_detail(&nl).await?;
     let d = scan
         .link_by_name(name)
         .ok_or_else(|| HostError::LinkNotFound(name.to_string()))?;
@@ -89,7 +95,7 @@ pub async fn attach_link(ns: &NetNs, opts: &AttachOptions, name: &str) -> Result
         link_mac_during: None,
         endpoint: e,
     }];
-    model.plan(&nl, &mut planned).await?;
+    model.plan(nl, &mut planned).await?;
     let [p] = planned;
     state.endpoints.push(p.clone());
     save_state(&opts.state_dir, &state)?;
@@ -98,12 +104,7 @@ pub async fn attach_link(ns: &NetNs, opts: &AttachOptions, name: &str) -> Result
         .open_in_netns(ns, std::slice::from_ref(&p), opts.queues)?
         .pop()
         .flatten();
-    let cx = AttachCx {
-        ns,
-        nl: &nl,
-        opts,
-        id,
-    };
+    let cx = AttachCx { ns, nl, opts, id };
     match model.attach_one(&cx, &p, pre).await {
         Ok(a) => Ok(a),
         Err(e) => {
@@ -112,7 +113,7 @@ pub async fn attach_link(ns: &NetNs, opts: &AttachOptions, name: &str) -> Result
                 _ => e,
             };
             let mut report = DetachReport::default();
-            match undo_endpoint(&nl, opts.model, &p, &mut report).await {
+            match undo_endpoint(nl, opts.model, &p, &mut report).await {
                 Ok(()) => {
                     state
                         .endpoints
@@ -133,8 +134,12 @@ pub async fn attach_link(ns: &NetNs, opts: &AttachOptions, name: &str) -> Result
 /// it from the plan; the other endpoints stay. The link itself may be gone already (its
 /// filters or macvtap went with it; the tap is still deleted). On failure the endpoint stays
 /// in the plan, so a retry or a whole detach finishes the job.
-pub async fn detach_link(ns: &NetNs, state_dir: &Path, name: &str) -> Result<DetachReport> {
-    let nl = ns.netlink()?;
+pub async fn detach_link(
+    ns: &NetNs,
+    nl: &Netlink,
+    state_dir: &Path,
+    name: &str,
+) -> Result<DetachReport> {
     let id = ns.id()?;
     let _lock = lock_state(state_dir)?;
     let mut state =
@@ -146,7 +151,7 @@ pub async fn detach_link(ns: &NetNs, state_dir: &Path, name: &str) -> Result<Det
         .cloned()
         .ok_or_else(|| HostError::LinkNotAttached(name.to_string()))?;
     let mut report = DetachReport::default();
-    undo_endpoint(&nl, state.model, &p, &mut report).await?;
+    undo_endpoint(nl, state.model, &p, &mut report).await?;
     state
         .endpoints
         .retain(|q| q.endpoint.index != p.endpoint.index);

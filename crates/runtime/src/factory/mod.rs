@@ -77,6 +77,12 @@ impl VmRecord {
         cmdline_has(self.pid, &["__template", &self.vm])
     }
 
+    /// Whether its QEMU is alive (and is this VM's: its command line names the VM's dir).
+    pub fn qemu_alive(&self, root: &Path) -> bool {
+        let dir = factory_vm_dir(root, &self.vm).display().to_string();
+        self.qemu_pid.is_some_and(|q| cmdline_has(q, &[&dir]))
+    }
+
     /// Writes it (root-only).
     pub fn save(&self, root: &Path) -> Result<()> {
         let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other);
@@ -178,16 +184,11 @@ pub async fn remove_orphans(root: &Path) -> Vec<String> {
         if r.alive() {
             signal(r.pid, nix::sys::signal::Signal::SIGKILL);
         }
-        if let Some(q) = r.qemu_pid {
-            if cmdline_has(q, &[&factory_vm_dir(root, &r.vm).display().to_string()]) {
-                signal(q, nix::sys::signal::Signal::SIGKILL);
-            }
+        if let (Some(q), true) = (r.qemu_pid, r.qemu_alive(root)) {
+            signal(q, nix::sys::signal::Signal::SIGKILL);
         }
         for _ in 0..50 {
-            let q_alive = r.qemu_pid.is_some_and(|q| {
-                cmdline_has(q, &[&factory_vm_dir(root, &r.vm).display().to_string()])
-            });
-            if !r.alive() && !q_alive {
+            if !r.alive() && !r.qemu_alive(root) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -10,7 +10,7 @@
 use super::steps::{attach_all, Attached, Timings};
 use super::{ms, Preboot, Supervisor};
 use crate::boot::nic_spec;
-use crate::error::{host, vm, Result, RuntimeError};
+use crate::error::{vm, Result, RuntimeError};
 use crate::podnet;
 use crate::sandbox::NicState;
 use crate::spec::RunSpec;
@@ -29,7 +29,7 @@ impl Supervisor {
         timings: &mut Timings,
         pre: Option<Preboot>,
     ) -> Result<(Accel, AgentClient, Attached, Option<Dns>)> {
-        let ns = self.step_netns(spec, timings).await?;
+        self.step_netns(spec, timings).await?;
         // CNI ADD and attach run in a task of their own, recorded here first.
         let cni = spec.cni.clone().map(|mut c| {
             if c.host_netns.as_os_str().is_empty() {
@@ -40,12 +40,12 @@ impl Supervisor {
         self.state.cni = cni.clone();
         self.begin("network-prepare").await;
         let prep = {
-            let ns = ns.try_clone().map_err(host("network namespace"))?;
+            let (ns, nl) = self.pod()?;
             let root = self.root.clone();
             let spec = spec.clone();
             let path = self.state.netns_path.clone();
             let cni = cni.clone();
-            tokio::spawn(async move { prepare(&ns, &root, &spec, &path, cni).await })
+            tokio::spawn(async move { prepare(&ns, &nl, &root, &spec, &path, cni).await })
         };
         let booted = match pre {
             Some(p) => {
@@ -165,6 +165,7 @@ struct Prepared {
 /// CNI ADD (when asked for), then scan and attach — the network branch of a boot-first start.
 async fn prepare(
     ns: &sandnet_host::NetNs,
+    nl: &sandnet_host::Netlink,
     root: &Path,
     spec: &RunSpec,
     netns_path: &Path,
@@ -179,7 +180,7 @@ async fn prepare(
         dns = podnet::cni_dns(&res);
     }
     let t = Instant::now();
-    let (scan, eps) = attach_all(ns, root, spec).await?;
+    let (scan, eps) = attach_all(ns, nl, root, spec).await?;
     Ok(Prepared {
         scan,
         eps,

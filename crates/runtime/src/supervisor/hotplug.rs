@@ -15,7 +15,7 @@ use crate::launch::PLUG_PAUSE_ENV;
 use crate::sandbox::{GuestNic, NicState, Status};
 use crate::teardown::attach_dir;
 use sandnet_host::interwork::{attach_link, detach_link, AttachOptions};
-use sandnet_host::scan_detail;
+use sandnet_host::{scan_detail, NetNs, Netlink, ScanResult};
 use sandnet_model::{Interface, Route, IFF_UP};
 use sandnet_vm::VmSpec;
 use std::path::Path;
@@ -47,7 +47,13 @@ impl Supervisor {
     /// Plugs the pod link `link` into the guest. `want`, when given, is what the guest
     /// interface should look like (addresses, MTU); otherwise it mirrors the link. Returns
     /// the interface as the agent configured it.
-    pub(super) async fn plug(&mut self, link: &str, want: Option<&Interface>) -> Result<Interface> {
+    /// `scan` is a scan of the pod namespace the caller just made (else one is made here).
+    pub(super) async fn plug(
+        &mut self,
+        link: &str,
+        want: Option<&Interface>,
+        scan: Option<&ScanResult>,
+    ) -> Result<Interface> {
         self.check_running()?;
         if self.state.nics.iter().any(|n| n.link == link) {
             return Err(RuntimeError::Refused(format!(
@@ -60,16 +66,17 @@ impl Supervisor {
                 self.spec.vm.hotplug_ports
             ))
         })?;
-        let ns = self
-            .ns
-            .as_ref()
-            .ok_or_else(|| RuntimeError::Refused("the pod namespace is not held".into()))?
-            .try_clone()
-            .map_err(host("network namespace"))?;
+        let (ns, nl) = self.pod()?;
         // What the guest gets besides the interface: the link's routes and neighbours as
         // they are now (macvtap moves the addresses off the link, and the kernel its routes).
-        let nl = ns.netlink().map_err(host("netlink"))?;
-        let scan = scan_detail(&nl).await.map_err(|e| host("scan")(e.into()))?;
+        let fresh;
+        let scan = match scan {
+            Some(s) => s,
+            None => {
+                fresh = scan_detail(&nl).await.map_err(|e| host("scan")(e.into()))?;
+                &fresh
+            }
+        };
         let index = scan
             .link_by_name(link)
             .map(|d| d.index)
@@ -94,7 +101,7 @@ impl Supervisor {
         });
         self.save();
         let r = self
-            .plug_steps(&ns, link, &id, &port, want, routes, neighbors)
+            .plug_steps(&ns, &nl, scan, link, &id, &port, want, routes, neighbors)
             .await;
         match &r {
             Ok(_) => self.set_nic_state(link, NicState::Plugged),
@@ -106,7 +113,9 @@ impl Supervisor {
     #[allow(clippy::too_many_arguments)]
     async fn plug_steps(
         &mut self,
-        ns: &sandnet_host::NetNs,
+        ns: &NetNs,
+        nl: &Netlink,
+        scan: &ScanResult,
         link: &str,
         id: &str,
         port: &str,
@@ -120,7 +129,9 @@ impl Supervisor {
             state_dir: attach_dir(&self.root),
         };
         let state_dir = opts.state_dir.clone();
-        let mut a = attach_link(ns, &opts, link).await.map_err(host("attach"))?;
+        let mut a = attach_link(ns, nl, scan, &opts, link)
+            .await
+            .map_err(host("attach"))?;
         if let Some(ms) = std::env::var(PLUG_PAUSE_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
@@ -134,7 +145,7 @@ impl Supervisor {
         };
         let state_dir = &state_dir;
         let undo_host = |why: RuntimeError| async move {
-            if let Err(e) = detach_link(ns, state_dir, link).await {
+            if let Err(e) = detach_link(ns, nl, state_dir, link).await {
                 tracing::error!("rollback of {link}: detach: {e}");
             }
             why
@@ -264,16 +275,26 @@ impl Supervisor {
                 secs: UNPLUG_TIMEOUT.as_secs(),
             });
         }
-        let ns = self
-            .ns
-            .as_ref()
-            .ok_or_else(|| RuntimeError::Refused("the pod namespace is not held".into()))?;
-        detach_link(ns, &attach_dir(&self.root), link)
+        let (ns, nl) = self.pod()?;
+        detach_link(&ns, &nl, &attach_dir(&self.root), link)
             .await
             .map_err(host("detach"))?;
         self.applied.remove(link);
         self.forget_nic(link);
         Ok(())
+    }
+
+    /// The pod namespace and the netlink client in it that the supervisor holds.
+    pub(super) fn pod(&self) -> Result<(NetNs, Netlink)> {
+        match (&self.ns, &self.nl) {
+            (Some(ns), Some(nl)) => Ok((
+                ns.try_clone().map_err(host("network namespace"))?,
+                nl.clone(),
+            )),
+            _ => Err(RuntimeError::Refused(
+                "the pod namespace is not held".into(),
+            )),
+        }
     }
 
     fn set_nic_state(&mut self, link: &str, state: NicState) {

@@ -111,6 +111,7 @@ pub async fn supervise_with(
         preboot,
         spec: spec.clone(),
         ns: None,
+        nl: None,
         qemu: None,
         agent: None,
         applied: BTreeMap::new(),
@@ -173,6 +174,9 @@ struct Supervisor {
     state: SandboxState,
     spec: RunSpec,
     ns: Option<NetNs>,
+    /// A netlink client in the pod namespace (opened once; entering the namespace is a
+    /// thread trip each time).
+    nl: Option<sandnet_host::Netlink>,
     qemu: Option<QemuProcess>,
     agent: Option<AgentClient>,
     /// What the guest was last given for each plugged link.
@@ -183,7 +187,6 @@ struct Supervisor {
 
 /// What the guest was last given for one pod link: what the monitor compares against.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // neighbors: read by the monitor (next commit)
 struct Applied {
     iface: sandnet_model::Interface,
     routes: Vec<sandnet_model::Route>,

@@ -14,11 +14,13 @@
 use super::Supervisor;
 use crate::error::{agent, host, Result};
 use crate::sandbox::{NicState, Status};
-use sandnet_host::endpoint::{endpoints, ALIAS_PREFIX};
-use sandnet_host::netlink::{Batch, DebounceConfig, Debouncer, EventStream};
+use sandnet_host::endpoint::endpoints;
+use sandnet_host::netlink::{Batch, DebounceConfig, Debouncer, NetEvent, NetlinkError};
 use sandnet_host::scan_detail;
+use sandnet_host::OwnLinks;
 use sandnet_model::{Interface, InterworkingModel, IpNet, Route};
 use std::collections::BTreeSet;
+use std::pin::Pin;
 use std::time::Instant;
 
 /// What one reconciliation did.
@@ -55,7 +57,11 @@ fn addr_set(a: &[IpNet]) -> BTreeSet<IpNet> {
 }
 
 /// The monitor's event source: the pod namespace's netlink changes, in bursts.
-pub(super) type Monitor = Debouncer<EventStream>;
+/// sandnet's own links (taps, macvtaps, found by their alias) are filtered out of the
+/// stream before debouncing, so their events never make a batch.
+pub(super) type Monitor = Debouncer<
+    Pin<Box<dyn futures::Stream<Item = std::result::Result<NetEvent, NetlinkError>> + Send>>,
+>;
 
 impl Supervisor {
     /// Subscribes to the pod namespace's changes when the monitor is on, and catches up
@@ -71,7 +77,10 @@ impl Supervisor {
                 return None;
             }
         };
-        let m = Debouncer::new(stream, DebounceConfig::default());
+        let m = Debouncer::new(
+            Box::pin(OwnLinks::new().filter(stream)) as Pin<Box<_>>,
+            DebounceConfig::default(),
+        );
         self.reconcile_and_log(Instant::now(), 0).await;
         Some(m)
     }
@@ -83,16 +92,13 @@ impl Supervisor {
     ) -> bool {
         match b {
             Ok(Some(b)) => {
+                // A batch of nothing but learnt neighbour entries (ARP traffic) is not a
+                // change of the pod's configuration.
                 let ours_only = !b.overrun
+                    && b.links.is_empty()
                     && b.addresses.is_empty()
                     && b.routes.is_empty()
-                    // Learnt entries (ARP traffic) are not the pod's configuration.
-                    && b.permanent_neighbors.is_empty()
-                    && b.links.values().all(|l| {
-                        l.alias
-                            .as_deref()
-                            .is_some_and(|a| a.starts_with(ALIAS_PREFIX))
-                    });
+                    && b.permanent_neighbors.is_empty();
                 if !ours_only {
                     self.reconcile_and_log(Instant::now(), b.events).await;
                 }
@@ -140,10 +146,9 @@ impl Supervisor {
         {
             return Ok(done);
         }
-        let Some(ns) = self.ns.as_ref() else {
+        let Some(nl) = self.nl.clone() else {
             return Ok(done);
         };
-        let nl = ns.netlink().map_err(host("netlink"))?;
         let scan = scan_detail(&nl).await.map_err(|e| host("scan")(e.into()))?;
 
         // NICs whose link is gone (or is another link now): unplug.
@@ -174,7 +179,7 @@ impl Supervisor {
             .map(|e| e.name)
             .collect();
         for link in new {
-            match self.plug(&link, None).await {
+            match self.plug(&link, None, Some(&scan)).await {
                 Ok(_) => done.plugged.push(link),
                 Err(e) => done.errors.push(format!("plug {link}: {e}")),
             }

@@ -99,7 +99,7 @@ impl Supervisor {
                             }
                         }
                         Ok(Request::AddIface { link, want }) => {
-                            let resp = match self.plug(&link, want.as_ref()).await {
+                            let resp = match self.plug(&link, want.as_ref(), None).await {
                                 Ok(interface) => Response::Interface { interface },
                                 Err(e) => Response::Error { message: e.to_string() },
                             };

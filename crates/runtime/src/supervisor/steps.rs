@@ -12,7 +12,7 @@ use crate::spec::{RunOutput, RunSpec};
 use crate::teardown::attach_dir;
 use sandnet_agent_proto::AgentClient;
 use sandnet_host::interwork::{attach_scanned, AttachOptions, AttachedEndpoint};
-use sandnet_host::{scan_detail, NetNs, NetNsRef, ScanResult};
+use sandnet_host::{scan_detail, NetNs, NetNsRef, Netlink, ScanResult};
 use sandnet_model::{Dns, Interface, NetworkConfig, IFF_UP};
 use sandnet_vm::VmSpec;
 use std::collections::BTreeMap;
@@ -85,17 +85,17 @@ impl Attached {
 /// Scans the namespace and attaches every endpoint with the spec's model.
 pub(super) async fn attach_all(
     ns: &NetNs,
+    nl: &Netlink,
     root: &Path,
     spec: &RunSpec,
 ) -> Result<(ScanResult, Vec<AttachedEndpoint>)> {
-    let nl = ns.netlink().map_err(host("netlink"))?;
-    let scan = scan_detail(&nl).await.map_err(|e| host("scan")(e.into()))?;
+    let scan = scan_detail(nl).await.map_err(|e| host("scan")(e.into()))?;
     let opts = AttachOptions {
         model: spec.model,
         queues: spec.queues,
         state_dir: attach_dir(root),
     };
-    let eps = attach_scanned(ns, &nl, &scan, &opts)
+    let eps = attach_scanned(ns, nl, &scan, &opts)
         .await
         .map_err(host("attach"))?;
     Ok((scan, eps))
@@ -181,6 +181,7 @@ impl Supervisor {
         self.state.netns_path = ns.path().to_path_buf();
         self.state.netns_id = Some(ns.id().map_err(host("network namespace"))?);
         self.ns = Some(ns.try_clone().map_err(host("network namespace"))?);
+        self.nl = Some(ns.netlink().map_err(host("netlink"))?);
         self.save();
         Ok(ns)
     }
@@ -227,7 +228,8 @@ impl Supervisor {
     ) -> Result<Attached> {
         self.begin("attach").await;
         let t = Instant::now();
-        let (scan, eps) = attach_all(ns, &self.root, spec).await?;
+        let (_, nl) = self.pod()?;
+        let (scan, eps) = attach_all(ns, &nl, &self.root, spec).await?;
         timings.insert("attach_ms".into(), ms(t));
         Ok(Attached::new(scan, eps, VmSpec::nic_port_id, false))
     }
