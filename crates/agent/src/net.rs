@@ -248,13 +248,14 @@ impl NetApplier {
     /// namespace's resulting routes.
     pub async fn update_routes(&self, routes: &[Route]) -> Result<Vec<Route>> {
         let state = self.state.lock().await;
-        let index = self.index_of().await?;
-        let managed: HashSet<String> = self
-            .nl
-            .links()
-            .await?
+        // One dump gives both the names' indexes and the NICs this agent configured.
+        let links: Vec<_> = self.nl.links().await?.iter().map(link_detail).collect();
+        let index: HashMap<String, u32> = links
             .iter()
-            .map(link_detail)
+            .map(|d| (d.interface.name.clone(), d.index))
+            .collect();
+        let managed: HashSet<String> = links
+            .into_iter()
             .filter(|d| {
                 d.interface
                     .mac

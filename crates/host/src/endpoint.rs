@@ -61,16 +61,18 @@ impl std::fmt::Display for SkipReason {
     }
 }
 
+/// Whether a link alias marks a link sandnet created.
+pub fn is_sandnet_alias(alias: Option<&str>) -> bool {
+    alias.is_some_and(|a| a.starts_with(ALIAS_PREFIX))
+}
+
 /// Whether a link is usable as an endpoint, and why not.
 pub fn classify(d: &LinkDetail) -> Result<Endpoint, SkipReason> {
     let i = &d.interface;
     if i.kind == LinkKind::Loopback {
         return Err(SkipReason::Loopback);
     }
-    if d.alias
-        .as_deref()
-        .is_some_and(|a| a.starts_with(ALIAS_PREFIX))
-    {
+    if is_sandnet_alias(d.alias.as_deref()) {
         return Err(SkipReason::Sandnet);
     }
     match i.kind {

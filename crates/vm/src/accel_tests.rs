@@ -2,17 +2,11 @@
 
 use super::*;
 
-struct Tmp(PathBuf);
+/// A scratch directory (removed on drop, also when a test fails).
+struct Tmp(sandnet_testkit::TempDir);
 impl Tmp {
     fn new(tag: &str) -> Tmp {
-        let p = std::env::temp_dir().join(format!(
-            "sandnet-accel-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Tmp(p)
+        Tmp(sandnet_testkit::TempDir::new(&format!("accel-{tag}")))
     }
     /// A stand-in "QEMU binary" (only its identity matters to the cache).
     fn binary(&self) -> PathBuf {
@@ -21,11 +15,6 @@ impl Tmp {
             std::fs::write(&b, b"#!/bin/sh\n").unwrap();
         }
         b
-    }
-}
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -185,11 +185,9 @@ pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
 mod tests {
     use super::*;
 
-    fn scratch(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("sandnet-console-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A scratch directory, removed on drop (also when a test fails).
+    fn scratch(tag: &str) -> sandnet_testkit::TempDir {
+        sandnet_testkit::TempDir::new(&format!("console-{tag}"))
     }
 
     #[test]
@@ -210,7 +208,6 @@ mod tests {
             old.len()
         );
         assert!(cur.ends_with(b"END"));
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -234,6 +231,5 @@ mod tests {
         assert!(total <= 8192, "{total}");
         drop(drain);
         assert!(!sock.exists());
-        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -411,8 +411,7 @@ mod tests {
 
     #[test]
     fn select_takes_an_image_file_without_modules() {
-        let d = std::env::temp_dir().join(format!("sandnet-kernel-select-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
+        let d = sandnet_testkit::TempDir::new("kernel-select");
         let img = d.join("vmlinux");
         std::fs::write(&img, b"\x7fELF rest").unwrap();
         let k = GuestKernel::select(&img).unwrap();
@@ -432,7 +431,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no such kernel"), "{e}");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

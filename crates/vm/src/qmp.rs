@@ -456,10 +456,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A fake QEMU that greets, accepts `qmp_capabilities`, then sends `tail` forever-ish.
-    async fn hostile_qmp(tag: &str, tail: Vec<u8>) -> (QmpClient, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("sandnet-qmp-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+    /// The directory is removed when the returned guard drops (also when a test fails).
+    async fn hostile_qmp(tag: &str, tail: Vec<u8>) -> (QmpClient, sandnet_testkit::TempDir) {
+        let dir = sandnet_testkit::TempDir::new(&format!("qmp-{tag}"));
         let path = dir.join("qmp.sock");
         let l = tokio::net::UnixListener::bind(&path).unwrap();
         tokio::spawn(async move {
@@ -488,7 +487,7 @@ mod tests {
         }
         let e = c.query_status().await.unwrap_err().to_string();
         assert!(e.contains("closed"), "{e}");
-        let _ = std::fs::remove_dir_all(dir);
+        drop(dir);
     }
 
     #[tokio::test]
@@ -504,6 +503,6 @@ mod tests {
         ));
         assert!(!c.is_closed());
         drop(c);
-        let _ = std::fs::remove_dir_all(dir);
+        drop(dir);
     }
 }

@@ -33,12 +33,12 @@ pub mod tcfilter;
 pub use single::{attach_link, attached_endpoints, detach_link};
 pub use state::{forget_state, load_state, AttachState, PlannedEndpoint};
 
-use crate::endpoint::{endpoints, Endpoint, ALIAS_PREFIX};
+use crate::endpoint::{endpoints, is_sandnet_alias, Endpoint};
 use crate::error::{HostError, Result};
 use crate::netns::{NetNs, NetNsId};
 use futures::future::BoxFuture;
 use sandnet_model::{InterworkingModel, MacAddr};
-use sandnet_netlink::{link_detail, scan_detail, Netlink, ScanResult};
+use sandnet_netlink::{link_detail, scan_detail, LinkDetail, Netlink, ScanResult};
 use serde::Serialize;
 use state::{lock_state, remove_state, save_state, state_path};
 use std::os::fd::OwnedFd;
@@ -206,8 +206,17 @@ impl AttachedEndpoint {
     }
 }
 
-fn is_ours(alias: Option<&str>) -> bool {
-    alias.is_some_and(|a| a.starts_with(ALIAS_PREFIX))
+/// Whether a link is sandnet's: marked with its alias, or (given its plan) the planned
+/// macvtap on its link wearing the link's original MAC — unmarked only if attach died
+/// between creating and marking it.
+fn is_sandnet_link(d: &LinkDetail, p: Option<&PlannedEndpoint>) -> bool {
+    is_sandnet_alias(d.alias.as_deref())
+        || p.is_some_and(|p| {
+            d.interface.name == p.tap_name
+                && d.interface.kind == sandnet_model::LinkKind::Macvtap
+                && d.parent == Some(p.endpoint.index)
+                && d.interface.mac == Some(p.endpoint.mac)
+        })
 }
 
 /// Attaches every endpoint of a namespace with the given model. Returns the endpoints with
@@ -251,7 +260,7 @@ pub async fn attach_scanned(
     // The live namespace, not the caller's scan, tells whether sandnet is already there.
     for l in nl.links().await? {
         let d = link_detail(&l);
-        if is_ours(d.alias.as_deref()) {
+        if is_sandnet_link(&d, None) {
             return Err(HostError::AlreadyAttached {
                 ns: ns.display(),
                 detail: format!("link {} carries sandnet's mark", d.interface.name),

@@ -7,7 +7,7 @@
 
 use super::state::{lock_state, remove_state, save_state};
 use super::{
-    driver, is_ours, load_state, AttachCx, AttachOptions, AttachState, AttachedEndpoint,
+    driver, is_sandnet_link, load_state, AttachCx, AttachOptions, AttachState, AttachedEndpoint,
     DetachReport, PlannedEndpoint, UndoStage, MAX_QUEUES,
 };
 use crate::endpoint::classify;
@@ -202,9 +202,7 @@ async fn undo_endpoint(
     }
     if let Some(t) = nl.link_by_name(&p.tap_name).await? {
         let d = link_detail(&t);
-        let planned_macvtap =
-            d.parent == Some(p.endpoint.index) && d.interface.mac == Some(p.endpoint.mac);
-        if is_ours(d.alias.as_deref()) || planned_macvtap {
+        if is_sandnet_link(&d, Some(p)) {
             nl.del_link(d.index, &d.interface.name).await?;
             report
                 .actions

@@ -169,9 +169,8 @@ mod tests {
 
     #[test]
     fn plans_are_written_without_leftovers() {
-        let dir = std::env::temp_dir().join(format!("sandnet-state-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed on drop, also when an assertion fails.
+        let dir = sandnet_testkit::TempDir::new("state");
         std::fs::write(dir.join("1-2.json.99-0.tmp"), b"{").unwrap();
         let id = NetNsId { dev: 1, ino: 2 };
         let st = AttachState {
@@ -195,6 +194,5 @@ mod tests {
         assert_eq!(names, vec!["1-2.json".to_string()]);
         forget_state(&dir, id).unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,10 +1,9 @@
 //! The part of detach that every model shares: deleting sandnet's links and filters,
 //! found by their marks (and, for links, by the plan when there is one).
 
-use super::{is_ours, AttachState, DetachReport, LINK_GROUP};
+use super::{is_sandnet_link, AttachState, DetachReport, LINK_GROUP};
 use crate::error::Result;
 use crate::tc;
-use sandnet_model::LinkKind;
 use sandnet_netlink::{link_detail, Netlink};
 
 /// Deletes every link that is sandnet's: marked with the alias, or (with a plan) the
@@ -20,15 +19,8 @@ pub(super) async fn delete_our_links(
     let ours: Vec<_> = links
         .iter()
         .filter(|d| {
-            is_ours(d.alias.as_deref())
-                || plan.is_some_and(|st| {
-                    st.endpoints.iter().any(|p| {
-                        d.interface.name == p.tap_name
-                            && d.interface.kind == LinkKind::Macvtap
-                            && d.parent == Some(p.endpoint.index)
-                            && d.interface.mac == Some(p.endpoint.mac)
-                    })
-                })
+            is_sandnet_link(d, None)
+                || plan.is_some_and(|st| st.endpoints.iter().any(|p| is_sandnet_link(d, Some(p))))
         })
         .collect();
     let group_all_ours = links

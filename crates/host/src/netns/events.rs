@@ -3,7 +3,7 @@
 //! macvtaps) apart so the monitor never reacts to what sandnet itself did.
 
 use super::NetNs;
-use crate::endpoint::ALIAS_PREFIX;
+use crate::endpoint::is_sandnet_alias;
 use crate::error::{HostError, Result};
 use futures::{future, Stream, StreamExt};
 use sandnet_netlink::events::{open_event_socket, DEFAULT_RCVBUF};
@@ -31,11 +31,6 @@ impl NetNs {
             })?;
         Ok(EventStream::from_fd(fd)?)
     }
-}
-
-/// Whether a link alias marks a link sandnet created.
-pub fn is_sandnet_alias(alias: Option<&str>) -> bool {
-    alias.is_some_and(|a| a.starts_with(ALIAS_PREFIX))
 }
 
 /// sandnet's own links in one namespace, to drop their events: links whose alias starts

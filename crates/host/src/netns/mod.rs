@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 mod events;
 mod reference;
-pub use events::{is_sandnet_alias, OwnLinks};
+pub use crate::endpoint::is_sandnet_alias;
+pub use events::OwnLinks;
 pub use reference::{HostNetns, NetNsRef};
 
 /// Where named network namespaces are bind-mounted (as iproute2 does).

@@ -14,7 +14,8 @@ use crate::error::{agent, host, vm, Result, RuntimeError};
 use crate::launch::PLUG_PAUSE_ENV;
 use crate::sandbox::{GuestNic, NicState, Status};
 use crate::teardown::attach_dir;
-use sandnet_host::interwork::{attach_link, detach_link, AttachOptions};
+use sandnet_host::endpoint::classify;
+use sandnet_host::interwork::{attach_link, detach_link, driver, AttachOptions};
 use sandnet_host::{scan_detail, NetNs, Netlink, ScanResult};
 use sandnet_model::{Interface, Route, IFF_UP};
 use sandnet_vm::VmSpec;
@@ -81,6 +82,10 @@ impl Supervisor {
             .link_by_name(link)
             .map(|d| d.index)
             .ok_or_else(|| host("plug")(sandnet_host::HostError::LinkNotFound(link.into())))?;
+        if let Some(e) = scan.link_by_name(link).and_then(|d| classify(d).ok()) {
+            self.own_links
+                .add_name(&driver(self.spec.model).tap_name(&e));
+        }
         let routes = scan.routes_via(link);
         let neighbors: Vec<_> = scan
             .config

@@ -115,6 +115,7 @@ pub async fn supervise_with(
         qemu: None,
         agent: None,
         applied: BTreeMap::new(),
+        own_links: sandnet_host::OwnLinks::new(),
     };
     // Held until the process is gone: `rm` waiting for the lock then knows the supervisor
     // has exited, not just finished its teardown.
@@ -183,6 +184,9 @@ struct Supervisor {
     applied: BTreeMap<String, Applied>,
     /// A factory VM to use instead of booting one.
     preboot: Option<Preboot>,
+    /// sandnet's own links in the pod namespace, whose events the monitor drops (taps are
+    /// named here before they exist: their first event carries no alias yet).
+    own_links: sandnet_host::OwnLinks,
 }
 
 /// What the guest was last given for one pod link: what the monitor compares against.

@@ -17,7 +17,6 @@ use crate::sandbox::{NicState, Status};
 use sandnet_host::endpoint::endpoints;
 use sandnet_host::netlink::{Batch, DebounceConfig, Debouncer, NetEvent, NetlinkError};
 use sandnet_host::scan_detail;
-use sandnet_host::OwnLinks;
 use sandnet_model::{Interface, InterworkingModel, IpNet, Route};
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -78,7 +77,7 @@ impl Supervisor {
             }
         };
         let m = Debouncer::new(
-            Box::pin(OwnLinks::new().filter(stream)) as Pin<Box<_>>,
+            Box::pin(self.own_links.filter(stream)) as Pin<Box<_>>,
             DebounceConfig::default(),
         );
         self.reconcile_and_log(Instant::now(), 0).await;
