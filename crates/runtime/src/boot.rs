@@ -198,7 +198,7 @@ async fn attempt(
     let qemu_ms = ms(t);
     record(Some(q.pid()), accel, "");
     let t = Instant::now();
-    let r = wait_for_agent(&mut q, until).await;
+    let r = wait_for_agent(&mut q, until, deadline).await;
     match r {
         Ok(agent) => Ok(Attempt {
             qemu: q,
@@ -256,7 +256,11 @@ fn open_vhost(queues: u32) -> std::io::Result<Vec<OwnedFd>> {
 
 /// Waits until the guest agent answers its health check (the first answer means the guest
 /// booted), QEMU exits, or `until` passes.
-async fn wait_for_agent(q: &mut QemuProcess, until: Instant) -> Result<AgentClient, Failure> {
+async fn wait_for_agent(
+    q: &mut QemuProcess,
+    until: Instant,
+    limit: Duration,
+) -> Result<AgentClient, Failure> {
     let suspect = |why: String, error: RuntimeError| Failure {
         error,
         kvm_suspect: true,
@@ -317,7 +321,7 @@ async fn wait_for_agent(q: &mut QemuProcess, until: Instant) -> Result<AgentClie
             let last = accel::last_lines(&console, 1);
             let why = format!(
                 "the guest showed no sign of life within {} s (console: {})",
-                KVM_TRIAL_DEADLINE.as_secs(),
+                limit.as_secs(),
                 if last.is_empty() { "empty" } else { &last }
             );
             let error = RuntimeError::Agent {

@@ -51,13 +51,6 @@ pub(crate) async fn ask_to_stop(
     let paths = SandboxPaths::new(root, id);
     match st.status {
         Status::Running | Status::QemuExited => {
-            // Recorded as running a moment before its control socket is bound.
-            for _ in 0..100 {
-                if paths.ctl.exists() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
             match control::call(
                 id,
                 &paths.ctl,

@@ -199,19 +199,7 @@ async fn died(root: &Path, paths: &SandboxPaths, spec: &RunSpec, pid: Option<u32
             .and_then(|st| st.supervisor_pid)
     });
     if let Some(pid) = pid {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        for _ in 0..50 {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| s.contains(") Z "))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        teardown::kill_and_wait(pid).await;
     }
     let tail = log_tail(&paths.log, 5);
     let mut rep = RemoveReport::default();

@@ -209,7 +209,7 @@ pub(crate) fn finish(
 }
 
 /// Kills `pid` and waits (bounded) until it is gone or a zombie.
-async fn kill_and_wait(pid: u32) -> bool {
+pub(crate) async fn kill_and_wait(pid: u32) -> bool {
     let p = nix::unistd::Pid::from_raw(pid as i32);
     let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
     for _ in 0..500 {

@@ -5,7 +5,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use sandnet_runtime::config::Config;
 use sandnet_runtime::factory::{self, daemon, template};
-use sandnet_runtime::sandbox::{create_private_dir, write_private};
 use sandnet_runtime::spec::VmParams;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -91,16 +90,8 @@ async fn init(root: &Path, log: &str, count: Option<u32>, config: Option<&Path>)
     }
     // What a previous factory left (killed daemon) goes first.
     factory::destroy(root).await;
-    let dir = factory::factory_dir(root);
-    create_private_dir(root).and_then(|()| create_private_dir(&dir))?;
-    let params = VmParams::from(&cfg.qemu);
-    write_private(&dir.join("spec.json"), &serde_json::to_vec_pretty(&params)?)?;
-    let args = vec![
-        "--state-dir".into(),
-        root.as_os_str().to_owned(),
-        "--log".into(),
-        log.into(),
-    ];
+    factory::prepare(root, &VmParams::from(&cfg.qemu))?;
+    let args = crate::sandboxcmd::self_args(root, log);
     factory::daemon::spawn_daemon(root, &std::env::current_exe()?, &args, count)
         .context("start the factory daemon")?;
     let mut err = std::io::stderr();
@@ -114,12 +105,7 @@ async fn init(root: &Path, log: &str, count: Option<u32>, config: Option<&Path>)
 
 /// `sandnet __factory COUNT`.
 pub async fn daemon_main(root: &Path, log: &str, count: u32) -> Result<i32> {
-    let args = vec![
-        "--state-dir".into(),
-        root.as_os_str().to_owned(),
-        "--log".into(),
-        log.into(),
-    ];
+    let args = crate::sandboxcmd::self_args(root, log);
     Ok(daemon::run_daemon(root, count, std::env::current_exe()?, args).await)
 }
 

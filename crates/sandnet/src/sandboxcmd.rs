@@ -107,13 +107,19 @@ pub fn runtime(root: &Path, log: &str) -> Result<Runtime> {
     Ok(Runtime::new(
         root,
         std::env::current_exe()?,
-        vec![
-            "--state-dir".into(),
-            root.as_os_str().to_owned(),
-            "--log".into(),
-            log.into(),
-        ],
+        self_args(root, log),
     ))
+}
+
+/// The arguments that make another `sandnet` process (supervisor, factory daemon,
+/// template) use this state root and log level.
+pub fn self_args(root: &Path, log: &str) -> Vec<std::ffi::OsString> {
+    vec![
+        "--state-dir".into(),
+        root.as_os_str().to_owned(),
+        "--log".into(),
+        log.into(),
+    ]
 }
 
 /// `sandnet run`.

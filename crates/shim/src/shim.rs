@@ -29,7 +29,7 @@ pub fn state_root() -> PathBuf {
     std::env::var_os("SANDNET_STATE_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/sandnet"))
+        .unwrap_or_else(|| PathBuf::from(sandnet_runtime::sandbox::DEFAULT_ROOT))
 }
 
 /// The runtime whose sandbox supervisors are this binary (`-sandnet-state-dir ROOT
@@ -158,7 +158,6 @@ impl Shim for SandnetShim {
                 let _ = std::fs::remove_file(&p);
             }
         }
-        let _ = &self.namespace;
         Ok(DeleteResponse {
             exit_status: 128 + libc::SIGKILL as u32,
             exited_at: MessageField::from_option(timestamp().ok()),

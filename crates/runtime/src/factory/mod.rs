@@ -113,6 +113,22 @@ fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Option<T> {
         .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
+/// Makes the factory's directory and records the VM parameters its VMs boot with.
+pub fn prepare(root: &Path, params: &VmParams) -> Result<()> {
+    let dir = factory_dir(root);
+    crate::sandbox::create_private_dir(root)
+        .and_then(|()| crate::sandbox::create_private_dir(&dir))
+        .map_err(|source| RuntimeError::Io {
+            step: format!("create {}", dir.display()),
+            source,
+        })?;
+    let body = serde_json::to_vec_pretty(params).map_err(|e| RuntimeError::Io {
+        step: "factory spec".into(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(write_private(&dir.join("spec.json"), &body)?)
+}
+
 /// The daemon's record, when the daemon is alive.
 pub fn daemon(root: &Path) -> Option<FactoryRecord> {
     let r: FactoryRecord = read_json(&factory_dir(root).join("factory.json"))?;

@@ -146,6 +146,10 @@ pub async fn supervise_with(
                     return 1;
                 }
             };
+            // Recorded as running only now that its control socket is there, so whoever
+            // reads `running` can reach it.
+            sv.state.status = Status::Running;
+            sv.save();
             report(&Ready::Ok { output });
             silence_stdout();
             sv.serve(listener).await
@@ -197,6 +201,18 @@ struct Applied {
     neighbors: Vec<sandnet_model::Neighbor>,
 }
 
+/// Stops QEMU: asks it to quit over QMP and gives it a moment (unless `force`), then
+/// kills whatever is left.
+async fn stop_qemu(q: &mut QemuProcess, force: bool) -> sandnet_vm::Result<()> {
+    if !force {
+        if let Some(qmp) = q.qmp() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), qmp.quit()).await;
+        }
+        let _ = q.wait_timeout(Duration::from_secs(3)).await;
+    }
+    q.kill().await
+}
+
 fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
@@ -232,13 +248,7 @@ impl Supervisor {
         let t = Instant::now();
         let mut r = Ok(());
         if let Some(mut q) = self.qemu.take() {
-            if !force {
-                if let Some(qmp) = q.qmp() {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), qmp.quit()).await;
-                }
-                let _ = q.wait_timeout(Duration::from_secs(3)).await;
-            }
-            match q.kill().await {
+            match stop_qemu(&mut q, force).await {
                 Ok(()) => rep.actions.push(format!("stopped QEMU (pid {})", q.pid())),
                 Err(e) => {
                     r = Err(TeardownError::Step {

@@ -77,13 +77,7 @@ impl Supervisor {
                         }
                         Ok(Request::Halt { force }) => {
                             if let Some(q) = self.qemu.as_mut() {
-                                if !force {
-                                    if let Some(qmp) = q.qmp() {
-                                        let _ = tokio::time::timeout(Duration::from_secs(2), qmp.quit()).await;
-                                    }
-                                    let _ = q.wait_timeout(Duration::from_secs(3)).await;
-                                }
-                                let resp = match q.kill().await {
+                                let resp = match super::stop_qemu(q, force).await {
                                     Ok(()) => Response::Halted,
                                     Err(e) => Response::Error { message: format!("stop QEMU: {e}") },
                                 };

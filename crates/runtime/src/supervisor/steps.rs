@@ -7,7 +7,7 @@ use crate::error::{agent, host, Result, RuntimeError};
 use crate::guest::apply_network;
 use crate::image::{self, GuestImage as Image};
 use crate::podnet::{self, namespace_dns, owned_name};
-use crate::sandbox::{GuestNic, NicState, Status};
+use crate::sandbox::{GuestNic, NicState};
 use crate::spec::{RunOutput, RunSpec};
 use crate::teardown::attach_dir;
 use sandnet_agent_proto::AgentClient;
@@ -138,7 +138,6 @@ impl Supervisor {
         timings.insert("network_ms".into(), network);
         timings.insert("total_ms".into(), ms(t0));
         self.state.timings = timings.clone();
-        self.state.status = Status::Running;
         self.state.step = None;
         self.save();
         Ok(RunOutput {
