@@ -116,9 +116,7 @@ cache_dir = "/srv/cni/cache"
     assert_eq!(c.cni.cache_dir, Path::new("/srv/cni/cache"));
 }
 
-/// A configuration in the shape Kata ships (configuration-qemu.toml with its usual values),
-/// plus a firecracker section and Kata 1.x sections: everything sandnet does not use is a
-/// warning, what it uses is taken.
+/// `kernel` may name a kernel of the cache instead of a path.
 #[test]
 fn kernel_may_name_a_kernel_in_the_cache() {
     for name in ["debian-cloud", "sandnet", "6.1.0-57-cloud-amd64"] {
@@ -132,6 +130,9 @@ fn kernel_may_name_a_kernel_in_the_cache() {
     }
 }
 
+/// A configuration in the shape Kata ships (configuration-qemu.toml with its usual values),
+/// plus a firecracker section and Kata 1.x sections: everything sandnet does not use is a
+/// warning, what it uses is taken.
 #[test]
 fn kata_file_warns_and_keeps_what_sandnet_uses() {
     let (c, w) = parse(

@@ -10,7 +10,7 @@
 #[path = "common/pod.rs"]
 mod pod;
 
-use pod::{env_list, median, veths, Sandnet};
+use pod::{accel_label, env_list, median, veths, Sandnet};
 use sandnet_testkit::{unique, TestNs};
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -26,7 +26,7 @@ fn one_run(sn: &Sandnet, n: usize, extra: &[&str], accels: &mut BTreeSet<String>
     let t = Instant::now();
     let out = sn.cmd(&args).expect("run");
     let ms = t.elapsed().as_millis() as u64;
-    accels.insert(format!("{} ({})", out["accel"], out["accel_reason"]));
+    accels.insert(accel_label(&out));
     let _ = sn.cmd(&["rm", &id]);
     ms
 }

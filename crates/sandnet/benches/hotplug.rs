@@ -17,7 +17,7 @@
 #[path = "common/pod.rs"]
 mod pod;
 
-use pod::{env_list, ip_batch, median, veths, Sandnet};
+use pod::{accel_label, env_list, ip_batch, median, veths, Sandnet};
 use sandnet_testkit::{unique, TestNs};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -47,7 +47,7 @@ fn monitor_latency(n: usize, rounds: usize, accels: &mut BTreeSet<String>) -> Ve
     let out = sn
         .cmd(&["run", "--json", "--name", &id, "--netns", &pod.name])
         .expect("run");
-    accels.insert(format!("{} ({})", out["accel"], out["accel_reason"]));
+    accels.insert(accel_label(&out));
     let mut res = Vec::new();
     for r in 0..rounds {
         let prefix = format!("r{r}n");
@@ -94,7 +94,7 @@ fn run_time(n: usize, extra: &[&str], accels: &mut BTreeSet<String>) -> u64 {
     let t = Instant::now();
     let out = sn.cmd(&args).expect("run");
     let ms = t.elapsed().as_millis() as u64;
-    accels.insert(format!("{} ({})", out["accel"], out["accel_reason"]));
+    accels.insert(accel_label(&out));
     let _ = sn.cmd(&["rm", &id]);
     ms
 }

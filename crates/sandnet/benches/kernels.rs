@@ -16,11 +16,13 @@
 //! both kernels: `scripts/build-kernel`, `scripts/guest-kernel.sh`, which `scripts/setup`
 //! runs). `SANDNET_BENCH_SIZES=1,8`, `SANDNET_BENCH_KERNELS=debian-cloud,sandnet`.
 
+#[path = "common/pod.rs"]
+mod pod;
+
+use pod::{accel_label, median, veths, Sandnet};
 use sandnet_testkit::{unique, TestNs};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -38,86 +40,40 @@ const COLUMNS: [&str; 8] = [
     "other",
 ];
 
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
-}
-
 /// A pod namespace with `n` veths `eth0…` (addresses, up, a default route), peers in a
 /// second namespace.
 fn build_pod(n: usize) -> (TestNs, TestNs) {
     let host = TestNs::new("kbench-h");
     let pod = TestNs::new("kbench-p");
-    let mut batch = String::new();
-    let mut hbatch = String::new();
-    for i in 0..n {
-        batch += &format!(
-            "link add eth{i} type veth peer name hv{i} netns {}\n\
-             addr add 10.{}.0.2/24 dev eth{i}\nlink set eth{i} up\n",
-            host.name,
-            100 + i
-        );
-        hbatch += &format!(
-            "addr add 10.{}.0.1/24 dev hv{i}\nlink set hv{i} up\n",
-            100 + i
-        );
-    }
-    batch += "route add default via 10.100.0.1\n";
-    ip_batch(&pod, &batch);
-    ip_batch(&host, &hbatch);
+    veths(&pod, &host, "eth", 100, n);
+    pod.ip(&["route", "add", "default", "via", "10.100.0.1"]);
     (host, pod)
 }
 
-fn ip_batch(ns: &TestNs, batch: &str) {
-    let f = std::env::temp_dir().join(unique("kbench-batch"));
-    std::fs::File::create(&f)
-        .and_then(|mut w| w.write_all(batch.as_bytes()))
-        .expect("batch file");
-    ns.ip(&["-batch", f.to_str().expect("path")]);
-    let _ = std::fs::remove_file(f);
-}
-
-/// One kernel under test: its state root and configuration file.
+/// One kernel under test: its own state root and configuration (cleaned up on drop).
 struct Way {
     kernel: String,
-    state: PathBuf,
-    config: PathBuf,
+    sn: Sandnet,
 }
 
 impl Way {
     fn new(kernel: &str) -> Way {
-        let state = std::env::temp_dir().join(unique("kbench-state"));
-        std::fs::create_dir_all(&state).expect("state dir");
-        let config = state.join("sandnet.toml");
-        std::fs::write(
-            &config,
-            format!("[hypervisor.qemu]\nkernel = \"{kernel}\"\n"),
-        )
-        .expect("config");
         Way {
             kernel: kernel.into(),
-            state,
-            config,
+            sn: Sandnet::new(&format!("[hypervisor.qemu]\nkernel = \"{kernel}\"\n")),
         }
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sandnet"));
         c.args(args)
-            .env("SANDNET_STATE_DIR", &self.state)
-            .env("SANDNET_CONFIG", &self.config);
+            .env("SANDNET_STATE_DIR", &self.sn.state)
+            .env("SANDNET_CONFIG", &self.sn.config);
         c
     }
 
     fn rm(&self, id: &str) {
-        let _ = self.command(&["rm", "--force", id]).output();
-    }
-}
-
-impl Drop for Way {
-    fn drop(&mut self) {
-        let _ = self.command(&["gc"]).output();
-        let _ = std::fs::remove_dir_all(&self.state);
+        let _ = self.sn.cmd(&["rm", "--force", id]);
     }
 }
 
@@ -173,9 +129,19 @@ fn run_many(way: &Way, pods: &[&TestNs], accels: &mut Vec<String>) -> (Vec<Split
         .collect();
     let mut splits = vec![];
     let mut ids = vec![];
-    for (id, started, child) in children {
-        let o = child.wait_with_output().expect("wait for sandnet run");
-        let wall = started.elapsed().as_millis() as u64;
+    // Each run is waited for on its own thread, so its wall time ends when it ends (not
+    // when the runs started before it have).
+    let waiters: Vec<_> = children
+        .into_iter()
+        .map(|(id, started, child)| {
+            std::thread::spawn(move || {
+                let o = child.wait_with_output().expect("wait for sandnet run");
+                (id, o, started.elapsed().as_millis() as u64)
+            })
+        })
+        .collect();
+    for w in waiters {
+        let (id, o, wall) = w.join().expect("waiter thread");
         ids.push(id.clone());
         if !o.status.success() {
             eprintln!(
@@ -186,16 +152,12 @@ fn run_many(way: &Way, pods: &[&TestNs], accels: &mut Vec<String>) -> (Vec<Split
             continue;
         }
         let out: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-        let why = out["accel_reason"].as_str().unwrap_or("");
-        let why = why
-            .trim_end_matches(" (remembered for this boot)")
-            .trim_end_matches("; using TCG");
-        let a = format!("{} ({why})", out["accel"].as_str().unwrap_or("?"));
+        let a = accel_label(&out);
         if !accels.contains(&a) {
             accels.push(a);
         }
         let console =
-            std::fs::read_to_string(way.state.join(&id).join("console.log")).unwrap_or_default();
+            std::fs::read_to_string(way.sn.state.join(&id).join("console.log")).unwrap_or_default();
         match split(&out, wall, &console) {
             Ok(s) => splits.push(s),
             Err(e) => eprintln!("[{}] run {id}: {e}", way.kernel),

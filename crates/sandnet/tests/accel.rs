@@ -201,6 +201,23 @@ fn wrapper(dir: &Path, on_kvm: &str) -> (PathBuf, PathBuf) {
     (path, log)
 }
 
+/// Kills every wrapper logged in `log` on drop (a wrapper that `exec`s `sleep` no longer
+/// names the test's directory, so nothing else would find it when an assertion fails).
+struct ReapLogged(PathBuf);
+
+impl Drop for ReapLogged {
+    fn drop(&mut self) {
+        for (_, pid) in invocations(&self.0) {
+            // Still the wrapper that became `sleep` (not a reused pid).
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).starts_with("sleep\u{0}600") {
+                // SAFETY: kill(2) of a wrapper process this test's QEMU path started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 fn invocations(log: &Path) -> Vec<(String, u32)> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -413,6 +430,7 @@ fn concurrent_runs_try_kvm_once() {
 fn qemu_hanging_under_kvm_is_killed_and_tcg_used() {
     let scratch = TempDir::new("acc-hang");
     let (qemu, log) = wrapper(&scratch, "exec sleep 600");
+    let _reap = ReapLogged(log.clone());
     let env = Env::new("acc-hang", &qemu_config(&qemu));
     let pod = PodPair::new("acc-hang");
     let t0 = Instant::now();

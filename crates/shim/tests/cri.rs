@@ -1,7 +1,7 @@
 //! The real CRI flow through a private containerd 1.6 and the sandnet shim: RunPodSandbox
 //! boots a VM in the pod namespace containerd made, Stop/Remove leave the host as before.
 //! Needs root, containerd, the guest kernel and the static agent (`scripts/build-agent`);
-//! run with `SANDNET_ACCEL=tcg` where KVM does not work.
+//! where KVM does not work the accelerator falls back to TCG by itself.
 
 mod common;
 

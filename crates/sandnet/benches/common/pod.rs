@@ -8,9 +8,24 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The accelerator `run --json` reported, with its reason shortened for a summary line.
+pub fn accel_label(out: &Value) -> String {
+    let why = out["accel_reason"].as_str().unwrap_or("");
+    // A factory VM's reason names the VM first: one line for all of them.
+    let (vm, why) = match why.split_once(": ") {
+        Some((p, rest)) if p.starts_with("factory VM") => ("factory VM: ", rest),
+        _ => ("", why),
+    };
+    let why = why
+        .trim_end_matches(" (remembered for this boot)")
+        .trim_end_matches("; using TCG");
+    format!("{} ({vm}{why})", out["accel"].as_str().unwrap_or("?"))
+}
+
+/// The median (0 for no values).
 pub fn median(mut v: Vec<u64>) -> u64 {
-    v.sort();
-    v[v.len() / 2]
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 pub fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
@@ -88,15 +103,22 @@ impl Sandnet {
 
 impl Drop for Sandnet {
     fn drop(&mut self) {
-        // A factory first (a panicking bench may have left one running), then the rest.
-        let _ = Command::new(env!("CARGO_BIN_EXE_sandnet"))
-            .args(["factory", "destroy"])
-            .env("SANDNET_STATE_DIR", &self.state)
-            .output();
-        let _ = Command::new(env!("CARGO_BIN_EXE_sandnet"))
-            .args(["gc"])
-            .env("SANDNET_STATE_DIR", &self.state)
-            .output();
+        // A panicking bench may leave a factory and live sandboxes: the factory first,
+        // then every sandbox (gc leaves live ones alone), then whatever process still
+        // names this state root — before the root itself goes.
+        let _ = self.cmd(&["factory", "destroy"]);
+        if let Ok(ps) = self.cmd(&["ps", "--json"]) {
+            for e in ps.as_array().into_iter().flatten() {
+                if let Some(id) = e["id"].as_str() {
+                    let _ = self.cmd(&["rm", "--force", id]);
+                }
+            }
+        }
+        let _ = self.cmd(&["gc"]);
+        for (pid, _) in sandnet_testkit::pids_mentioning(&self.state.display().to_string()) {
+            // SAFETY: plain kill(2) of a process of this bench's own state root.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
         let _ = std::fs::remove_dir_all(&self.state);
         let _ = std::fs::remove_file(&self.config);
     }

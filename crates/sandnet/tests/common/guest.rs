@@ -145,7 +145,22 @@ impl<'a> Sandbox<'a> {
 impl Drop for Sandbox<'_> {
     fn drop(&mut self) {
         let _ = self.env.sandnet(&["rm", "--force", &self.id]);
-        for pid in self.env.processes() {
+        // Only this sandbox's own processes (its QEMU's command line names its directory,
+        // its supervisor's its id): others of the same state root, a factory among them,
+        // are the test's to check and `Env`'s to sweep.
+        let dir = self.dir().display().to_string();
+        for (pid, cmd) in pids_mentioning(&self.id) {
+            if cmd.contains(&dir) || cmd.contains("__supervise") {
+                // SAFETY: plain kill(2) of a process of this test's sandbox.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for pid in self.processes() {
             // SAFETY: plain kill(2) of a process this test started (its command line
             // names the test's own state directory).
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
