@@ -206,6 +206,48 @@ impl AttachedEndpoint {
     }
 }
 
+/// Refuses a queue count outside `1..=MAX_QUEUES`.
+fn check_queues(queues: u16) -> Result<()> {
+    if queues == 0 || queues > MAX_QUEUES {
+        return Err(HostError::InvalidArgument(format!(
+            "queues must be between 1 and {MAX_QUEUES}, not {queues}"
+        )));
+    }
+    Ok(())
+}
+
+/// An endpoint's plan before the model fills its part: its tap's name (refused when a
+/// link of that name exists) and the routes through it.
+fn plan_endpoint(
+    model: &dyn Interworking,
+    scan: &ScanResult,
+    e: Endpoint,
+) -> Result<PlannedEndpoint> {
+    let tap_name = model.tap_name(&e);
+    if let Some(other) = scan.link_by_name(&tap_name) {
+        return Err(HostError::InvalidArgument(format!(
+            "cannot create {tap_name} for {}: a {} link of that name already exists",
+            e.name, other.interface.kind
+        )));
+    }
+    Ok(PlannedEndpoint {
+        routes: scan.routes_via(&e.name),
+        tap_name,
+        created_qdisc: false,
+        link_mac_during: None,
+        endpoint: e,
+    })
+}
+
+/// The error to report for an endpoint whose attach failed: that its link is gone, when
+/// it is (the caller's scan was stale), else the failure itself.
+async fn attach_error(nl: &Netlink, p: &PlannedEndpoint, e: HostError) -> HostError {
+    match nl.link_by_index(p.endpoint.index).await {
+        Ok(None) => HostError::LinkNotFound(p.endpoint.name.clone()),
+        _ => e,
+    }
+}
+
 /// Whether a link is sandnet's: marked with its alias, or (given its plan) the planned
 /// macvtap on its link wearing the link's original MAC — unmarked only if attach died
 /// between creating and marking it.
@@ -235,12 +277,7 @@ pub async fn attach_scanned(
     scan: &ScanResult,
     opts: &AttachOptions,
 ) -> Result<Vec<AttachedEndpoint>> {
-    if opts.queues == 0 || opts.queues > MAX_QUEUES {
-        return Err(HostError::InvalidArgument(format!(
-            "queues must be between 1 and {MAX_QUEUES}, not {}",
-            opts.queues
-        )));
-    }
+    check_queues(opts.queues)?;
     let id = ns.id()?;
     let eps = endpoints(scan);
     let model = driver(opts.model);
@@ -268,33 +305,12 @@ pub async fn attach_scanned(
         }
     }
 
-    let mut plan = Vec::with_capacity(eps.len());
-    for e in eps {
-        let tap_name = model.tap_name(&e);
-        if let Some(other) = scan.link_by_name(&tap_name) {
-            return Err(HostError::InvalidArgument(format!(
-                "cannot create {tap_name} for {}: a {} link of that name already exists",
-                e.name, other.interface.kind
-            )));
-        }
-        plan.push(PlannedEndpoint {
-            routes: scan.routes_via(&e.name),
-            tap_name,
-            created_qdisc: false,
-            link_mac_during: None,
-            endpoint: e,
-        });
-    }
+    let mut plan = eps
+        .into_iter()
+        .map(|e| plan_endpoint(model, scan, e))
+        .collect::<Result<Vec<_>>>()?;
     model.plan(nl, &mut plan).await?;
-    let mut state = AttachState {
-        version: 1,
-        netns: ns.display(),
-        netns_id: id,
-        model: opts.model,
-        queues: opts.queues,
-        complete: false,
-        endpoints: plan,
-    };
+    let mut state = AttachState::new(ns, id, opts, plan);
     save_state(&opts.state_dir, &state)?;
 
     // Whatever must happen inside the namespace happens in one trip; then every endpoint
@@ -321,10 +337,7 @@ pub async fn attach_scanned(
     }
     if let Some((p, e)) = failure {
         drop(attached);
-        let e = match nl.link_by_index(p.endpoint.index).await {
-            Ok(None) => HostError::LinkNotFound(p.endpoint.name.clone()),
-            _ => e,
-        };
+        let e = attach_error(nl, p, e).await;
         let mut report = DetachReport::default();
         let undo_errors = undo(nl, &state, &opts.state_dir, &mut report).await;
         if undo_errors.is_empty() {

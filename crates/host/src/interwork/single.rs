@@ -7,8 +7,8 @@
 
 use super::state::{lock_state, remove_state, save_state};
 use super::{
-    driver, is_sandnet_link, load_state, AttachCx, AttachOptions, AttachState, AttachedEndpoint,
-    DetachReport, PlannedEndpoint, UndoStage, MAX_QUEUES,
+    attach_error, check_queues, driver, is_sandnet_link, load_state, plan_endpoint, AttachCx,
+    AttachOptions, AttachState, AttachedEndpoint, DetachReport, PlannedEndpoint, UndoStage,
 };
 use crate::endpoint::classify;
 use crate::error::{HostError, Result};
@@ -30,12 +30,7 @@ pub async fn attach_link(
     opts: &AttachOptions,
     name: &str,
 ) -> Result<AttachedEndpoint> {
-    if opts.queues == 0 || opts.queues > MAX_QUEUES {
-        return Err(HostError::InvalidArgument(format!(
-            "queues must be between 1 and {MAX_QUEUES}, not {}",
-            opts.queues
-        )));
-    }
+    check_queues(opts.queues)?;
     let model = driver(opts.model);
     if !model.connects() {
         return Err(HostError::InvalidArgument(format!(
@@ -65,13 +60,9 @@ pub async fn attach_link(
             st
         }
         None => AttachState {
-            version: 1,
-            netns: ns.display(),
-            netns_id: id,
-            model: opts.model,
-            queues: opts.queues,
+            // Each plug completes on its own: the plan is whole between plugs.
             complete: true,
-            endpoints: vec![],
+            ..AttachState::new(ns, id, opts, vec![])
         },
     };
     if state
@@ -81,20 +72,7 @@ pub async fn attach_link(
     {
         return Err(HostError::LinkAttached(name.to_string()));
     }
-    let tap_name = model.tap_name(&e);
-    if let Some(other) = scan.link_by_name(&tap_name) {
-        return Err(HostError::InvalidArgument(format!(
-            "cannot create {tap_name} for {name}: a {} link of that name already exists",
-            other.interface.kind
-        )));
-    }
-    let mut planned = [PlannedEndpoint {
-        routes: scan.routes_via(&e.name),
-        tap_name,
-        created_qdisc: false,
-        link_mac_during: None,
-        endpoint: e,
-    }];
+    let mut planned = [plan_endpoint(model, scan, e)?];
     model.plan(nl, &mut planned).await?;
     let [p] = planned;
     state.endpoints.push(p.clone());
@@ -108,10 +86,7 @@ pub async fn attach_link(
     match model.attach_one(&cx, &p, pre).await {
         Ok(a) => Ok(a),
         Err(e) => {
-            let e = match nl.link_by_index(p.endpoint.index).await {
-                Ok(None) => HostError::LinkNotFound(p.endpoint.name.clone()),
-                _ => e,
-            };
+            let e = attach_error(nl, &p, e).await;
             let mut report = DetachReport::default();
             match undo_endpoint(nl, opts.model, &p, &mut report).await {
                 Ok(()) => {

@@ -49,6 +49,26 @@ pub struct AttachState {
     pub endpoints: Vec<PlannedEndpoint>,
 }
 
+impl AttachState {
+    /// A namespace's plan of `endpoints` with the caller's model and queues, not complete.
+    pub(crate) fn new(
+        ns: &crate::netns::NetNs,
+        id: NetNsId,
+        opts: &super::AttachOptions,
+        endpoints: Vec<PlannedEndpoint>,
+    ) -> AttachState {
+        AttachState {
+            version: 1,
+            netns: ns.display(),
+            netns_id: id,
+            model: opts.model,
+            queues: opts.queues,
+            complete: false,
+            endpoints,
+        }
+    }
+}
+
 /// The plan file of a namespace.
 pub(crate) fn state_path(dir: &Path, id: NetNsId) -> PathBuf {
     dir.join(format!("{id}.json"))
