@@ -81,8 +81,9 @@ pub async fn gc(root: &Path) -> Result<GcReport, sandbox::SandboxError> {
         .extend(crate::factory::remove_orphans(root).await);
     for id in sandbox::list(root)? {
         let paths = SandboxPaths::new(root, &id);
-        let (st, health) = teardown::health_of(root, &id);
+        // The lock first: with it held, the record read next cannot change under us.
         let free = SandboxLock::try_acquire(&paths.dir).ok().flatten();
+        let (st, health) = teardown::health_of(root, &id);
         let mut r = RemoveReport::default();
         let outcome = match (free, st, health) {
             // Held: its supervisor is at work. Only a supervisor whose VM is gone is told

@@ -164,7 +164,7 @@ esac
     }
     // bridge's ADD ran (the bridge exists) and was DELeted.
     assert!(
-        !h.ip_json(&["link", "show", "dev", &h.bridge])
+        !h.ip_json_if_exists(&["link", "show", "dev", &h.bridge])
             .as_array()
             .unwrap()
             .is_empty(),

@@ -304,14 +304,33 @@ impl Host {
         self.exec(&["iptables", "-t", table, "-S"])
     }
 
+    /// `ip -j` in the host namespace; a failing `ip` fails the test (so a check of what
+    /// is left cannot pass because nothing could be listed).
     pub fn ip_json(&self, args: &[&str]) -> Value {
+        self.ip_json_inner(args, false)
+    }
+
+    /// Like [`Host::ip_json`], but a device that does not exist lists as nothing.
+    pub fn ip_json_if_exists(&self, args: &[&str]) -> Value {
+        self.ip_json_inner(args, true)
+    }
+
+    fn ip_json_inner(&self, args: &[&str], absent_ok: bool) -> Value {
         let mut a = vec!["-j", "-n", &self.ns];
         a.extend_from_slice(args);
         let o = sh("ip", &a);
-        if !o.status.success() || o.stdout.iter().all(u8::is_ascii_whitespace) {
+        if !o.status.success() {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                absent_ok && err.contains("does not exist"),
+                "ip {a:?} failed: {err}"
+            );
             return Value::Array(vec![]);
         }
-        serde_json::from_slice(&o.stdout).unwrap_or(Value::Array(vec![]))
+        if o.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Value::Array(vec![]);
+        }
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("ip {a:?}: not JSON ({e})"))
     }
 
     /// Pings `ip` from the host namespace (a few tries: the guest's ARP may be cold).
@@ -406,7 +425,7 @@ impl Host {
             bad.push(format!("veth {} ({})", l["ifname"], l["master"]));
         }
         for l in self
-            .ip_json(&["link", "show", "master", &self.bridge])
+            .ip_json_if_exists(&["link", "show", "master", &self.bridge])
             .as_array()
             .into_iter()
             .flatten()
@@ -417,7 +436,12 @@ impl Host {
             "ip",
             &["netns", "exec", &self.ns, "tc", "-j", "qdisc", "show"],
         );
-        let q: Value = serde_json::from_slice(&q.stdout).unwrap_or(Value::Null);
+        assert!(
+            q.status.success(),
+            "tc qdisc show: {}",
+            String::from_utf8_lossy(&q.stderr)
+        );
+        let q: Value = serde_json::from_slice(&q.stdout).expect("tc -j qdisc show: JSON");
         for d in q.as_array().into_iter().flatten() {
             if d["kind"] == "ingress" || d["kind"] == "clsact" {
                 bad.push(format!("qdisc {} on {}", d["kind"], d["dev"]));
