@@ -133,6 +133,11 @@ impl KvmTrial {
     }
 }
 
+/// Fault-injection knob for tests: `SANDNET_KVM_PROBE=pass` makes auto mode go straight to
+/// the KVM trial (no /dev/kvm check, no probe), so the fallback can be tested with a QEMU
+/// wrapper that fails under KVM on any machine. Unset in production.
+pub const PROBE_ENV: &str = "SANDNET_KVM_PROBE";
+
 /// Decides the accelerator for a VM of QEMU binary `qemu`, with verdicts kept in `cache_dir`
 /// (created when missing). Blocks while another process holds the cache lock (at most
 /// [`LOCK_WAIT`]); call it from a blocking context.
@@ -150,7 +155,8 @@ pub fn choose(mode: AccelMode, cache_dir: &Path, qemu: &Path) -> Result<Choice> 
         AccelMode::Kvm => return fixed(Accel::Kvm, source),
         AccelMode::Auto => {}
     }
-    if !Path::new("/dev/kvm").exists() {
+    let skip_probe = std::env::var(PROBE_ENV).is_ok_and(|v| v == "pass");
+    if !skip_probe && !Path::new("/dev/kvm").exists() {
         return fixed(Accel::Tcg, "/dev/kvm does not exist".into());
     }
     let cache = VerdictCache::new(cache_dir, qemu)?;
@@ -166,7 +172,12 @@ pub fn choose(mode: AccelMode, cache_dir: &Path, qemu: &Path) -> Result<Choice> 
     if let Some(v) = cache.read() {
         return fixed(v.accel, format!("{} (remembered for this boot)", v.reason));
     }
-    match kvm::probe(Duration::from_secs(2)) {
+    let probed = if skip_probe {
+        Ok(format!("probe skipped: {PROBE_ENV}=pass"))
+    } else {
+        kvm::probe(Duration::from_secs(2))
+    };
+    match probed {
         Err(why) => {
             cache.write(Accel::Tcg, &why)?;
             fixed(Accel::Tcg, why)
