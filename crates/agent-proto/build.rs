@@ -6,6 +6,7 @@ use ttrpc_codegen::{Codegen, Customize, ProtobufCustomize};
 fn main() {
     let protos = [
         "protos/types.proto",
+        "protos/oci.proto",
         "protos/health.proto",
         "protos/agent.proto",
         "protos/sandnet.proto",
@@ -33,6 +34,7 @@ fn main() {
     let mut mods = String::new();
     for m in [
         "types",
+        "oci",
         "health",
         "agent",
         "sandnet",

@@ -183,6 +183,11 @@ impl AgentClient {
         self
     }
 
+    /// The ttrpc connection underneath (to forward raw requests over it).
+    pub fn raw(&self) -> &Client {
+        &self.raw
+    }
+
     /// The per-call timeout.
     pub fn call_timeout(&self) -> Duration {
         self.call_timeout

@@ -26,7 +26,7 @@ pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/modules.rs"));
 }
 
-pub use generated::{agent, agent_ttrpc, health, health_ttrpc, sandnet, sandnet_ttrpc, types};
+pub use generated::{agent, agent_ttrpc, health, health_ttrpc, oci, sandnet, sandnet_ttrpc, types};
 
 /// Re-export of the protobuf crate the generated code is built against.
 pub use protobuf;

@@ -69,6 +69,9 @@ pub struct SandboxRequest {
     pub hotplug_network: Option<bool>,
     /// Take a ready VM from the factory when there is one (default true).
     pub use_factory: bool,
+    /// The sandbox will run containers: its VM gets the shared directory of
+    /// `[hypervisor.qemu] shared_fs` (default false).
+    pub shared_dir: bool,
     /// The configuration (VM parameters, CNI defaults, runtime policy).
     pub config: Config,
 }
@@ -87,6 +90,7 @@ impl SandboxRequest {
             allow_host_netns: false,
             hotplug_network: None,
             use_factory: true,
+            shared_dir: false,
             config,
         }
     }
@@ -190,6 +194,11 @@ impl Runtime {
             netmon: cfg.netmon.enable,
             hotplug_network: req.hotplug_network.unwrap_or(cfg.runtime.hotplug_network),
             use_factory: req.use_factory,
+            shared_fs: if req.shared_dir {
+                cfg.qemu.shared_fs
+            } else {
+                crate::shared::SharedFs::None
+            },
         })
     }
 
@@ -305,6 +314,28 @@ impl Sandbox {
     /// What `run` reported when it became ready (only on the handle `run` returned).
     pub fn ready(&self) -> Option<&RunOutput> {
         self.ready.as_ref()
+    }
+
+    /// Its shared directory for containers' files: the host directory and how the guest
+    /// mounts it (`SharedFs::None` for a sandbox started without one).
+    pub fn shared_dir(&self) -> Result<crate::shared::SharedDir> {
+        let paths = SandboxPaths::new(&self.root, &self.id);
+        let spec = crate::spec::RunSpec::load(&paths)?;
+        Ok(crate::shared::SharedDir {
+            host: paths.shared,
+            fs: spec.shared_fs,
+        })
+    }
+
+    /// How the guest mounts its shared directory (see [`Sandbox::shared_dir`]).
+    pub fn shared_fs(&self) -> Result<crate::shared::SharedFs> {
+        Ok(self.shared_dir()?.fs)
+    }
+
+    /// The supervisor's socket for container calls (`grpc.AgentService`, forwarded to the
+    /// guest's agent).
+    pub fn containers_socket(&self) -> PathBuf {
+        SandboxPaths::new(&self.root, &self.id).agent
     }
 
     /// Its persisted record.

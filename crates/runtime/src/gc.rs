@@ -126,7 +126,7 @@ pub async fn gc(root: &Path) -> Result<GcReport, sandbox::SandboxError> {
                 continue;
             }
             if let Ok(Some(_lock)) = SandboxLock::try_acquire(&p.dir) {
-                if !p.state.exists() && std::fs::remove_dir_all(&p.dir).is_ok() {
+                if !p.state.exists() && crate::shared::remove_sandbox_dir(&p).is_ok() {
                     rep.actions
                         .push(format!("removed incomplete {}", p.dir.display()));
                 }

@@ -65,13 +65,13 @@ pub async fn launch(
         Ok(Some(l)) => l,
         Ok(None) => return Err(SandboxError::Exists(spec.id.clone()).into()),
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&paths.dir);
+            let _ = crate::shared::remove_sandbox_dir(&paths);
             return Err(e.into());
         }
     };
     let r = launch_in(root, &paths, spec, &lock, &mut supervisor, on_progress).await;
     if r.is_err() && !paths.state.exists() {
-        let _ = std::fs::remove_dir_all(&paths.dir);
+        let _ = crate::shared::remove_sandbox_dir(&paths);
     }
     drop(lock);
     r
@@ -94,7 +94,16 @@ async fn launch_in(
     sandbox::write_private(&spec_path(paths), &body)?;
     let log = sandbox::create_private_file(&paths.log).map_err(io(&paths.log))?;
     let lock_fd = lock.raw_fd();
-    if spec.use_factory {
+    if spec.use_factory && spec.shared_fs != crate::shared::SharedFs::None {
+        // A factory VM booted with no shared directory, in the factory's mount namespace:
+        // it cannot see the mounts a shim makes for containers.
+        tracing::info!(
+            "sandbox {}: not taking a factory VM: factory VMs have no shared directory for \
+             containers; booting its own",
+            spec.id
+        );
+    }
+    if spec.use_factory && spec.shared_fs == crate::shared::SharedFs::None {
         let (r, id, vm) = (root.to_path_buf(), spec.id.clone(), spec.vm.clone());
         let taken = tokio::task::spawn_blocking(move || factory::take(&r, &id, &vm, lock_fd))
             .await

@@ -19,6 +19,7 @@ pub mod netapi;
 pub mod podnet;
 pub mod report;
 pub mod sandbox;
+pub mod shared;
 pub mod spec;
 pub mod supervisor;
 pub mod teardown;

@@ -2,6 +2,7 @@
 //! what `run` reports once it is up.
 
 use crate::sandbox::{SandboxError, SandboxPaths};
+use crate::shared::SharedFs;
 use sandnet_model::InterworkingModel as Model;
 use sandnet_model::{Dns, Interface};
 use serde::{Deserialize, Serialize};
@@ -92,10 +93,18 @@ pub struct RunSpec {
     /// Take a ready VM from the factory when one booted with these VM parameters is there.
     #[serde(default = "yes")]
     pub use_factory: bool,
+    /// The shared directory for containers' files (`none` for a sandbox without
+    /// containers, e.g. `sandnet run`'s).
+    #[serde(default = "no_share")]
+    pub shared_fs: SharedFs,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn no_share() -> SharedFs {
+    SharedFs::None
 }
 
 /// What `run` reports.

@@ -188,7 +188,7 @@ pub(crate) fn finish(
                     }
                 }
             }
-            std::fs::remove_dir_all(&paths.dir)
+            crate::shared::remove_sandbox_dir(paths)
                 .map_err(|e| TeardownError::step(&st.id, "remove state", e))?;
             rep.actions.push(format!("removed {}", paths.dir.display()));
             Ok(())
@@ -346,7 +346,8 @@ async fn cleanup_unreadable(
         rep.actions
             .push(format!("deleted network namespace {name}"));
     }
-    std::fs::remove_dir_all(&paths.dir).map_err(|e| TeardownError::step(id, "remove state", e))?;
+    crate::shared::remove_sandbox_dir(&paths)
+        .map_err(|e| TeardownError::step(id, "remove state", e))?;
     rep.actions.push(format!("removed {}", paths.dir.display()));
     Ok(())
 }
@@ -448,7 +449,7 @@ async fn remove_in(
         Ok(mut st) => cleanup_locked(root, &mut st, rep).await,
         Err(sandbox::SandboxError::NotFound(_)) => {
             // A directory whose supervisor never recorded anything: nothing was created.
-            std::fs::remove_dir_all(&paths.dir)
+            crate::shared::remove_sandbox_dir(&paths)
                 .map_err(|e| TeardownError::step(id, "remove state", e))?;
             rep.actions
                 .push(format!("removed incomplete {}", paths.dir.display()));

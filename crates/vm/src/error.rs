@@ -36,6 +36,10 @@ pub enum VmError {
     #[error("initramfs: {0}")]
     Initramfs(String),
     /// A VM specification that cannot be turned into a QEMU command line.
+    /// The shared directory's daemon (virtiofsd) did not start.
+    #[error("shared directory daemon: {0}")]
+    ShareDaemon(String),
+    /// The VM spec is not usable.
     #[error("invalid VM spec: {0}")]
     InvalidSpec(String),
     /// QEMU could not be started.

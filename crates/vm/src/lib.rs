@@ -20,6 +20,7 @@ pub mod nic;
 pub mod qemu;
 pub mod qmp;
 pub mod qmp_wire;
+pub mod share;
 
 pub use accel::{AccelMode, Choice, KvmTrial};
 pub use console::{rotated_path, DEFAULT_CONSOLE_CAP};
@@ -38,3 +39,4 @@ pub use qemu::{
     DEFAULT_QEMU, QBOOT_ROM,
 };
 pub use qmp::{QmpClient, QmpEvent, VmStatus};
+pub use share::{ShareDaemon, ShareSpec, ShareTransport, VIRTIOFSD};

@@ -62,6 +62,7 @@ pub(super) const QEMU_KEYS: &[&str] = &[
     "disable_vhost_net",
     "hotplug_ports",
     "accel",
+    "shared_fs",
 ];
 /// `[hypervisor.qemu]` keys of Kata's file that sandnet ignores.
 pub(super) const KATA_QEMU_KEYS: &[&str] = &[
@@ -84,7 +85,6 @@ pub(super) const KATA_QEMU_KEYS: &[&str] = &[
     "memory_offset",
     "enable_virtio_mem",
     "disable_block_device_use",
-    "shared_fs",
     "virtio_fs_daemon",
     "valid_virtio_fs_daemon_paths",
     "virtio_fs_cache_size",

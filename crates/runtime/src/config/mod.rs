@@ -142,6 +142,9 @@ pub struct QemuConfig {
     /// `accel` (sandnet's own): `auto` (default: KVM where a guest really runs under it,
     /// else TCG), `kvm` or `tcg`. `$SANDNET_ACCEL` overrides it.
     pub accel: AccelMode,
+    /// `shared_fs` (Kata's key): how containers' files reach the guest of a sandbox that
+    /// runs containers (the shim's): `virtio-9p` (default), `virtio-fs` or `none`.
+    pub shared_fs: crate::shared::SharedFs,
 }
 
 /// The `[cni]` section (sandnet's own): where CNI network configurations, plugins and the
@@ -183,6 +186,7 @@ impl Default for QemuConfig {
             disable_vhost_net: false,
             hotplug_ports: DEFAULT_HOTPLUG_PORTS,
             accel: AccelMode::Auto,
+            shared_fs: crate::shared::SharedFs::default(),
         }
     }
 }

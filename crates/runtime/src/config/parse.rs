@@ -135,6 +135,15 @@ impl Parser<'_> {
                     }
                     out.hotplug_ports = n as u32;
                 }
+                "shared_fs" => {
+                    let s = self.string(v, &key)?;
+                    out.shared_fs = crate::shared::SharedFs::parse(s).ok_or_else(|| {
+                        self.invalid(
+                            &key,
+                            format!("must be \"virtio-9p\", \"virtio-fs\" or \"none\", got {s:?}"),
+                        )
+                    })?;
+                }
                 "accel" => {
                     out.accel = self
                         .string(v, &key)?

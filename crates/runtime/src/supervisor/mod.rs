@@ -4,9 +4,11 @@
 //! the control socket (`serve.rs`) until it is told to stop, and tears down.
 
 mod bootfirst;
+pub mod containers;
 mod hotplug;
 mod netmon;
 mod serve;
+mod share;
 mod steps;
 
 use crate::error::RuntimeError;
@@ -116,6 +118,7 @@ pub async fn supervise_with(
         agent: None,
         applied: BTreeMap::new(),
         own_links: sandnet_host::OwnLinks::new(),
+        containers: None,
     };
     // Held until the process is gone: `rm` waiting for the lock then knows the supervisor
     // has exited, not just finished its teardown.
@@ -146,6 +149,14 @@ pub async fn supervise_with(
                     return 1;
                 }
             };
+            if sv.spec.shared_fs != crate::shared::SharedFs::None {
+                if let Err(e) = sv.serve_containers().await {
+                    let error = format!("sandbox {id}: {e}");
+                    let _ = sv.teardown(true).await;
+                    report(&Ready::Failed { error });
+                    return 1;
+                }
+            }
             // Recorded as running only now that its control socket is there, so whoever
             // reads `running` can reach it.
             sv.state.status = Status::Running;
@@ -191,6 +202,8 @@ struct Supervisor {
     /// sandnet's own links in the pod namespace, whose events the monitor drops (taps are
     /// named here before they exist: their first event carries no alias yet).
     own_links: sandnet_host::OwnLinks,
+    /// The server of `containers.sock` (sandboxes with a shared directory).
+    containers: Option<sandnet_agent_proto::ttrpc::r#async::Server>,
 }
 
 /// What the guest was last given for one pod link: what the monitor compares against.
@@ -218,6 +231,23 @@ fn ms(since: Instant) -> u64 {
 }
 
 impl Supervisor {
+    /// Serves `containers.sock` over the agent connection.
+    async fn serve_containers(&mut self) -> Result<(), RuntimeError> {
+        let Some(agent) = self.agent.as_ref() else {
+            return Err(RuntimeError::Supervisor(
+                "no agent connection to serve container calls over".into(),
+            ));
+        };
+        let s = containers::serve(&self.paths.agent, agent.raw())
+            .await
+            .map_err(|source| RuntimeError::Io {
+                step: format!("serve {}", self.paths.agent.display()),
+                source,
+            })?;
+        self.containers = Some(s);
+        Ok(())
+    }
+
     fn save(&self) {
         if let Err(e) = self.state.save(&self.paths) {
             tracing::error!("{e}");
@@ -245,6 +275,9 @@ impl Supervisor {
         self.state.step = Some("qemu_stop".into());
         self.save();
         self.agent = None;
+        if let Some(mut s) = self.containers.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.shutdown()).await;
+        }
         let t = Instant::now();
         let mut r = Ok(());
         if let Some(mut q) = self.qemu.take() {

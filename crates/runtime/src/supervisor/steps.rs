@@ -264,7 +264,12 @@ impl Supervisor {
         nics: Vec<BootNic>,
         timings: &mut Timings,
     ) -> Result<(sandnet_vm::Accel, AgentClient)> {
-        let make_spec = |accel| crate::boot::vm_spec(&spec.vm, &img.kernel, &img.initrd, accel);
+        let share = self.prepare_share(spec)?;
+        let make_spec = |accel| {
+            let mut vs = crate::boot::vm_spec(&spec.vm, &img.kernel, &img.initrd, accel);
+            vs.share = share.clone();
+            vs
+        };
         let vhost = !spec.vm.disable_vhost_net && Path::new("/dev/vhost-net").exists();
         self.begin("boot").await;
         let cache_dir = accel_dir(&self.root);

@@ -37,6 +37,8 @@ pub struct VmSpec {
     pub hotplug_ports: u32,
     /// Add a `vhost-vsock-pci` device with this guest CID (hosts with `/dev/vhost-vsock`).
     pub vsock_cid: Option<u32>,
+    /// A host directory shared with the guest (containers' files).
+    pub share: Option<crate::share::ShareSpec>,
     /// Extra arguments appended verbatim.
     pub extra_args: Vec<String>,
     /// Cap of `console.log` in bytes; the rotated `console.log.1` holds as much again.
@@ -60,6 +62,7 @@ impl VmSpec {
             nics: Vec::new(),
             hotplug_ports: 4,
             vsock_cid: None,
+            share: None,
             extra_args: Vec::new(),
             console_cap: DEFAULT_CONSOLE_CAP,
         }
@@ -297,6 +300,10 @@ impl VmSpec {
                 "-device",
                 &format!("vhost-vsock-pci,id=vsock0,guest-cid={cid}"),
             ]);
+        }
+        if let Some(share) = &self.share {
+            let sa = share.qemu_args(self.memory_mib);
+            push(&sa.iter().map(String::as_str).collect::<Vec<_>>());
         }
         push(&["-pidfile", &path_str(&paths.pid)]);
         a.extend(self.extra_args.iter().cloned());

@@ -33,6 +33,10 @@ impl Qemu {
                 Err(e) => return Err(VmError::io("removing stale", stale, e)),
             }
         }
+        let share_daemon = match &spec.share {
+            Some(s) => s.start_daemon(state_dir).await?,
+            None => None,
+        };
         let console = ConsoleDrain::start(&paths.console_sock, &paths.console, spec.console_cap)?;
         let log = crate::console::create_private(&paths.log)
             .map_err(|e| VmError::io("creating", &paths.log, e))?;
@@ -100,6 +104,7 @@ impl Qemu {
             started,
             qmp: None,
             _console: console,
+            share_daemon,
         };
         match proc.wait_ready(READY_TIMEOUT).await {
             Ok(q) => proc.qmp = Some(q),
@@ -124,6 +129,8 @@ pub struct QemuProcess {
     qmp: Option<QmpClient>,
     /// Drains the console while QEMU runs; stops when dropped.
     _console: ConsoleDrain,
+    /// The shared directory's daemon (virtio-fs), stopped after QEMU.
+    share_daemon: Option<crate::share::ShareDaemon>,
 }
 
 impl QemuProcess {
@@ -243,14 +250,19 @@ impl QemuProcess {
 
     /// Kills QEMU (SIGKILL) and reaps it; does nothing if it already exited.
     pub async fn kill(&mut self) -> Result<()> {
-        if self.try_wait()?.is_some() {
-            return Ok(());
+        let r = if self.try_wait()?.is_some() {
+            Ok(())
+        } else {
+            match self.child.kill().await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+                Err(e) => Err(VmError::io("killing QEMU, log", &self.paths.log, e)),
+            }
+        };
+        if let Some(mut d) = self.share_daemon.take() {
+            d.stop().await;
         }
-        match self.child.kill().await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
-            Err(e) => Err(VmError::io("killing QEMU, log", &self.paths.log, e)),
-        }
+        r
     }
 }
 

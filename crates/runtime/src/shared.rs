@@ -1,0 +1,232 @@
+//! The sandbox's shared directory: one host directory per sandbox (`<state>/<id>/shared`)
+//! that the guest mounts at [`GUEST_DIR`]. Container root filesystems and the spec's bind
+//! mounts reach the guest through it: the shim mounts them below the host directory, the
+//! agent mounts the share once (Kata's `Storage`) and containers use guest paths below it.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where the guest mounts the share.
+pub const GUEST_DIR: &str = "/run/sandnet/shared";
+/// The share's mount tag (virtio-9p `mount_tag`, virtio-fs `tag`).
+pub const MOUNT_TAG: &str = "sandnet";
+/// virtio-9p's largest message: bigger than Kata's default (8 KiB) because reads of
+/// container files under TCG are bound by the number of round trips.
+pub const MSIZE_9P: u32 = 512 * 1024;
+
+/// How the share reaches the guest (`[hypervisor.qemu] shared_fs`, Kata's key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharedFs {
+    /// No share: the sandbox cannot run containers.
+    None,
+    /// virtio-9p, served by QEMU itself.
+    #[default]
+    #[serde(rename = "virtio-9p")]
+    Virtio9p,
+    /// virtio-fs, served by a `virtiofsd` per sandbox; guest memory is a shared memfd.
+    #[serde(rename = "virtio-fs")]
+    VirtioFs,
+}
+
+impl SharedFs {
+    /// Parses the configuration value.
+    pub fn parse(s: &str) -> Option<SharedFs> {
+        match s {
+            "none" | "" => Some(SharedFs::None),
+            "virtio-9p" => Some(SharedFs::Virtio9p),
+            "virtio-fs" => Some(SharedFs::VirtioFs),
+            _ => None,
+        }
+    }
+
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SharedFs::None => "none",
+            SharedFs::Virtio9p => "virtio-9p",
+            SharedFs::VirtioFs => "virtio-fs",
+        }
+    }
+
+    /// How the guest mounts the share: the fields of Kata's `Storage` message; `None`
+    /// without a share.
+    pub fn guest_mount(self) -> Option<GuestMount> {
+        let (driver, fstype, options) = match self {
+            SharedFs::None => return None,
+            SharedFs::Virtio9p => (
+                "9p",
+                "9p",
+                vec![
+                    "trans=virtio".to_string(),
+                    "version=9p2000.L".to_string(),
+                    format!("msize={MSIZE_9P}"),
+                    "cache=mmap".to_string(),
+                ],
+            ),
+            SharedFs::VirtioFs => ("virtio-fs", "virtiofs", vec![]),
+        };
+        Some(GuestMount {
+            driver: driver.to_string(),
+            source: MOUNT_TAG.to_string(),
+            fstype: fstype.to_string(),
+            options,
+            mount_point: GUEST_DIR.to_string(),
+        })
+    }
+}
+
+/// One guest mount, as Kata's `Storage` message carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    /// `9p` or `virtio-fs`.
+    pub driver: String,
+    /// The mount tag.
+    pub source: String,
+    /// The file system type for mount(2).
+    pub fstype: String,
+    /// mount(2) data options.
+    pub options: Vec<String>,
+    /// Where in the guest.
+    pub mount_point: String,
+}
+
+/// The host side of a sandbox's share and the guest path of anything below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDir {
+    /// The host directory (`<state>/<id>/shared`).
+    pub host: PathBuf,
+    /// How it reaches the guest.
+    pub fs: SharedFs,
+}
+
+impl SharedDir {
+    /// The guest path of `rel` (relative to the share).
+    pub fn guest_path(&self, rel: &Path) -> PathBuf {
+        Path::new(GUEST_DIR).join(rel)
+    }
+
+    /// The host path of `rel`.
+    pub fn host_path(&self, rel: &Path) -> PathBuf {
+        self.host.join(rel)
+    }
+}
+
+/// Mount points at or below `dir` in this process's mount namespace, deepest first.
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let oct = &b[i + 1..i + 4];
+            let v = std::str::from_utf8(oct)
+                .ok()
+                .and_then(|o| u8::from_str_radix(o, 8).ok());
+            if let Some(v) = v {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+/// Detaches every mount at or below `dir` (what a dead shim left in the share), so that
+/// removing the sandbox's directory can never reach into a container's rootfs or volume.
+/// Returns one line per mount that could not be detached.
+pub fn unmount_below(dir: &Path) -> Vec<String> {
+    let mut failed = Vec::new();
+    for m in mounts_below(dir) {
+        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+            if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
+                failed.push(format!("unmount {}: {e}", m.display()));
+            }
+        }
+    }
+    failed
+}
+
+/// Removes `dir` and everything below it that is on the same file system: a directory on
+/// another file system (a mount this namespace cannot see as such, or one that could not
+/// be detached) is left alone, and so is its parent chain. Missing is fine.
+pub fn remove_tree_same_fs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let top = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    fn walk(p: &Path, dev: u64) -> std::io::Result<()> {
+        let m = std::fs::symlink_metadata(p)?;
+        if !m.is_dir() {
+            return std::fs::remove_file(p);
+        }
+        if m.dev() != dev {
+            return Err(std::io::Error::other(format!(
+                "{} is on another file system (a mount): left in place",
+                p.display()
+            )));
+        }
+        for e in std::fs::read_dir(p)? {
+            walk(&e?.path(), dev)?;
+        }
+        std::fs::remove_dir(p)
+    }
+    walk(dir, top.dev())
+}
+
+/// Removes a sandbox's state directory: first whatever is still mounted in its share
+/// (detached), then the tree, never crossing into another file system.
+pub fn remove_sandbox_dir(paths: &crate::sandbox::SandboxPaths) -> std::io::Result<()> {
+    let failed = unmount_below(&paths.shared);
+    if !failed.is_empty() {
+        return Err(std::io::Error::other(failed.join("; ")));
+    }
+    remove_tree_same_fs(&paths.dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for f in [SharedFs::None, SharedFs::Virtio9p, SharedFs::VirtioFs] {
+            assert_eq!(SharedFs::parse(f.as_str()), Some(f));
+        }
+        assert_eq!(SharedFs::parse("nfs"), None);
+        let m = SharedFs::Virtio9p.guest_mount().unwrap();
+        assert_eq!(m.fstype, "9p");
+        assert!(m.options.iter().any(|o| o == "trans=virtio"));
+        assert!(SharedFs::None.guest_mount().is_none());
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(
+            unescape_mountinfo("/run/a\\040b/c"),
+            PathBuf::from("/run/a b/c")
+        );
+        assert_eq!(unescape_mountinfo("/x\\"), PathBuf::from("/x\\"));
+    }
+}
