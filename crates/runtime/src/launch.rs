@@ -103,12 +103,32 @@ async fn launch_in(
             spec.id
         );
     }
-    if spec.use_factory && spec.shared_fs == crate::shared::SharedFs::None {
+    // The pod namespace goes to a factory VM as a descriptor opened here: its path may only
+    // resolve in this mount namespace (containerd's netns mounts are in its own).
+    let netns = match &spec.netns {
+        Some(n) if spec.use_factory => match n
+            .parse::<sandnet_host::NetNsRef>()
+            .and_then(|r| sandnet_host::NetNs::open(&r))
+        {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                tracing::info!("sandbox {}: not taking a factory VM: {e}", spec.id);
+                None
+            }
+        },
+        _ => None,
+    };
+    let factory_ok = spec.netns.is_none() || netns.is_some();
+    if spec.use_factory && factory_ok && spec.shared_fs == crate::shared::SharedFs::None {
         let (r, id, vm) = (root.to_path_buf(), spec.id.clone(), spec.vm.clone());
-        let taken = tokio::task::spawn_blocking(move || factory::take(&r, &id, &vm, lock_fd))
-            .await
-            .ok()
-            .flatten();
+        let netns_fd = netns
+            .as_ref()
+            .map(|n| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(n)));
+        let taken =
+            tokio::task::spawn_blocking(move || factory::take(&r, &id, &vm, lock_fd, netns_fd))
+                .await
+                .ok()
+                .flatten();
         if let Some(t) = taken {
             on_progress(&format!("factory VM {}", t.vm));
             let stream = t

@@ -21,10 +21,12 @@ pub enum SharedFs {
     /// No share: the sandbox cannot run containers.
     None,
     /// virtio-9p, served by QEMU itself.
-    #[default]
     #[serde(rename = "virtio-9p")]
     Virtio9p,
     /// virtio-fs, served by a `virtiofsd` per sandbox; guest memory is a shared memfd.
+    /// The default: file reads in the guest took 0.4-0.55x the time of virtio-9p's under
+    /// TCG here (`cargo bench -p sandnet --bench share`), as in Kata 2.
+    #[default]
     #[serde(rename = "virtio-fs")]
     VirtioFs,
 }

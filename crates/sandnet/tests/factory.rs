@@ -140,3 +140,88 @@ fn a_dead_vm_is_replaced_and_a_killed_factory_leaves_nothing_after_gc() {
     assert!(left.is_empty(), "{left:?}");
     drop(f);
 }
+
+/// containerd keeps its pod netns mounts in a mount namespace of its own; the factory's
+/// VMs live in the host's. `run --netns PATH` from such a namespace, where PATH does not
+/// resolve in the factory's, still takes a factory VM: the namespace is handed over as a
+/// descriptor.
+#[test]
+fn a_netns_path_only_the_taker_sees_is_handed_over_as_a_descriptor() {
+    let p = PodPair::new("facmnt");
+    let env = Env::new("facmnt");
+    let f = Factory::init(&env, 1);
+    let vms = f.ready();
+    assert_eq!(vms.len(), 1, "{vms:?}");
+    // A private mount namespace, with the pod netns bind-mounted at a path that exists
+    // only there.
+    let mut holder = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sleep", "1000"])
+        .spawn()
+        .expect("unshare -m");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let own = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    wait_for("the mount namespace", Duration::from_secs(5), || {
+        std::fs::read_link(format!("/proc/{}/ns/mnt", holder.id())).is_ok_and(|l| l != own)
+    });
+    let pid = holder.id();
+    let _holder = Kill(std::mem::replace(
+        &mut holder,
+        std::process::Command::new("true").spawn().unwrap(),
+    ));
+    let _ = holder.wait();
+    let dir = env.state.join("private-netns");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pod");
+    let mnt = format!("--mount=/proc/{pid}/ns/mnt");
+    let st = std::process::Command::new("nsenter")
+        .args([&mnt, "--", "sh", "-c"])
+        .arg(format!(
+            "touch {p} && mount --bind {ns} {p}",
+            p = path.display(),
+            ns = p.pod.path()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success(), "bind mount in the private namespace");
+    assert!(
+        std::fs::metadata(&path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true),
+        "outside the private namespace the path must be a plain file"
+    );
+    let id = sandnet_testkit::unique("facmnt");
+    let sb = Sandbox::adopt(&env, &id);
+    let mut c = env.cmd(&["run", "--json", "--name", &id, "--netns"]);
+    c.arg(&path);
+    let prog = c.get_program().to_owned();
+    let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+    let envs: Vec<_> = c
+        .get_envs()
+        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
+        .collect();
+    let o = std::process::Command::new("nsenter")
+        .args([&mnt, "--"])
+        .arg(prog)
+        .args(args)
+        .envs(envs)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "run: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reason = out["accel_reason"].as_str().unwrap_or("");
+    assert!(reason.contains(&format!("factory VM {}", vms[0])), "{out}");
+    guest_ping(&sb, "172.19.0.1");
+    env.ok(&["rm", &id]);
+    drop(sb);
+    drop(f);
+}

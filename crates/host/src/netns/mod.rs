@@ -89,6 +89,22 @@ impl NetNs {
         })
     }
 
+    /// A namespace handed over as an open descriptor (another process opened `path`, which
+    /// may not resolve in this mount namespace); checked to be a network namespace.
+    pub fn from_fd(fd: std::os::fd::OwnedFd, path: PathBuf) -> Result<NetNs> {
+        let file = File::from(fd);
+        // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
+        let t = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if t != libc::CLONE_NEWNET {
+            return Err(HostError::NotANetns(path));
+        }
+        Ok(NetNs {
+            file,
+            path,
+            name: None,
+        })
+    }
+
     /// The namespace of the calling thread.
     pub fn current() -> Result<NetNs> {
         NetNs::open(&NetNsRef::path("/proc/thread-self/ns/net"))

@@ -143,7 +143,7 @@ pub struct QemuConfig {
     /// else TCG), `kvm` or `tcg`. `$SANDNET_ACCEL` overrides it.
     pub accel: AccelMode,
     /// `shared_fs` (Kata's key): how containers' files reach the guest of a sandbox that
-    /// runs containers (the shim's): `virtio-9p` (default), `virtio-fs` or `none`.
+    /// runs containers (the shim's): `virtio-fs` (default), `virtio-9p` or `none`.
     pub shared_fs: crate::shared::SharedFs,
 }
 

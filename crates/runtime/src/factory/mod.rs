@@ -264,7 +264,13 @@ pub struct Taken {
 
 /// Hands sandbox `id` (its lock descriptor `lock_fd`) to a ready factory VM booted with
 /// `vm`'s parameters; `None` when there is none (or none accepted in time).
-pub fn take(root: &Path, id: &str, vm: &VmParams, lock_fd: i32) -> Option<Taken> {
+pub fn take(
+    root: &Path,
+    id: &str,
+    vm: &VmParams,
+    lock_fd: i32,
+    netns_fd: Option<i32>,
+) -> Option<Taken> {
     daemon(root)?;
     if vm_params(root).as_ref() != Some(vm) {
         return None;
@@ -273,7 +279,7 @@ pub fn take(root: &Path, id: &str, vm: &VmParams, lock_fd: i32) -> Option<Taken>
         if r.status != VmStatus::Ready || !r.alive() {
             continue;
         }
-        match template::offer(root, &r.vm, id, lock_fd) {
+        match template::offer(root, &r.vm, id, lock_fd, netns_fd) {
             Ok(stream) => return Some(Taken { vm: r.vm, stream }),
             Err(e) => tracing::info!("factory VM {} not taken: {e}", r.vm),
         }

@@ -29,13 +29,20 @@ fn take_sock(root: &Path, vm: &str) -> std::path::PathBuf {
 
 /// The taker's side: offers sandbox `id` (lock descriptor `lock_fd`) to VM `vm` and waits
 /// for its `taken` line. The stream then carries the supervisor's report lines.
-pub fn offer(root: &Path, vm: &str, id: &str, lock_fd: RawFd) -> std::io::Result<UnixStream> {
+pub fn offer(
+    root: &Path,
+    vm: &str,
+    id: &str,
+    lock_fd: RawFd,
+    netns_fd: Option<RawFd>,
+) -> std::io::Result<UnixStream> {
     let s = UnixStream::connect(take_sock(root, vm))?;
     s.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
     s.set_write_timeout(Some(HANDOVER_TIMEOUT))?;
     let mut line = serde_json::to_vec(&serde_json::json!({ "id": id }))?;
     line.push(b'\n');
-    let fds = [lock_fd];
+    let mut fds = vec![lock_fd];
+    fds.extend(netns_fd);
     sendmsg::<()>(
         s.as_raw_fd(),
         &[IoSlice::new(&line)],
@@ -62,23 +69,21 @@ pub fn offer(root: &Path, vm: &str, id: &str, lock_fd: RawFd) -> std::io::Result
     Ok(s)
 }
 
-/// Receives the taker's line and lock descriptor.
-fn receive(s: &UnixStream) -> std::io::Result<(String, OwnedFd)> {
+/// Receives the taker's line, lock descriptor and (when it named a namespace) the pod
+/// namespace's descriptor.
+fn receive(s: &UnixStream) -> std::io::Result<(String, OwnedFd, Option<OwnedFd>)> {
     s.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
     let mut buf = [0u8; 1024];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
     let mut iov = [IoSliceMut::new(&mut buf)];
     let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
         .map_err(std::io::Error::from)?;
-    let mut fd = None;
+    let mut fds = Vec::new();
     for c in msg.cmsgs().map_err(std::io::Error::from)? {
         if let ControlMessageOwned::ScmRights(v) = c {
             for f in v {
                 // SAFETY: the kernel just installed this descriptor for us.
-                let owned = unsafe { OwnedFd::from_raw_fd(f) };
-                if fd.is_none() {
-                    fd = Some(owned);
-                }
+                fds.push(unsafe { OwnedFd::from_raw_fd(f) });
             }
         }
     }
@@ -89,9 +94,13 @@ fn receive(s: &UnixStream) -> std::io::Result<(String, OwnedFd)> {
         .ok_or_else(|| std::io::Error::other("no id"))?
         .to_string();
     crate::sandbox::check_id(&id).map_err(std::io::Error::other)?;
-    let fd = fd.ok_or_else(|| std::io::Error::other("no lock descriptor"))?;
+    let mut fds = fds.into_iter();
+    let fd = fds
+        .next()
+        .ok_or_else(|| std::io::Error::other("no lock descriptor"))?;
+    let netns = fds.next();
     s.set_read_timeout(None)?;
-    Ok((id, fd))
+    Ok((id, fd, netns))
 }
 
 /// The template process's main: boot, wait to be taken (or for QEMU to die, or SIGTERM),
@@ -183,7 +192,7 @@ pub async fn serve_template(root: &Path, vm: &str) -> i32 {
             return gone(1);
         }
     };
-    let (stream, id, lock) = loop {
+    let (stream, id, lock, netns) = loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 // Its directory removed (state root gone): nobody can take it any more.
@@ -207,9 +216,9 @@ pub async fn serve_template(root: &Path, vm: &str) -> i32 {
                 if s.set_nonblocking(false).is_err() {
                     continue;
                 }
-                let r = tokio::task::spawn_blocking(move || receive(&s).map(|(id, fd)| (s, id, fd))).await;
+                let r = tokio::task::spawn_blocking(move || receive(&s).map(|(id, fd, ns)| (s, id, fd, ns))).await;
                 match r {
-                    Ok(Ok((s, id, fd))) => break (s, id, fd),
+                    Ok(Ok((s, id, fd, ns))) => break (s, id, fd, ns),
                     Ok(Err(e)) => tracing::warn!("factory VM {vm}: bad hand-over: {e}"),
                     Err(e) => tracing::warn!("factory VM {vm}: hand-over: {e}"),
                 }
@@ -241,6 +250,7 @@ pub async fn serve_template(root: &Path, vm: &str) -> i32 {
         Some(Preboot {
             booted,
             vm: vm.to_string(),
+            netns,
         }),
     )
     .await

@@ -46,6 +46,9 @@ pub struct Preboot {
     pub booted: crate::boot::Booted,
     /// The factory VM's id (its files are in `sandbox::factory_vm_dir`).
     pub vm: String,
+    /// The pod's network namespace as the taker opened it: its path may not resolve in
+    /// the factory's mount namespace (containerd keeps its netns mounts in its own).
+    pub netns: Option<std::os::fd::OwnedFd>,
 }
 
 /// [`supervise`] with the sandbox's lock descriptor given (`None`: take it here) and,
@@ -87,6 +90,8 @@ pub async fn supervise_with(
             return 1;
         }
     };
+    let mut preboot = preboot;
+    let handed_netns = preboot.as_mut().and_then(|p| p.netns.take());
     let mut sv = Supervisor {
         root: root.to_path_buf(),
         paths,
@@ -119,6 +124,7 @@ pub async fn supervise_with(
         applied: BTreeMap::new(),
         own_links: sandnet_host::OwnLinks::new(),
         containers: None,
+        handed_netns,
     };
     // Held until the process is gone: `rm` waiting for the lock then knows the supervisor
     // has exited, not just finished its teardown.
@@ -204,6 +210,8 @@ struct Supervisor {
     own_links: sandnet_host::OwnLinks,
     /// The server of `containers.sock` (sandboxes with a shared directory).
     containers: Option<sandnet_agent_proto::ttrpc::r#async::Server>,
+    /// The pod namespace handed over by the taker of a factory VM.
+    handed_netns: Option<std::os::fd::OwnedFd>,
 }
 
 /// What the guest was last given for one pod link: what the monitor compares against.

@@ -160,12 +160,15 @@ impl Supervisor {
         spec: &RunSpec,
         timings: &mut Timings,
     ) -> Result<NetNs> {
-        let ns = match &spec.netns {
-            Some(n) => n
+        let ns = match (&spec.netns, self.handed_netns.take()) {
+            (Some(n), Some(fd)) => {
+                NetNs::from_fd(fd, PathBuf::from(n)).map_err(host("open network namespace"))?
+            }
+            (Some(n), None) => n
                 .parse::<NetNsRef>()
                 .and_then(|r| NetNs::open(&r))
                 .map_err(host("open network namespace"))?,
-            None => {
+            (None, _) => {
                 let name = owned_name(&spec.id);
                 self.state.netns = name.clone();
                 self.state.netns_path = Path::new(sandnet_host::netns::NETNS_RUN_DIR).join(&name);

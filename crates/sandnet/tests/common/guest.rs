@@ -83,6 +83,15 @@ pub struct Sandbox<'a> {
 }
 
 impl<'a> Sandbox<'a> {
+    /// A sandbox started by other means, removed like the others on drop.
+    pub fn adopt(env: &'a Env, id: &str) -> Sandbox<'a> {
+        Sandbox {
+            env,
+            id: id.to_string(),
+            _slot: GuestSlot::take(),
+        }
+    }
+
     /// `sandnet run --json --name <unique> --netns NS EXTRA…`; the guard exists before
     /// `run` starts, so a failing or hanging run is cleaned up too.
     pub fn run(env: &'a Env, tag: &str, netns: &str, extra: &[&str]) -> (Sandbox<'a>, Value) {
