@@ -470,3 +470,55 @@ fn boot_first_hotplugs_every_endpoint() {
     env.ok(&["rm", &id]);
     assert_clean(&env, &p, &links_before, &id);
 }
+
+/// The control socket serves clients concurrently: six clients that connect and send
+/// nothing hold nobody (each used to hold the loop for 5 s), and a plug in flight does not
+/// hold read-only requests.
+#[test]
+fn silent_clients_and_a_plug_in_flight_do_not_stall_the_control_socket() {
+    let p = PodPair::new("hpctl");
+    let env = env_with("hpctl", "[netmon]\nenable = false\n");
+    let (sb, _) = Sandbox::run_with(
+        &env,
+        "ctl",
+        &p.pod.name,
+        &[],
+        &[("SANDNET_PLUG_PAUSE_MS", "8000")],
+    );
+    let id = sb.id.clone();
+    let ctl = sb.dir().join("ctl.sock");
+    let silent: Vec<std::os::unix::net::UnixStream> = (0..6)
+        .map(|_| std::os::unix::net::UnixStream::connect(&ctl).unwrap())
+        .collect();
+    let t = std::time::Instant::now();
+    env.ok(&["inspect", &id]);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "inspect took {:?} behind 6 silent clients",
+        t.elapsed()
+    );
+    drop(silent);
+    // A plug paused for 8 s after its attach: inspect and exec still answer at once.
+    p.add_veth("eth1", "veth1", "10.73.0.2/24", "10.73.0.1/24");
+    let mut plug = env
+        .cmd(&["net", "add-iface", &id, "--link", "eth1"])
+        .spawn()
+        .unwrap();
+    wait_for("the plug in flight", FOLLOW, || {
+        recorded_nics(&sb).contains(&"eth1:plugging:true".into())
+    });
+    let t = std::time::Instant::now();
+    env.ok(&["inspect", &id]);
+    env.ok(&["exec", &id, "--", "true"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "read-only requests took {:?} behind a plug",
+        t.elapsed()
+    );
+    assert!(
+        recorded_nics(&sb).contains(&"eth1:plugging:true".into()),
+        "the plug finished before the reads: the test proves nothing"
+    );
+    assert!(plug.wait().unwrap().success(), "add-iface");
+    env.ok(&["rm", &id]);
+}

@@ -16,6 +16,13 @@ impl Supervisor {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let mut qemu_done = false;
         let mut monitor = self.start_monitor().await;
+        // Clients are read concurrently, each with its own deadline: a silent one holds
+        // nobody. Read-only requests are answered beside the loop (a plug in flight does
+        // not hold them); the rest come to the loop in order.
+        let agent = std::sync::Arc::new(std::sync::Mutex::new(self.agent.clone()));
+        let (tx, mut requests) = tokio::sync::mpsc::channel(32);
+        let acceptor = tokio::spawn(accept_loop(listener, tx, agent.clone()));
+        let _acceptor = AbortOnDrop(acceptor);
         loop {
             let batch = async {
                 match monitor.as_mut() {
@@ -56,17 +63,10 @@ impl Supervisor {
                         }
                     };
                 }
-                conn = listener.accept() => {
-                    let Ok((stream, _)) = conn else { continue };
-                    let (rd, mut wr) = stream.into_split();
-                    let mut line = String::new();
-                    let mut rd = BufReader::new(rd);
-                    let req = match tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line)).await {
-                        Ok(Ok(_)) => serde_json::from_str::<Request>(&line),
-                        _ => continue,
-                    };
+                next = requests.recv() => {
+                    let Some((req, mut wr)) = next else { continue };
                     match req {
-                        Ok(Request::Stop { force }) => {
+                        Request::Stop { force } => {
                             let (resp, code) = match self.teardown(force).await {
                                 Ok(rep) => (Response::Stopped { actions: rep.actions, timings: rep.timings, error: None }, 0),
                                 Err(e) => (Response::Stopped { actions: vec![], timings: BTreeMap::new(), error: Some(e.to_string()) }, 1),
@@ -75,7 +75,7 @@ impl Supervisor {
                             let _ = std::fs::remove_file(&self.paths.ctl);
                             return code;
                         }
-                        Ok(Request::Halt { force }) => {
+                        Request::Halt { force } => {
                             if let Some(q) = self.qemu.as_mut() {
                                 let resp = match super::stop_qemu(q, force).await {
                                     Ok(()) => Response::Halted,
@@ -87,46 +87,107 @@ impl Supervisor {
                                     self.save();
                                 }
                                 self.agent = None;
+                                *agent.lock().unwrap_or_else(|p| p.into_inner()) = None;
                                 let _ = write_response(&mut wr, &resp).await;
                             } else {
                                 let _ = write_response(&mut wr, &Response::Halted).await;
                             }
                         }
-                        Ok(Request::AddIface { link, want }) => {
+                        Request::AddIface { link, want } => {
                             let resp = match self.plug(&link, want.as_ref(), None).await {
                                 Ok(interface) => Response::Interface { interface },
                                 Err(e) => Response::Error { message: e.to_string() },
                             };
                             let _ = write_response(&mut wr, &resp).await;
                         }
-                        Ok(Request::DelIface { link }) => {
+                        Request::DelIface { link } => {
                             let resp = match self.unplug(&link).await {
                                 Ok(()) => Response::Removed { link },
                                 Err(e) => Response::Error { message: e.to_string() },
                             };
                             let _ = write_response(&mut wr, &resp).await;
                         }
-                        Ok(Request::UpdateRoutes { routes }) => {
+                        Request::UpdateRoutes { routes } => {
                             let resp = match self.set_routes(routes).await {
                                 Ok(routes) => Response::Routes { routes },
                                 Err(e) => Response::Error { message: e.to_string() },
                             };
                             let _ = write_response(&mut wr, &resp).await;
                         }
-                        Ok(req) => {
+                        req => {
                             let client = self.agent.clone();
                             tokio::spawn(async move {
                                 let resp = answer(client, req).await;
                                 let _ = write_response(&mut wr, &resp).await;
                             });
                         }
-                        Err(e) => {
-                            let _ = write_response(&mut wr, &Response::Error { message: format!("bad request: {e}") }).await;
-                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// How long a client may take to send its request line.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Aborts a task when dropped (the acceptor ends with the loop).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Whether the loop must see `req` (it changes the sandbox); the others only ask the
+/// agent.
+fn needs_loop(req: &Request) -> bool {
+    !matches!(
+        req,
+        Request::Inspect | Request::Exec { .. } | Request::ListIfaces | Request::ListRoutes
+    )
+}
+
+type Queued = (Request, tokio::net::unix::OwnedWriteHalf);
+
+/// Accepts clients, each read in a task of its own (at most [`REQUEST_DEADLINE`]).
+async fn accept_loop(
+    listener: tokio::net::UnixListener,
+    to_loop: tokio::sync::mpsc::Sender<Queued>,
+    agent: std::sync::Arc<std::sync::Mutex<Option<AgentClient>>>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let to_loop = to_loop.clone();
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let (rd, mut wr) = stream.into_split();
+            let mut line = String::new();
+            let mut rd = BufReader::new(rd);
+            let req = match tokio::time::timeout(REQUEST_DEADLINE, rd.read_line(&mut line)).await {
+                Ok(Ok(n)) if n > 0 => serde_json::from_str::<Request>(&line),
+                _ => return,
+            };
+            match req {
+                Ok(req) if needs_loop(&req) => {
+                    let _ = to_loop.send((req, wr)).await;
+                }
+                Ok(req) => {
+                    let client = agent.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let resp = answer(client, req).await;
+                    let _ = write_response(&mut wr, &resp).await;
+                }
+                Err(e) => {
+                    let resp = Response::Error {
+                        message: format!("bad request: {e}"),
+                    };
+                    let _ = write_response(&mut wr, &resp).await;
+                }
+            }
+        });
     }
 }
 
