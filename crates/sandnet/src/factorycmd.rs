@@ -20,7 +20,8 @@ pub struct FactoryArgs {
 enum FactoryCmd {
     /// Starts the factory daemon and returns once its VMs are booted and ready.
     Init {
-        /// How many ready VMs to keep (default: `[factory] vm_cache_number`).
+        /// How many ready VMs to keep (default: `[factory] vm_cache_number`, else
+        /// [`DEFAULT_COUNT`]).
         #[arg(long)]
         count: Option<u32>,
         /// Configuration file (the VMs are booted with its `[hypervisor.qemu]`).
@@ -73,15 +74,24 @@ pub async fn run(a: FactoryArgs, root: &Path, log: &str) -> Result<i32> {
     }
 }
 
+/// VMs `factory init` keeps ready when neither `--count` nor `[factory] vm_cache_number`
+/// says (Kata's 0 means "no factory"; asking `init` for one means at least one).
+pub const DEFAULT_COUNT: u32 = 2;
+
 async fn init(root: &Path, log: &str, count: Option<u32>, config: Option<&Path>) -> Result<i32> {
     let (cfg, _w) = Config::load(config)?;
-    let count = count.unwrap_or(cfg.factory.vm_cache_number);
+    let count = match (count, cfg.factory.vm_cache_number) {
+        (Some(n), _) => n,
+        (None, 0) => DEFAULT_COUNT,
+        (None, n) => n,
+    };
     if count == 0 || count > sandnet_runtime::config::MAX_VM_CACHE {
         bail!(
-            "give --count 1..={} or set [factory] vm_cache_number",
+            "--count must be 1..={}, got {count}",
             sandnet_runtime::config::MAX_VM_CACHE
         );
     }
+    eprintln!("factory: keeping {count} VMs ready");
     if let Some(d) = factory::daemon(root) {
         bail!(
             "a factory runs already (pid {}); `sandnet factory destroy` first",

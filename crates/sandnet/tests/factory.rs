@@ -225,3 +225,24 @@ fn a_netns_path_only_the_taker_sees_is_handed_over_as_a_descriptor() {
     drop(sb);
     drop(f);
 }
+
+/// `factory init` with no `--count` and no `[factory] vm_cache_number` keeps 2 VMs, and
+/// says so; `--count 0` is refused in one line.
+#[test]
+fn init_without_a_count_keeps_two_vms() {
+    let env = Env::new("facdef");
+    let o = env.sandnet(&["factory", "init", "--count", "0"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--count must be 1..="), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let o = env.sandnet(&["factory", "init"]);
+    let f = Factory(&env);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("keeping 2 VMs ready"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(f.ready().len(), 2);
+}
