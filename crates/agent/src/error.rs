@@ -22,6 +22,14 @@ pub enum AgentError {
     /// The kernel refused a netlink request.
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    /// A container request failed; the message starts with `container <id>: `.
+    #[error("{message}")]
+    Container {
+        /// The ttrpc status code to answer with.
+        code: ttrpc::Code,
+        /// One line naming the container and what was wrong.
+        message: String,
+    },
     /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -48,6 +56,7 @@ impl AgentError {
             AgentError::Invalid(_) | AgentError::Convert(_) => ttrpc::Code::INVALID_ARGUMENT,
             AgentError::NotFound(_) => ttrpc::Code::NOT_FOUND,
             AgentError::Deadline(_) => ttrpc::Code::DEADLINE_EXCEEDED,
+            AgentError::Container { code, .. } => *code,
             AgentError::Netlink(h) => match h.errno() {
                 _ if h.is_not_found() => ttrpc::Code::NOT_FOUND,
                 Some(libc::EINVAL) | Some(libc::ERANGE) | Some(libc::ENETUNREACH) => {

@@ -74,6 +74,18 @@ impl Reaper {
         }
     }
 
+    /// Spawns `cmd` and registers its pid before the reaper can collect it: the receiver
+    /// gets its exit status (128 + N when signal N killed it). The `Child` handle is
+    /// dropped; nobody else may wait for the process.
+    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<(i32, oneshot::Receiver<i32>)> {
+        let (tx, rx) = oneshot::channel();
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        w.insert(pid, tx);
+        Ok((pid, rx))
+    }
+
     /// Runs `args` with `env` added, feeding `stdin`, until it exits or `timeout` passes
     /// (then its process group is killed and the result is DEADLINE_EXCEEDED).
     pub async fn run(

@@ -7,7 +7,11 @@
 //!
 //! With `--listen unix:PATH` it serves on that unix socket instead and configures the
 //! network namespace it runs in (tests, or an agent outside a VM).
+//!
+//! Either way it runs OCI containers (`container`): each through a helper, this binary
+//! re-exec'd with a hidden first argument, dispatched before anything else in `main`.
 
+mod container;
 mod error;
 mod exec;
 mod hostile;
@@ -47,12 +51,19 @@ struct Args {
     /// Misbehave on purpose (tests of the host side only).
     #[arg(long, value_name = "MODE", hide = true)]
     hostile: Option<hostile::Mode>,
+    /// The cgroup (v2) under which each container gets `<id>/`.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup/sandnet")]
+    cgroup_root: PathBuf,
     /// Log filter (tracing's env-filter syntax); `SANDNET_AGENT_LOG` overrides it.
     #[arg(long, default_value = "info")]
     log: String,
 }
 
 fn main() {
+    // A container helper (the agent re-exec'd by itself): nothing of the agent runs.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(container::HELPER_ARG)) {
+        container::helper_main();
+    }
     let pid1 = std::process::id() == 1;
     if pid1 {
         init::mount_pseudo_fs();
@@ -135,10 +146,12 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
             tracing::warn!("bringing lo up: {e}");
         }
     }
+    let containers = container::Containers::new(reaper.clone(), args.cgroup_root.clone());
     let agent = Arc::new(service::Agent {
         net,
         files: sandbox::SystemFiles::new(&args.root),
         reaper,
+        containers,
     });
 
     let services = || match args.hostile {
@@ -241,6 +254,7 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
     for mut s in servers {
         let _ = tokio::time::timeout(Duration::from_secs(2), s.shutdown()).await;
     }
+    agent.containers.shutdown().await;
     if let Some(p) = socket_file {
         let _ = std::fs::remove_file(p);
     }

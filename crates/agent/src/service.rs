@@ -1,6 +1,7 @@
-//! The ttrpc services: `grpc.AgentService` (networking subset), `grpc.Health`,
+//! The ttrpc services: `grpc.AgentService` (networking and containers), `grpc.Health`,
 //! `sandnet.Exec`.
 
+use crate::container::{stdio::Stream, Containers};
 use crate::error::AgentError;
 use crate::exec::Reaper;
 use crate::net::NetApplier;
@@ -23,6 +24,8 @@ pub struct Agent {
     pub files: SystemFiles,
     /// Child process reaper for Exec.
     pub reaper: Reaper,
+    /// The containers (OOM watch running).
+    pub containers: Containers,
 }
 
 /// All services, ready for `Server::register_service`.
@@ -41,8 +44,187 @@ fn log_result<T>(method: &str, started: Instant, r: &Result<T, AgentError>) {
     }
 }
 
+/// Like [`log_result`] at debug level for success (stream and wait calls are frequent).
+fn log_quiet<T>(method: &str, started: Instant, r: &Result<T, AgentError>) {
+    match r {
+        Ok(_) => tracing::debug!(method, ms = started.elapsed().as_secs_f64() * 1000.0, "ok"),
+        Err(_) => log_result(method, started, r),
+    }
+}
+
 #[async_trait]
 impl agent_ttrpc::AgentService for Agent {
+    async fn create_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::CreateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let t = Instant::now();
+        let r = self.containers.create(req).await.map(|_| Empty::new());
+        log_result("CreateContainer", t, &r);
+        Ok(r?)
+    }
+
+    async fn start_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::StartContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let t = Instant::now();
+        let r = self
+            .containers
+            .start(&req.container_id)
+            .await
+            .map(|_| Empty::new());
+        log_result("StartContainer", t, &r);
+        Ok(r?)
+    }
+
+    async fn remove_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::RemoveContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let t = Instant::now();
+        let r = self
+            .containers
+            .remove(&req.container_id, req.timeout)
+            .await
+            .map(|_| Empty::new());
+        log_result("RemoveContainer", t, &r);
+        Ok(r?)
+    }
+
+    async fn exec_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::ExecProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let t = Instant::now();
+        let r = self.containers.exec(req).await.map(|_| Empty::new());
+        log_result("ExecProcess", t, &r);
+        Ok(r?)
+    }
+
+    async fn signal_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::SignalProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let t = Instant::now();
+        let r = self
+            .containers
+            .signal(&req.container_id, &req.exec_id, req.signal)
+            .map(|_| Empty::new());
+        log_result("SignalProcess", t, &r);
+        Ok(r?)
+    }
+
+    async fn wait_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::WaitProcessRequest,
+    ) -> ttrpc::Result<agent::WaitProcessResponse> {
+        let t = Instant::now();
+        let r = self
+            .containers
+            .wait(&req.container_id, &req.exec_id)
+            .await
+            .map(|status| agent::WaitProcessResponse {
+                status,
+                ..Default::default()
+            });
+        log_quiet("WaitProcess", t, &r);
+        Ok(r?)
+    }
+
+    async fn stats_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::StatsContainerRequest,
+    ) -> ttrpc::Result<agent::StatsContainerResponse> {
+        let t = Instant::now();
+        let r = self.containers.stats(&req.container_id);
+        log_quiet("StatsContainer", t, &r);
+        Ok(r?)
+    }
+
+    async fn write_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::WriteStreamRequest,
+    ) -> ttrpc::Result<agent::WriteStreamResponse> {
+        let t = Instant::now();
+        let r = self
+            .containers
+            .write(&req.container_id, &req.exec_id, &req.data)
+            .await
+            .map(|n| agent::WriteStreamResponse {
+                len: u32::try_from(n).unwrap_or(u32::MAX),
+                ..Default::default()
+            });
+        log_quiet("WriteStdin", t, &r);
+        Ok(r?)
+    }
+
+    async fn read_stdout(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::ReadStreamRequest,
+    ) -> ttrpc::Result<agent::ReadStreamResponse> {
+        self.read_stream("ReadStdout", Stream::Stdout, req).await
+    }
+
+    async fn read_stderr(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::ReadStreamRequest,
+    ) -> ttrpc::Result<agent::ReadStreamResponse> {
+        self.read_stream("ReadStderr", Stream::Stderr, req).await
+    }
+
+    async fn close_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::CloseStdinRequest,
+    ) -> ttrpc::Result<Empty> {
+        let t = Instant::now();
+        let r = self
+            .containers
+            .close_stdin(&req.container_id, &req.exec_id)
+            .await
+            .map(|_| Empty::new());
+        log_result("CloseStdin", t, &r);
+        Ok(r?)
+    }
+
+    async fn tty_win_resize(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::TtyWinResizeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let t = Instant::now();
+        let r = self
+            .containers
+            .resize(&req.container_id, &req.exec_id, req.row, req.column)
+            .map(|_| Empty::new());
+        log_quiet("TtyWinResize", t, &r);
+        Ok(r?)
+    }
+
+    async fn get_oom_event(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: agent::GetOOMEventRequest,
+    ) -> ttrpc::Result<agent::OOMEvent> {
+        let id = self.containers.oom_event().await;
+        tracing::info!(method = "GetOOMEvent", container = %id, "ok");
+        Ok(agent::OOMEvent {
+            container_id: id,
+            ..Default::default()
+        })
+    }
+
     async fn update_interface(
         &self,
         _ctx: &TtrpcContext,
@@ -130,6 +312,27 @@ impl agent_ttrpc::AgentService for Agent {
         }
         .await;
         log_result("CreateSandbox", t, &r);
+        Ok(r?)
+    }
+}
+
+impl Agent {
+    async fn read_stream(
+        &self,
+        method: &str,
+        which: Stream,
+        req: agent::ReadStreamRequest,
+    ) -> ttrpc::Result<agent::ReadStreamResponse> {
+        let t = Instant::now();
+        let r = self
+            .containers
+            .read(&req.container_id, &req.exec_id, which, req.len)
+            .await
+            .map(|data| agent::ReadStreamResponse {
+                data,
+                ..Default::default()
+            });
+        log_quiet(method, t, &r);
         Ok(r?)
     }
 }

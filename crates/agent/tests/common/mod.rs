@@ -24,6 +24,89 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Where the host's cgroup2 hierarchy is mounted (`/sys/fs/cgroup` on a unified host,
+/// `/sys/fs/cgroup/unified` on a hybrid one).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut found: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            (f.get(sep + 1) == Some(&"cgroup2") && f.get(3) == Some(&"/"))
+                .then(|| PathBuf::from(f[4]))
+        })
+        .collect();
+    found.sort_by_key(|p| p != Path::new("/sys/fs/cgroup"));
+    found.into_iter().next()
+}
+
+/// A test's own cgroup, the agent's `--cgroup-root`: removed (with whatever the agent
+/// left in it) on drop.
+pub struct TestCgroup {
+    /// The directory as the test sees it.
+    pub host: PathBuf,
+    /// The same directory as the agent sees it: it runs under `ip netns exec`, which
+    /// remounts `/sys`, so the agent mounts cgroup2 at `/sys/fs/cgroup` itself.
+    pub agent: PathBuf,
+}
+
+impl TestCgroup {
+    /// `<cgroup2 mount>/<name>`.
+    pub fn new(name: &str) -> TestCgroup {
+        let mount = cgroup2_mount().expect("no cgroup2 file system on this host");
+        let host = mount.join(name);
+        Self::remove_dir(&host);
+        std::fs::create_dir(&host).unwrap_or_else(|e| panic!("{}: {e}", host.display()));
+        TestCgroup {
+            host,
+            agent: Path::new("/sys/fs/cgroup").join(name),
+        }
+    }
+
+    /// Whether the controller can be used below this cgroup.
+    pub fn offers(&self, controller: &str) -> bool {
+        let parent = self.host.parent().unwrap_or(Path::new("/"));
+        std::fs::read_to_string(parent.join("cgroup.controllers"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|c| c == controller)
+    }
+
+    fn remove_dir(dir: &Path) {
+        if !dir.exists() {
+            return;
+        }
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    Self::remove_dir(&e.path());
+                }
+            }
+        }
+        if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
+            for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        Self::remove_dir(&self.host);
+    }
+}
+
 /// A netns with an agent serving in it.
 pub struct AgentNs {
     /// The netns name.
@@ -32,6 +115,8 @@ pub struct AgentNs {
     pub dir: PathBuf,
     /// The agent's socket.
     pub sock: PathBuf,
+    /// The agent's `--cgroup-root`, when the test asked for one.
+    pub cgroup: Option<TestCgroup>,
     child: Option<Child>,
 }
 
@@ -40,6 +125,16 @@ impl AgentNs {
     /// per entry) before the agent starts.
     pub fn new(test: &str, setup: &[&[&str]]) -> AgentNs {
         AgentNs::with_args(test, setup, &[])
+    }
+
+    /// Like [`AgentNs::new`], with a cgroup of the test's own as the agent's
+    /// `--cgroup-root` (for containers).
+    pub fn with_cgroup(test: &str) -> AgentNs {
+        let cg = TestCgroup::new(&format!("sna-{test}-{}", std::process::id()));
+        let root = cg.agent.to_string_lossy().into_owned();
+        let mut me = AgentNs::with_args(test, &[], &["--cgroup-root", &root]);
+        me.cgroup = Some(cg);
+        me
     }
 
     /// Like [`AgentNs::new`] with extra agent arguments (e.g. `--hostile MODE`).
@@ -55,6 +150,7 @@ impl AgentNs {
             ns,
             dir,
             sock,
+            cgroup: None,
             child: None,
         };
         for s in setup {
@@ -132,6 +228,11 @@ impl AgentNs {
     /// The agent's `--root`.
     pub fn root(&self) -> &Path {
         &self.dir
+    }
+
+    /// The agent's pid (`ip netns exec` execs it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 }
 
