@@ -37,6 +37,8 @@ pub struct Bundle {
     pub kind: TaskKind,
     /// The spec's annotations.
     pub annotations: HashMap<String, String>,
+    /// The spec's `root.path` (empty when absent).
+    pub root_path: String,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +47,14 @@ struct Spec {
     annotations: HashMap<String, String>,
     #[serde(default)]
     linux: Option<Linux>,
+    #[serde(default)]
+    root: Option<Root>,
+}
+
+#[derive(Deserialize)]
+struct Root {
+    #[serde(default)]
+    path: String,
 }
 
 #[derive(Deserialize)]
@@ -97,7 +107,18 @@ impl Bundle {
         Ok(Bundle {
             kind,
             annotations: spec.annotations,
+            root_path: spec.root.map(|r| r.path).unwrap_or_default(),
         })
+    }
+
+    /// The id that names the shim serving task `task_id`, as runc's shim groups them: the
+    /// pod sandbox's id for a container, the task's own for the sandbox. One shim (one
+    /// socket) serves the whole pod.
+    pub fn grouping(&self, task_id: &str) -> String {
+        match &self.kind {
+            TaskKind::Container { sandbox } if !sandbox.is_empty() => sandbox.clone(),
+            _ => task_id.to_string(),
+        }
     }
 }
 
@@ -183,6 +204,30 @@ mod tests {
                 sandbox: "abc".into()
             }
         );
+    }
+
+    #[test]
+    fn containers_group_under_their_pod() {
+        let c = Bundle::parse(
+            br#"{"annotations":{"io.kubernetes.cri.container-type":"container",
+                "io.kubernetes.cri.sandbox-id":"pod1"},"root":{"path":"rootfs"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.grouping("c1"), "pod1");
+        assert_eq!(c.root_path, "rootfs");
+        let s = Bundle::parse(
+            br#"{"annotations":{"io.kubernetes.cri.container-type":"sandbox",
+                "io.kubernetes.cri.sandbox-id":"pod1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.grouping("pod1"), "pod1");
+        // ctr run: no annotations, a shim of its own.
+        assert_eq!(Bundle::parse(b"{}").unwrap().grouping("t"), "t");
+        // A container naming no pod cannot join one.
+        let lone =
+            Bundle::parse(br#"{"annotations":{"io.kubernetes.cri.container-type":"container"}}"#)
+                .unwrap();
+        assert_eq!(lone.grouping("c2"), "c2");
     }
 
     #[test]

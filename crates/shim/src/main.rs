@@ -1,11 +1,24 @@
 //! `containerd-shim-sandnet-v2`: containerd's shim v2 for runtime type
-//! `io.containerd.sandnet.v2`. The pod sandbox task is a sandnet VM booted in the pod's
-//! network namespace. The same binary is the supervisor of the sandboxes it starts
+//! `io.containerd.sandnet.v2`. One shim serves a whole pod: the pod sandbox task is a
+//! sandnet VM booted in the pod's network namespace, the pod's containers run inside it
+//! through the guest's agent, their files reaching it through the sandbox's shared
+//! directory. The same binary is the supervisor of the sandboxes it starts
 //! (`-sandnet-state-dir ROOT __supervise ID`), so installing this one file is enough.
 
+mod agent;
 mod bundle;
+mod container;
 mod error;
+mod events;
+mod io;
+mod mounts;
+mod ocispec;
+mod process;
+mod rootfs;
+mod sandbox;
 mod shim;
+mod spec;
+mod stats;
 mod task;
 
 use std::path::PathBuf;

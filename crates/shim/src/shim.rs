@@ -1,7 +1,9 @@
-//! The shim's process life: `start` (spawn the serving daemon, print its address),
-//! `delete` (clean up after a dead shim), and the daemon's task service.
+//! The shim's process life: `start` (one serving daemon per pod: reuse the pod's, or spawn
+//! it; print its address), `delete` (clean up after a dead shim), and the daemon's task
+//! service.
 
-use crate::task::{bundle_dir, SandboxTask};
+use crate::bundle::{Bundle, TaskKind};
+use crate::task::{bundle_dir, TaskService};
 use async_trait::async_trait;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::asynchronous::{ExitSignal, Shim};
@@ -10,6 +12,7 @@ use containerd_shim::{Config, Error, Flags, StartOpts};
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::MessageField;
 use sandnet_runtime::api::Runtime;
+use sandnet_runtime::sandbox::SandboxPaths;
 use std::ffi::OsString;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -69,6 +72,23 @@ pub fn socket_path(address: &str, namespace: &str, id: &str) -> Result<PathBuf, 
     Ok(path)
 }
 
+/// Whether a shim serves on `socket`.
+fn serving(socket: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
+}
+
+/// The socket of the shim that serves task `id` whose bundle is `bundle` (`None`: not
+/// readable): the pod's for a container (see [`Bundle::grouping`]).
+pub fn task_socket(
+    address: &str,
+    namespace: &str,
+    id: &str,
+    bundle: Option<&Bundle>,
+) -> Result<PathBuf, Error> {
+    let grouping = bundle.map_or_else(|| id.to_string(), |b| b.grouping(id));
+    socket_path(address, namespace, &grouping)
+}
+
 /// The containerd shim of sandnet.
 pub struct SandnetShim {
     namespace: String,
@@ -79,7 +99,7 @@ pub struct SandnetShim {
 
 #[async_trait]
 impl Shim for SandnetShim {
-    type T = SandboxTask;
+    type T = TaskService;
 
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         SandnetShim {
@@ -91,7 +111,9 @@ impl Shim for SandnetShim {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        let socket = socket_path(&opts.address, &opts.namespace, &opts.id)?;
+        // containerd runs `start` in the task's bundle.
+        let bundle = Bundle::load(Path::new(".")).ok();
+        let socket = task_socket(&opts.address, &opts.namespace, &opts.id, bundle.as_ref())?;
         let address = format!("unix://{}", socket.display());
         let io = |what: &'static str| {
             move |e| Error::IoError {
@@ -99,6 +121,15 @@ impl Shim for SandnetShim {
                 err: e,
             }
         };
+        if serving(&socket) {
+            // The pod's shim serves this container too.
+            std::fs::write("address", &address).map_err(io("write ./address"))?;
+            return Ok(address);
+        }
+        if std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()) {
+            // A dead shim's.
+            let _ = std::fs::remove_file(&socket);
+        }
         let exe = std::env::current_exe().map_err(io("find own binary"))?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["-namespace", &opts.namespace, "-id", &opts.id, "-address"])
@@ -144,16 +175,34 @@ impl Shim for SandnetShim {
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
-        // After a dead shim: remove whatever its sandbox left (no-op for an unknown id),
-        // and the socket it can no longer remove itself.
-        let bundle = bundle_dir(&self.bundle);
-        if let Ok(rt) = runtime() {
-            if let Err(e) = rt.handle(&self.id).remove(true).await {
-                return Err(Error::Other(format!("sandbox {}: {e}", self.id)));
+        // After a task's shim connection closed (also after a normal Delete): remove what
+        // the task left, and the socket of a shim that no longer serves.
+        let dir = bundle_dir(&self.bundle);
+        let socket = std::fs::read_to_string(dir.join("address"))
+            .ok()
+            .map(|a| PathBuf::from(a.trim().trim_start_matches("unix://")));
+        let alive = socket.as_deref().is_some_and(serving);
+        match Bundle::load(&dir) {
+            Ok(b) if matches!(b.kind, TaskKind::Container { .. }) => {
+                // A live pod shim owns the container's mounts (its Delete undoes them).
+                if !alive {
+                    sweep_container(&self.id, &dir, &b).await?;
+                }
+            }
+            _ => {
+                // The sandbox: no mount may stay in its share when its state goes.
+                let share = SandboxPaths::new(&state_root(), &self.id).shared;
+                blocking(move || crate::mounts::unmount_under(&share))
+                    .await?
+                    .map_err(|e| Error::Other(format!("sandbox {}: {e}", self.id)))?;
+                if let Ok(rt) = runtime() {
+                    if let Err(e) = rt.handle(&self.id).remove(true).await {
+                        return Err(Error::Other(format!("sandbox {}: {e}", self.id)));
+                    }
+                }
             }
         }
-        if let Ok(addr) = std::fs::read_to_string(bundle.join("address")) {
-            let p = PathBuf::from(addr.trim().trim_start_matches("unix://"));
+        if let Some(p) = socket.filter(|_| !alive) {
             if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_socket()) {
                 let _ = std::fs::remove_file(&p);
             }
@@ -177,8 +226,32 @@ impl Shim for SandnetShim {
                 std::process::exit(1);
             }
         };
-        SandboxTask::new(rt, self.namespace.clone(), publisher, self.exit.clone())
+        TaskService::new(rt, self.namespace.clone(), publisher, self.exit.clone())
     }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Other(e.to_string()))
+}
+
+/// Unmounts what container `id` (bundle `dir`) left on its bundle's root and in its pod's
+/// share, and removes its directory there.
+async fn sweep_container(id: &str, dir: &Path, b: &Bundle) -> Result<(), Error> {
+    let TaskKind::Container { sandbox } = &b.kind else {
+        return Ok(());
+    };
+    let root = crate::rootfs::bundle_root(dir, &b.root_path);
+    let r = if sandbox.is_empty() {
+        blocking(move || crate::mounts::unmount_under(&root).map_err(|e| e.to_string())).await?
+    } else {
+        let share = SandboxPaths::new(&state_root(), sandbox).shared;
+        let id = id.to_string();
+        blocking(move || crate::rootfs::sweep(&id, Some(&root), &share).map_err(|e| e.to_string()))
+            .await?
+    };
+    r.map_err(Error::Other)
 }
 
 #[cfg(test)]
@@ -192,6 +265,31 @@ mod tests {
         assert_eq!(p.file_name().unwrap().len(), 64);
         let q = socket_path("unix:///run/containerd/containerd.sock", "k8s.io", "abd").unwrap();
         assert_ne!(p, q);
+    }
+
+    #[test]
+    fn a_container_is_served_by_its_pods_shim() {
+        let addr = "/run/containerd/containerd.sock";
+        let pod = Bundle::parse(
+            br#"{"annotations":{"io.kubernetes.cri.container-type":"sandbox",
+                "io.kubernetes.cri.sandbox-id":"pod1"}}"#,
+        )
+        .unwrap();
+        let ctr = Bundle::parse(
+            br#"{"annotations":{"io.kubernetes.cri.container-type":"container",
+                "io.kubernetes.cri.sandbox-id":"pod1"}}"#,
+        )
+        .unwrap();
+        let p = task_socket(addr, "k8s.io", "pod1", Some(&pod)).unwrap();
+        assert_eq!(p, socket_path(addr, "k8s.io", "pod1").unwrap());
+        assert_eq!(task_socket(addr, "k8s.io", "c1", Some(&ctr)).unwrap(), p);
+        assert_ne!(task_socket(addr, "k8s.io", "c1", None).unwrap(), p);
+        assert_ne!(task_socket(addr, "other", "c1", Some(&ctr)).unwrap(), p);
+    }
+
+    #[test]
+    fn nothing_serves_on_a_missing_socket() {
+        assert!(!serving(Path::new("/nonexistent/sandnet.sock")));
     }
 
     #[test]

@@ -1,118 +1,111 @@
-//! The task service containerd talks to: the pod sandbox task is a sandnet VM. Create
-//! boots it in the pod's network namespace (containerd already ran CNI there), Start marks
-//! it running, Kill stops the VM, Wait/State report it, Delete gives its network back and
-//! forgets it. Containers of the pod are refused (they would run inside the VM: not yet).
+//! The task service containerd talks to: one per pod. It holds the pod sandbox task (the
+//! VM, [`crate::sandbox`]), the pod's containers ([`crate::container`]) and their
+//! processes ([`crate::process`]), and routes each request by task id. The shim ends on
+//! Shutdown once no task is left.
 
-use crate::bundle::{config_path, Bundle, TaskKind, SANDBOX_NAME, SANDBOX_NAMESPACE};
+use crate::agent::Agent;
+use crate::bundle::{Bundle, TaskKind};
+use crate::container::{Container, Pod};
 use crate::error::ShimError;
+use crate::events::Events;
+use crate::process::ProcessTable;
+use crate::sandbox::SandboxTask;
 use async_trait::async_trait;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::asynchronous::ExitSignal;
-use containerd_shim::event::Event;
-use containerd_shim::util::timestamp;
 use containerd_shim_protos::api::{
-    ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, Empty, KillRequest, PidsRequest, PidsResponse, ShutdownRequest, StartRequest,
-    StartResponse, StateRequest, StateResponse, Status, WaitRequest, WaitResponse,
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest,
+    PidsResponse, ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest,
+    StateResponse, StatsRequest, StatsResponse, Status, WaitRequest, WaitResponse,
 };
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
-use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskIO, TaskOOM};
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
+use containerd_shim_protos::ttrpc;
 use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
-use containerd_shim_protos::ttrpc::{self, context::Context};
 use containerd_shim_protos::types::task::ProcessInfo;
-use sandnet_runtime::api::{PodNetns, Runtime, SandboxRequest};
-use sandnet_runtime::config::Config;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use sandnet_agent_proto::ttrpc::Code;
+use sandnet_runtime::api::Runtime;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::watch;
 
-/// How often the VM's liveness is checked.
-const POLL: Duration = Duration::from_millis(100);
-
-/// The one task a sandnet shim serves.
-#[derive(Debug, Clone)]
-struct TaskInfo {
-    id: String,
-    bundle: String,
-    pid: u32,
-    status: Status,
-    /// The signal Kill delivered, for the exit status (128 + signal).
-    killed_by: Option<u32>,
-    exit_status: u32,
-    exited_at: Option<Timestamp>,
-    stdin: String,
-    stdout: String,
-    stderr: String,
-    terminal: bool,
-    deleted: bool,
+/// What a task id names.
+enum Target {
+    Sandbox(Arc<SandboxTask>),
+    Container(Arc<Container>),
 }
 
-/// The task service of one shim.
-pub struct SandboxTask {
+/// The task service of one pod's shim.
+pub struct TaskService {
     runtime: Runtime,
-    namespace: String,
-    publisher: Arc<RemotePublisher>,
+    events: Events,
     exit: Arc<ExitSignal>,
-    task: Arc<Mutex<Option<TaskInfo>>>,
-    exited: watch::Sender<bool>,
+    sandbox: Mutex<Option<Arc<SandboxTask>>>,
+    agent: Mutex<Option<Arc<Agent>>>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    procs: ProcessTable,
+    oom_relay: AtomicBool,
 }
 
-impl SandboxTask {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl TaskService {
     /// A service running sandboxes with `runtime`, publishing events for containerd
-    /// namespace `namespace`; `exit` is signalled on Shutdown.
+    /// namespace `namespace`; `exit` is signalled on Shutdown once nothing is left.
     pub fn new(
         runtime: Runtime,
         namespace: String,
         publisher: RemotePublisher,
         exit: Arc<ExitSignal>,
     ) -> Self {
-        SandboxTask {
+        TaskService {
             runtime,
-            namespace,
-            publisher: Arc::new(publisher),
+            events: Events::new(publisher, namespace),
             exit,
-            task: Arc::new(Mutex::new(None)),
-            exited: watch::channel(false).0,
+            sandbox: Mutex::new(None),
+            agent: Mutex::new(None),
+            containers: Mutex::new(HashMap::new()),
+            procs: ProcessTable::default(),
+            oom_relay: AtomicBool::new(false),
         }
     }
 
-    fn snapshot(&self, id: &str) -> Result<TaskInfo, ShimError> {
-        match self.lock().as_ref() {
-            Some(t) if t.id == id => Ok(t.clone()),
-            _ => Err(ShimError::NotFound(format!("task {id} not found"))),
+    fn sandbox(&self) -> Option<Arc<SandboxTask>> {
+        lock(&self.sandbox).clone()
+    }
+
+    fn target(&self, id: &str) -> Result<Target, ShimError> {
+        if let Some(s) = self.sandbox().filter(|s| s.id == id) {
+            return Ok(Target::Sandbox(s));
+        }
+        lock(&self.containers)
+            .get(id)
+            .cloned()
+            .map(Target::Container)
+            .ok_or_else(|| ShimError::NotFound(format!("task {id} not found")))
+    }
+
+    /// The sandbox task for an exec id (it runs no processes).
+    fn sandbox_exec(id: &str, exec_id: &str) -> Result<(), ShimError> {
+        if exec_id.is_empty() {
+            Ok(())
+        } else {
+            Err(ShimError::NotFound(format!(
+                "exec {exec_id}: the sandbox task {id} runs no processes"
+            )))
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<TaskInfo>> {
-        self.task.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn publish(&self, ev: impl Event + 'static) {
-        let topic = ev.topic();
-        if let Err(e) = self
-            .publisher
-            .publish(Context::default(), &topic, &self.namespace, Box::new(ev))
-            .await
-        {
-            log::warn!("publish {topic}: {e}");
-        }
-    }
-
-    async fn create_sandbox(&self, req: &CreateTaskRequest) -> Result<u32, ShimError> {
-        let bundle = Bundle::load(std::path::Path::new(&req.bundle))?;
-        let netns = match bundle.kind {
-            TaskKind::Container { sandbox } => {
-                return Err(ShimError::Unsupported(format!(
-                    "sandnet runs pod sandboxes only: container {} of pod {sandbox} would have \
-                     to run inside the pod's VM, which sandnet does not do yet",
-                    req.id
-                )))
-            }
-            TaskKind::Sandbox { netns: Some(n) } => n,
-            TaskKind::Sandbox { netns: None } => {
+    async fn create_sandbox(&self, req: &CreateTaskRequest, b: &Bundle) -> Result<u32, ShimError> {
+        let netns = match &b.kind {
+            TaskKind::Sandbox { netns: Some(n) } => n.clone(),
+            _ => {
                 return Err(ShimError::Unsupported(format!(
                     "task {}: the OCI spec names no network namespace path; sandnet boots the \
                      VM in the pod namespace containerd's CRI created",
@@ -120,138 +113,123 @@ impl SandboxTask {
                 )))
             }
         };
-        log::info!(
-            "pod {}/{}: sandbox {} in {}",
-            bundle
-                .annotations
-                .get(SANDBOX_NAMESPACE)
-                .map_or("-", String::as_str),
-            bundle
-                .annotations
-                .get(SANDBOX_NAME)
-                .map_or("-", String::as_str),
-            req.id,
-            netns.display()
-        );
-        let options = req
-            .options
-            .as_ref()
-            .map(|a| config_path(&a.value))
-            .transpose()?
-            .flatten();
-        let (config, warnings) =
-            Config::load(options.as_deref()).map_err(|e| ShimError::Config(e.to_string()))?;
-        for w in warnings {
-            log::warn!("configuration: {w}");
+        if let Some(s) = self.sandbox() {
+            return Err(ShimError::Exists(format!(
+                "{} (this shim serves sandbox {})",
+                req.id, s.id
+            )));
         }
-        let mut sreq = SandboxRequest::new(config);
-        sreq.id = Some(req.id.clone());
-        sreq.netns = PodNetns::Existing(netns.display().to_string());
-        let sandbox = match self
-            .runtime
-            .run(&sreq, &mut |step| log::info!("sandbox {}: {step}", req.id))
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => return Err(e.into()),
-        };
-        // The sandbox lives as long as this shim: if it dies and containerd cannot run
-        // `delete`, `sandnet gc` removes it.
-        if let Err(e) = sandbox.set_owner(std::process::id()) {
-            log::warn!("{e}");
-        }
-        let pid = sandbox
-            .state()
-            .map_err(ShimError::from)?
-            .qemu_pid
-            .unwrap_or_default();
+        let s = SandboxTask::create(&self.runtime, req, b, &netns).await?;
+        let pid = s.pid;
+        *lock(&self.agent) = Some(Arc::new(Agent::new(&s.agent_socket())));
+        s.monitor(self.procs.clone(), self.events.clone());
+        *lock(&self.sandbox) = Some(s);
         Ok(pid)
     }
 
-    /// Watches the VM and reports its end: TaskExit, and every pending Wait returns.
-    fn monitor(&self, id: String) {
-        let sandbox = self.runtime.handle(&id);
-        let task = self.task.clone();
-        let exited = self.exited.clone();
-        let publisher = self.publisher.clone();
-        let namespace = self.namespace.clone();
-        tokio::spawn(async move {
-            let _ = sandbox.wait_exit(POLL).await;
-            let info = {
-                let mut g = task.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(t) = g.as_mut().filter(|t| t.id == id) else {
-                    return;
-                };
-                t.status = Status::STOPPED;
-                t.exit_status = t.killed_by.map(|s| 128 + s).unwrap_or(255);
-                t.exited_at = timestamp().ok();
-                t.clone()
-            };
-            let _ = exited.send(true);
-            let ev = TaskExit {
-                container_id: info.id.clone(),
-                id: info.id.clone(),
-                pid: info.pid,
-                exit_status: info.exit_status,
-                exited_at: MessageField::from_option(info.exited_at.clone()),
-                ..Default::default()
-            };
-            let topic = ev.topic();
-            if let Err(e) = publisher
-                .publish(Context::default(), &topic, &namespace, Box::new(ev))
-                .await
-            {
-                log::warn!("publish {topic}: {e}");
-            }
-        });
+    /// The pod container `id` of sandbox `sandbox` runs in.
+    fn pod(&self, sandbox: &str, id: &str) -> Result<Pod, ShimError> {
+        let s = self.sandbox().filter(|s| s.id == sandbox).ok_or_else(|| {
+            ShimError::NotFound(format!(
+                "container {id}: pod sandbox {sandbox:?} is not served by this shim"
+            ))
+        })?;
+        if !s.vm_running() || s.state().deleted {
+            return Err(ShimError::State(format!(
+                "container {id}: the VM of pod sandbox {sandbox} has stopped"
+            )));
+        }
+        let agent = lock(&self.agent)
+            .clone()
+            .ok_or_else(|| ShimError::Internal("no agent for the sandbox".into()))?;
+        Ok(Pod {
+            sandbox: s,
+            agent,
+            procs: self.procs.clone(),
+            events: self.events.clone(),
+        })
+    }
+
+    async fn create_container(
+        &self,
+        req: &CreateTaskRequest,
+        sandbox: &str,
+    ) -> Result<u32, ShimError> {
+        let pod = self.pod(sandbox, &req.id)?;
+        let c = Container::create(pod.clone(), req).await?;
+        let pid = pod.sandbox.pid;
+        lock(&self.containers).insert(req.id.clone(), c);
+        if !self.oom_relay.swap(true, Ordering::SeqCst) {
+            oom_events(&pod);
+        }
+        Ok(pid)
     }
 }
 
-fn no_exec(exec_id: &str) -> Result<(), ShimError> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(ShimError::NotFound(format!(
-            "exec {exec_id}: sandnet runs no processes in the sandbox task"
-        )))
-    }
+/// Relays the agent's OOM events (a long poll) as TaskOOM until the VM ends.
+fn oom_events(pod: &Pod) {
+    let (agent, events) = (pod.agent.clone(), pod.events.clone());
+    let mut vm_exit = pod.sandbox.vm_exit();
+    tokio::spawn(async move {
+        loop {
+            let r = tokio::select! {
+                r = agent.oom_event() => r,
+                _ = vm_exit.wait_for(|e| *e) => return,
+            };
+            match r {
+                Ok(id) if !id.is_empty() => {
+                    let ev = TaskOOM {
+                        container_id: id,
+                        ..Default::default()
+                    };
+                    events.publish(ev).await;
+                }
+                Ok(_) => {}
+                Err(e) if e.code() == Some(Code::UNIMPLEMENTED) => {
+                    log::warn!("the agent reports no OOM events: {e}");
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("{e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
 }
 
 #[async_trait]
-impl Task for SandboxTask {
+impl Task for TaskService {
     async fn create(
         &self,
         _ctx: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
-        if let Some(t) = self.lock().as_ref() {
-            return Err(ShimError::Exists(t.id.clone()).into());
+        if self.target(&req.id).is_ok() {
+            return Err(ShimError::Exists(req.id.clone()).into());
         }
-        let pid = self.create_sandbox(&req).await?;
-        let info = TaskInfo {
-            id: req.id.clone(),
-            bundle: req.bundle.clone(),
-            pid,
-            status: Status::CREATED,
-            killed_by: None,
-            exit_status: 0,
-            exited_at: None,
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-            deleted: false,
+        let b = Bundle::load(Path::new(&req.bundle))?;
+        let pid = match &b.kind {
+            TaskKind::Container { sandbox } => self.create_container(&req, sandbox).await?,
+            TaskKind::Sandbox { .. } => self.create_sandbox(&req, &b).await?,
         };
-        *self.lock() = Some(info);
-        self.monitor(req.id.clone());
-        self.publish(TaskCreate {
-            container_id: req.id.clone(),
-            bundle: req.bundle.clone(),
-            rootfs: req.rootfs.clone(),
-            pid,
-            ..Default::default()
-        })
-        .await;
+        self.events
+            .publish(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                checkpoint: req.checkpoint.clone(),
+                pid,
+                ..Default::default()
+            })
+            .await;
         Ok(CreateTaskResponse {
             pid,
             ..Default::default()
@@ -259,32 +237,21 @@ impl Task for SandboxTask {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        no_exec(&req.exec_id)?;
-        let pid = {
-            let mut g = self.lock();
-            let t = g
-                .as_mut()
-                .filter(|t| t.id == req.id)
-                .ok_or_else(|| ShimError::NotFound(format!("task {} not found", req.id)))?;
-            match t.status {
-                Status::CREATED => t.status = Status::RUNNING,
-                Status::RUNNING => {}
-                _ => {
-                    return Err(ShimError::State(format!(
-                        "task {}: its VM has already stopped",
-                        req.id
-                    ))
-                    .into())
-                }
+        let pid = match self.target(&req.id)? {
+            Target::Sandbox(s) => {
+                Self::sandbox_exec(&req.id, &req.exec_id)?;
+                let pid = s.start()?;
+                self.events
+                    .publish(containerd_shim_protos::events::task::TaskStart {
+                        container_id: req.id.clone(),
+                        pid,
+                        ..Default::default()
+                    })
+                    .await;
+                pid
             }
-            t.pid
+            Target::Container(c) => c.start(&req.exec_id).await?,
         };
-        self.publish(TaskStart {
-            container_id: req.id.clone(),
-            pid,
-            ..Default::default()
-        })
-        .await;
         Ok(StartResponse {
             pid,
             ..Default::default()
@@ -292,53 +259,47 @@ impl Task for SandboxTask {
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
-        no_exec(&req.exec_id)?;
-        let t = self.snapshot(&req.id)?;
-        Ok(StateResponse {
-            id: t.id,
-            bundle: t.bundle,
-            pid: t.pid,
-            status: t.status.into(),
-            stdin: t.stdin,
-            stdout: t.stdout,
-            stderr: t.stderr,
-            terminal: t.terminal,
-            exit_status: t.exit_status,
-            exited_at: MessageField::from_option(t.exited_at),
-            ..Default::default()
-        })
+        match self.target(&req.id)? {
+            Target::Sandbox(s) => {
+                Self::sandbox_exec(&req.id, &req.exec_id)?;
+                Ok(s.state_response())
+            }
+            Target::Container(c) => Ok(c.state(&req.exec_id)?),
+        }
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        no_exec(&req.exec_id)?;
-        self.snapshot(&req.id)?;
-        let mut rx = self.exited.subscribe();
-        let _ = rx.wait_for(|e| *e).await;
-        let t = self.snapshot(&req.id)?;
+        let (exit_status, exited_at) = match self.target(&req.id)? {
+            Target::Sandbox(s) => {
+                Self::sandbox_exec(&req.id, &req.exec_id)?;
+                let t = s.wait().await;
+                (t.exit_status, t.exited_at)
+            }
+            Target::Container(c) => {
+                let s = c.process(&req.exec_id)?.wait().await;
+                (s.exit_status, s.exited_at)
+            }
+        };
         Ok(WaitResponse {
-            exit_status: t.exit_status,
-            exited_at: MessageField::from_option(t.exited_at),
+            exit_status,
+            exited_at: MessageField::from_option(exited_at),
             ..Default::default()
         })
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
-        no_exec(&req.exec_id)?;
-        let t = self.snapshot(&req.id)?;
-        if t.status == Status::STOPPED || t.deleted {
-            // Killing a task that has already exited (containerd's Kill(all) after the
-            // exit) is not an error.
-            return Ok(Empty::default());
+        match self.target(&req.id)? {
+            Target::Sandbox(s) => {
+                Self::sandbox_exec(&req.id, &req.exec_id)?;
+                // The containers go first, so they end by their own exits.
+                let cs: Vec<_> = lock(&self.containers).values().cloned().collect();
+                for c in cs {
+                    let _ = c.remove_from_guest(false).await;
+                }
+                s.kill(req.signal).await?;
+            }
+            Target::Container(c) => c.kill(&req.exec_id, req.signal, req.all).await?,
         }
-        if let Some(x) = self.lock().as_mut() {
-            x.killed_by.get_or_insert(req.signal);
-        }
-        let force = req.signal == libc::SIGKILL as u32;
-        self.runtime
-            .handle(&req.id)
-            .stop(force)
-            .await
-            .map_err(ShimError::from)?;
         Ok(Empty::default())
     }
 
@@ -347,60 +308,99 @@ impl Task for SandboxTask {
         _ctx: &TtrpcContext,
         req: DeleteRequest,
     ) -> ttrpc::Result<DeleteResponse> {
-        no_exec(&req.exec_id)?;
-        let t = self.snapshot(&req.id)?;
-        if t.status == Status::RUNNING {
-            return Err(ShimError::State(format!(
-                "task {}: its VM is running; kill it first",
-                req.id
-            ))
-            .into());
-        }
-        self.runtime
-            .handle(&req.id)
-            .remove(true)
-            .await
-            .map_err(ShimError::from)?;
-        let t = {
-            let mut g = self.lock();
-            let Some(x) = g.as_mut() else {
-                return Err(ShimError::NotFound(format!("task {} not found", req.id)).into());
-            };
-            x.deleted = true;
-            if x.status != Status::STOPPED {
-                x.status = Status::STOPPED;
-                x.exited_at = timestamp().ok();
+        let (pid, exit_status, exited_at) = match self.target(&req.id)? {
+            Target::Sandbox(s) => {
+                Self::sandbox_exec(&req.id, &req.exec_id)?;
+                let t = s.delete().await?;
+                self.events
+                    .publish(TaskDelete {
+                        container_id: s.id.clone(),
+                        id: s.id.clone(),
+                        pid: s.pid,
+                        exit_status: t.exit_status,
+                        exited_at: MessageField::from_option(t.exited_at.clone()),
+                        ..Default::default()
+                    })
+                    .await;
+                (s.pid, t.exit_status, t.exited_at)
             }
-            x.clone()
+            Target::Container(c) => {
+                let s = c.delete(&req.exec_id).await?;
+                if req.exec_id.is_empty() {
+                    lock(&self.containers).remove(&req.id);
+                }
+                (c.process_pid(), s.exit_status, s.exited_at)
+            }
         };
-        let _ = self.exited.send(true);
-        self.publish(TaskDelete {
-            container_id: t.id.clone(),
-            id: t.id.clone(),
-            pid: t.pid,
-            exit_status: t.exit_status,
-            exited_at: MessageField::from_option(t.exited_at.clone()),
-            ..Default::default()
-        })
-        .await;
         Ok(DeleteResponse {
-            pid: t.pid,
-            exit_status: t.exit_status,
-            exited_at: MessageField::from_option(t.exited_at),
+            pid,
+            exit_status,
+            exited_at: MessageField::from_option(exited_at),
             ..Default::default()
         })
     }
 
+    async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        match self.target(&req.id)? {
+            Target::Sandbox(_) => Err(ShimError::Unsupported(format!(
+                "exec {}: the sandbox task {} runs no processes (use sandnet exec)",
+                req.exec_id, req.id
+            ))
+            .into()),
+            Target::Container(c) => {
+                c.exec(&req).await?;
+                Ok(Empty::default())
+            }
+        }
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
+        if let Target::Container(c) = self.target(&req.id)? {
+            c.resize(&req.exec_id, req.width, req.height).await?;
+        }
+        Ok(Empty::default())
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+        if let Target::Container(c) = self.target(&req.id)? {
+            if req.stdin {
+                c.process(&req.exec_id)?.close_stdin();
+            }
+        }
+        Ok(Empty::default())
+    }
+
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
-        let t = self.snapshot(&req.id)?;
+        // There is no host process per container: QEMU's pid stands for the task, as Kata.
+        let (pid, running) = match self.target(&req.id)? {
+            Target::Sandbox(s) => (s.pid, s.state().status != Status::STOPPED),
+            Target::Container(c) => {
+                let p = c.process("")?;
+                (p.pid, p.status() != Status::STOPPED)
+            }
+        };
         let mut r = PidsResponse::default();
-        if t.status != Status::STOPPED {
+        if running {
             r.processes.push(ProcessInfo {
-                pid: t.pid,
+                pid,
                 ..Default::default()
             });
         }
         Ok(r)
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        match self.target(&req.id)? {
+            Target::Sandbox(_) => Err(ShimError::Unsupported(format!(
+                "stats of sandbox task {}: not collected",
+                req.id
+            ))
+            .into()),
+            Target::Container(c) => Ok(StatsResponse {
+                stats: MessageField::some(c.stats().await?),
+                ..Default::default()
+            }),
+        }
     }
 
     async fn connect(
@@ -408,23 +408,22 @@ impl Task for SandboxTask {
         _ctx: &TtrpcContext,
         req: ConnectRequest,
     ) -> ttrpc::Result<ConnectResponse> {
-        let pid = self
-            .lock()
-            .as_ref()
-            .filter(|t| t.id == req.id)
-            .map(|t| t.pid)
-            .unwrap_or_default();
+        let task_pid = match self.target(&req.id) {
+            Ok(Target::Sandbox(s)) => s.pid,
+            Ok(Target::Container(c)) => c.process_pid(),
+            Err(_) => 0,
+        };
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
-            task_pid: pid,
+            task_pid,
             ..Default::default()
         })
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> ttrpc::Result<Empty> {
-        // Only once nothing is left to serve: a live sandbox keeps its shim.
-        let idle = self.lock().as_ref().is_none_or(|t| t.deleted);
-        if idle {
+        // Only once nothing is left to serve: a live sandbox or container keeps its shim.
+        let sandbox_gone = self.sandbox().is_none_or(|s| s.state().deleted);
+        if sandbox_gone && lock(&self.containers).is_empty() {
             self.exit.signal();
         }
         Ok(Empty::default())

@@ -1,5 +1,6 @@
 //! The shim under a private containerd when things go wrong: bad input, a missing kernel,
-//! the shim killed mid-boot, containerd restarted, Remove without Stop, containers refused.
+//! the shim killed mid-boot, containerd restarted, Remove without Stop, a container removed
+//! while it runs.
 //! Each leaves the host as it was. Needs what `tests/cri.rs` needs.
 
 mod common;
@@ -120,26 +121,21 @@ fn containerd_restart_reconnects_and_remove_without_stop_cleans() {
 }
 
 #[test]
-fn containers_are_refused_and_leave_nothing() {
+fn container_removed_while_running_leaves_nothing() {
     let cd = Containerd::start("ctr", Options::default());
     let id = cd.run_pod("ctrpod", "sandnet").expect("RunPodSandbox");
     let shims = cd.shim_pids();
     let before = cd.snapshot();
-    let err = cd
-        .run_container(&id, "ctrpod", "app")
-        .expect_err("a container in a sandnet pod");
-    assert!(
-        err.message().contains("sandnet runs pod sandboxes only"),
-        "{}",
-        err.message()
-    );
-    wait_until(
-        "the container's shim to go",
-        Duration::from_secs(15),
-        || cd.shim_pids() == shims,
+    // Create, start (the image sleeps), remove at once (CRI kills it first).
+    cd.run_container(&id, "ctrpod", "app")
+        .unwrap_or_else(|e| panic!("a container in a sandnet pod: {e}\n{}", cd.log()));
+    assert_eq!(
+        cd.shim_pids(),
+        shims,
+        "the pod's shim serves its containers"
     );
     cd.wait_clean(&before, Duration::from_secs(20));
-    assert!(cd.ready(&id), "the pod suffered from the refused container");
+    assert!(cd.ready(&id), "the pod suffered from the container");
     cd.stop_pod(&id).unwrap();
     cd.remove_pod(&id).unwrap();
 }

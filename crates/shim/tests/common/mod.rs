@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod image;
 pub mod snapshot;
 
