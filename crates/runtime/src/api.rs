@@ -72,6 +72,8 @@ pub struct SandboxRequest {
     /// The sandbox will run containers: its VM gets the shared directory of
     /// `[hypervisor.qemu] shared_fs` (default false).
     pub shared_dir: bool,
+    /// The guest's host name; the sandbox id when `None`.
+    pub hostname: Option<String>,
     /// The configuration (VM parameters, CNI defaults, runtime policy).
     pub config: Config,
 }
@@ -91,6 +93,7 @@ impl SandboxRequest {
             hotplug_network: None,
             use_factory: true,
             shared_dir: false,
+            hostname: None,
             config,
         }
     }
@@ -199,6 +202,7 @@ impl Runtime {
             } else {
                 crate::shared::SharedFs::None
             },
+            hostname: req.hostname.clone().filter(|h| !h.is_empty()),
         })
     }
 

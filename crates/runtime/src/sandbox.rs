@@ -72,7 +72,7 @@ pub struct SandboxPaths {
     pub ctl: PathBuf,
     /// The supervisor's log.
     pub log: PathBuf,
-    /// `containers.sock`: the supervisor's socket for container calls (a ttrpc `grpc.AgentService`
+    /// `ctr.sock`: the supervisor's socket for container calls (a ttrpc `grpc.AgentService`
     /// that forwards the container methods to the guest's agent).
     pub agent: PathBuf,
     /// The host side of the sandbox's shared directory (see [`crate::shared`]).
@@ -87,7 +87,8 @@ impl SandboxPaths {
             state: dir.join("sandbox.json"),
             ctl: dir.join("ctl.sock"),
             log: dir.join("supervisor.log"),
-            agent: dir.join("containers.sock"),
+            // Short: a unix socket path has 107 bytes, and a CRI id alone is 64.
+            agent: dir.join("ctr.sock"),
             shared: dir.join("shared"),
             dir,
         }

@@ -97,6 +97,10 @@ pub struct RunSpec {
     /// containers, e.g. `sandnet run`'s).
     #[serde(default = "no_share")]
     pub shared_fs: SharedFs,
+    /// The guest's host name; the sandbox id when `None` (a pod's: its hostname, which
+    /// its containers show).
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 fn yes() -> bool {

@@ -1,7 +1,7 @@
 //! The sandbox's shared directory (what containers' files travel through), against real
 //! guests, for both transports: the guest mounts the share the way the agent's `Storage`
 //! says, sees files and bind mounts made on the host after boot, writes back; the
-//! supervisor's `containers.sock` forwards to the guest's agent; remove detaches what a
+//! supervisor's `ctr.sock` forwards to the guest's agent; remove detaches what a
 //! dead shim left mounted in the share without touching what was mounted there.
 
 use sandnet_runtime::api::{PodNetns, Runtime, SandboxRequest};
@@ -89,11 +89,11 @@ async fn share_round_trip(fs: SharedFs, tag: &str) {
         "guest\n"
     );
 
-    // containers.sock answers, forwarding to the guest's agent.
+    // ctr.sock answers, forwarding to the guest's agent.
     let sock = sb.containers_socket();
     let c = sandnet_agent_proto::AgentClient::connect(&sock, Duration::from_secs(5))
         .await
-        .expect("connect containers.sock");
+        .expect("connect ctr.sock");
     assert!(c.version().await.unwrap().starts_with("sandnet-agent"));
     // The network methods are not forwarded: they are the supervisor's.
     assert!(c.list_interfaces().await.is_err());

@@ -100,7 +100,9 @@ fn bench(cd: &Containerd, handler: &str, rounds: usize, data: &std::path::Path) 
                     "/bin/busybox",
                     "sh",
                     "-c",
-                    &format!("/bin/busybox cat /data/{name} | /bin/busybox wc -c"),
+                    &format!(
+                        "/bin/busybox cat /data/{name} > /dev/null && /bin/busybox stat -c %s /data/{name}"
+                    ),
                 ],
             )
             .expect("exec read");

@@ -39,6 +39,8 @@ pub struct Bundle {
     pub annotations: HashMap<String, String>,
     /// The spec's `root.path` (empty when absent).
     pub root_path: String,
+    /// The spec's `hostname` (CRI puts the pod's in the sandbox's).
+    pub hostname: String,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +51,8 @@ struct Spec {
     linux: Option<Linux>,
     #[serde(default)]
     root: Option<Root>,
+    #[serde(default)]
+    hostname: String,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +112,7 @@ impl Bundle {
             kind,
             annotations: spec.annotations,
             root_path: spec.root.map(|r| r.path).unwrap_or_default(),
+            hostname: spec.hostname,
         })
     }
 

@@ -86,6 +86,9 @@ impl SandboxTask {
         sreq.id = Some(req.id.clone());
         sreq.netns = PodNetns::Existing(netns.display().to_string());
         sreq.shared_dir = true;
+        // The pod's host name is the guest's, so its containers show it (they share the
+        // pod's UTS namespace under runc).
+        sreq.hostname = Some(bundle.hostname.clone()).filter(|h| !h.is_empty());
         let sandbox = runtime
             .run(&sreq, &mut |step| log::info!("sandbox {}: {step}", req.id))
             .await?;

@@ -198,7 +198,6 @@ pub fn adapt_for_guest(spec: &mut oci::Spec, layout: &GuestLayout) {
             MountKind::Guest => {}
         }
     }
-    let mut own_uts = false;
     if let Some(linux) = spec.Linux.as_mut() {
         if let Some(mem) = linux.Resources.as_mut().and_then(|r| r.Memory.as_mut()) {
             mem.Swap = 0;
@@ -210,12 +209,10 @@ pub fn adapt_for_guest(spec: &mut oci::Spec, layout: &GuestLayout) {
         });
         for n in &mut linux.Namespaces {
             n.Path.clear();
-            own_uts |= n.Type == "uts";
         }
     }
-    if !own_uts {
-        spec.Hostname.clear();
-    }
+    // Every container gets a UTS namespace of its own in the guest; the spec's host name
+    // (CRI puts the pod's there) is what it shows, as in the pod's shared one with runc.
 }
 
 #[cfg(test)]
@@ -357,7 +354,7 @@ mod tests {
             .map(|n| (n.Type.as_str(), n.Path.as_str()))
             .collect();
         assert_eq!(ns, [("pid", ""), ("mount", "")]);
-        assert_eq!(s.Hostname, "", "the pod's host name is the guest's");
+        assert_eq!(s.Hostname, "pod", "the pod's host name is kept");
         let mem = &s.Linux.Resources.Memory;
         assert_eq!((mem.Limit, mem.Swap), (32 << 20, 0), "no swap in the VM");
     }

@@ -121,6 +121,11 @@ fn exec_sync_returns_output_and_exit_codes() {
         .expect("ExecSync");
     assert_eq!(r.exit_code, 3);
     assert_eq!(common::text(&r.stderr), "err\n");
+    // The pod's host name, as in the pod's shared UTS namespace under runc.
+    let r = cd
+        .exec_sync(&c, &["/bin/busybox", "hostname"])
+        .expect("ExecSync hostname");
+    assert_eq!(common::text(&r.stdout).trim(), "cexec");
     // Statistics from the container's cgroup in the guest.
     let st = cd.container_stats(&c).expect("ContainerStats");
     let mem = st
@@ -128,6 +133,31 @@ fn exec_sync_returns_output_and_exit_codes() {
         .and_then(|m| m.working_set_bytes)
         .map_or(0, |v| v.value);
     assert!(mem > 0, "no memory working set: {mem}");
+}
+
+/// `exec -it`: an exec with a terminal through containerd (`ctr tasks exec -t`, given a
+/// terminal by `script`): the process has a pty of the container's, sized as the client's
+/// terminal, and its output comes back.
+#[test]
+fn exec_with_a_tty_gets_a_pty() {
+    let cd = Containerd::start("cexectty", Options::default());
+    let p = pod(&cd, "cexectty");
+    let c = cd.launch(&p, "cexectty", sleeper(&cd, "s"));
+    let ctr = format!(
+        "stty rows 33 cols 111; ctr --address {} -n k8s.io tasks exec -t --exec-id tty1 {c} \
+         /bin/busybox sh -c 'tty; stty size; [ -t 0 ] && echo STDIN-IS-A-TTY'",
+        cd.sock().display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qefc", &ctr, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let out = common::text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", common::text(&o.stderr));
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(out.contains("33 111"), "{out}");
+    assert!(out.contains("STDIN-IS-A-TTY"), "{out}");
 }
 
 #[test]

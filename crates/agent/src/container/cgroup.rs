@@ -160,7 +160,12 @@ impl Cgroups {
         if let Some(m) = limits.memory {
             writes.push(("memory.max", m.to_string()));
         }
-        if let Some(s) = &limits.swap {
+        // A kernel without swap has no memory.swap.max: there is nothing to limit.
+        if let Some(s) = limits
+            .swap
+            .as_ref()
+            .filter(|_| dir.join("memory.swap.max").exists())
+        {
             writes.push(("memory.swap.max", s.clone()));
         }
         if let Some(c) = &limits.cpu_max {

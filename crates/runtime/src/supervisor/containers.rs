@@ -1,4 +1,4 @@
-//! The supervisor's socket for container calls (`containers.sock`): a ttrpc server whose
+//! The supervisor's socket for container calls (`ctr.sock`): a ttrpc server whose
 //! `grpc.AgentService` has only the container methods, each forwarded as it is (payload
 //! untouched, status passed back) over the supervisor's one connection to the guest's
 //! agent. The shim talks Kata's agent protocol to it; the network methods stay the

@@ -208,7 +208,7 @@ struct Supervisor {
     /// sandnet's own links in the pod namespace, whose events the monitor drops (taps are
     /// named here before they exist: their first event carries no alias yet).
     own_links: sandnet_host::OwnLinks,
-    /// The server of `containers.sock` (sandboxes with a shared directory).
+    /// The server of `ctr.sock` (sandboxes with a shared directory).
     containers: Option<sandnet_agent_proto::ttrpc::r#async::Server>,
     /// The pod namespace handed over by the taker of a factory VM.
     handed_netns: Option<std::os::fd::OwnedFd>,
@@ -239,7 +239,7 @@ fn ms(since: Instant) -> u64 {
 }
 
 impl Supervisor {
-    /// Serves `containers.sock` over the agent connection.
+    /// Serves `ctr.sock` over the agent connection.
     async fn serve_containers(&mut self) -> Result<(), RuntimeError> {
         let Some(agent) = self.agent.as_ref() else {
             return Err(RuntimeError::Supervisor(

@@ -20,7 +20,9 @@ impl Supervisor {
             SharedFs::None => return Ok(None),
             SharedFs::Virtio9p => ShareTransport::Virtio9p,
             SharedFs::VirtioFs => ShareTransport::VirtioFs {
-                socket: self.paths.dir.join("virtiofsd.sock"),
+                // Short like the other sockets of the directory: a unix socket path has
+                // 107 bytes, and a CRI id alone is 64.
+                socket: self.paths.dir.join("vfs.sock"),
                 daemon: VIRTIOFSD.into(),
             },
         };

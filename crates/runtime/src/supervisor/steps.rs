@@ -359,7 +359,8 @@ impl Supervisor {
         }
         // A TCG guest among many on a loaded host can take a while to find its NICs.
         let slow = client.clone().with_call_timeout(NETWORK_CALL_TIMEOUT);
-        apply_network(&slow, &spec.id, &wanted).await?;
+        let hostname = spec.hostname.as_deref().unwrap_or(&spec.id);
+        apply_network(&slow, hostname, &wanted).await?;
         timings.insert("agent_ms".into(), ms(t));
         let interfaces = client
             .list_interfaces()
