@@ -22,6 +22,9 @@ use sandnet_model::{MacAddr, Route};
 use std::net::IpAddr;
 use std::os::fd::{IntoRawFd, OwnedFd};
 
+/// How often an interrupted dump (`EBUSY`) is asked again.
+const DUMP_RETRIES: u64 = 5;
+
 /// A netlink route client bound to the namespace its socket was opened in.
 #[derive(Clone, Debug)]
 pub struct Netlink {
@@ -110,13 +113,24 @@ impl Netlink {
         self.request(msg, NLM_F_ACK | flags, what).await.map(|_| ())
     }
 
-    /// A dump request.
+    /// A dump request. A dump the kernel interrupted because the table changed under it
+    /// (`EBUSY`) is asked again, a few times.
     pub async fn dump(
         &self,
         msg: RouteNetlinkMessage,
         what: impl FnOnce() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        self.request(msg, NLM_F_DUMP, what).await
+        let what = what();
+        let mut tries = 0;
+        loop {
+            match self.request(msg.clone(), NLM_F_DUMP, || what.clone()).await {
+                Err(e) if e.errno() == Some(libc::EBUSY) && tries < DUMP_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * tries)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// All links.

@@ -109,7 +109,14 @@ pub async fn boot_vm(
     let Some(trial) = choice.trial else {
         let b = attempt(&plan, &nics, choice.accel, BOOT_TIMEOUT, record).await;
         return b
-            .map_err(|f| f.error)
+            .map_err(|f| match choice.accel {
+                // KVM without a trial (forced, or a remembered verdict) that hangs: say
+                // it is QEMU under KVM, not only which call timed out.
+                Accel::Kvm if f.kvm_suspect => {
+                    RuntimeError::Supervisor(format!("QEMU under KVM: {} ({})", f.why, f.error))
+                }
+                _ => f.error,
+            })
             .map(|b| b.with(choice.accel, choice.reason));
     };
     match attempt(&plan, &nics, Accel::Kvm, KVM_TRIAL_DEADLINE, record).await {

@@ -258,8 +258,11 @@ fn qemu_killed_during_boot_rolls_back() {
     let h = Host::new("qkill");
     h.write_conflist(&[]);
     let id = h.new_id("qkill");
+    // Under TCG: the QEMU of a KVM trial killed here would only make `run` fall back to
+    // TCG (and succeed) on a machine whose KVM is broken.
     let mut child = h
         .run_cmd(&id, &[])
+        .env("SANDNET_ACCEL", "tcg")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

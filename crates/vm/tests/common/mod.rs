@@ -264,7 +264,12 @@ pub async fn spawn_auto(
         return (q, choice.accel);
     };
     let t0 = Instant::now();
-    let why = match Qemu::spawn(make(Accel::Kvm), netns, state).await {
+    // The trial boots without NICs: a guest that got as far as its NIC driver under KVM
+    // before hanging would leave the tap's queues detached for the next QEMU (QEMU then
+    // aborts on "could not disable queue").
+    let mut probe = make(Accel::Kvm);
+    probe.nics.clear();
+    let why = match Qemu::spawn(probe, netns, state).await {
         Err(e) => accel::describe_kvm_failure(&e),
         Ok(mut q) => {
             let left = KVM_TRIAL_DEADLINE.saturating_sub(t0.elapsed());
@@ -273,6 +278,10 @@ pub async fn spawn_auto(
                 trial
                     .passed("the test guest printed its marker under KVM")
                     .unwrap();
+                q.kill().await.unwrap();
+                let q = Qemu::spawn(make(Accel::Kvm), netns, state)
+                    .await
+                    .expect("spawn under KVM");
                 return (q, Accel::Kvm);
             }
             q.kill().await.unwrap();
