@@ -114,37 +114,43 @@ impl SharedDir {
     }
 }
 
-/// Mount points at or below `dir` in this process's mount namespace, deepest first.
+/// Mount points at or below `dir` in this process's mount namespace, deepest (and latest)
+/// first: the order to unmount them in.
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = info
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mounts_below_in(&table, dir)
+}
+
+/// [`mounts_below`] of a mountinfo text.
+pub fn mounts_below_in(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(unescape_mountinfo)
-        .filter(|p| p.starts_with(dir))
+        .filter(|m| m.starts_with(dir))
         .collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found.dedup();
-    found
+    // Later mounts stack on earlier ones: the last first, deeper paths first (the sort is
+    // stable, so stacked mounts at one path keep that order).
+    out.reverse();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> PathBuf {
+/// Decodes mountinfo's octal escapes (`\040` for a space, …).
+pub fn unescape_mountinfo(s: &str) -> PathBuf {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 3 < b.len() {
             let oct = &b[i + 1..i + 4];
-            let v = std::str::from_utf8(oct)
-                .ok()
-                .and_then(|o| u8::from_str_radix(o, 8).ok());
-            if let Some(v) = v {
-                out.push(v);
-                i += 4;
-                continue;
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                let v = oct.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
             }
         }
         out.push(b[i]);
@@ -158,13 +164,28 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
 /// Returns one line per mount that could not be detached.
 pub fn unmount_below(dir: &Path) -> Vec<String> {
     let mut failed = Vec::new();
-    for m in mounts_below(dir) {
-        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
-            if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
-                failed.push(format!("unmount {}: {e}", m.display()));
+    // Passes until nothing is left or a pass makes no progress (stacked mounts).
+    let mut left = mounts_below(dir);
+    while !left.is_empty() {
+        failed.clear();
+        for m in &left {
+            if let Err(e) = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH) {
+                if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
+                    failed.push(format!("unmount {}: {e}", m.display()));
+                }
             }
         }
+        let now = mounts_below(dir);
+        if now.len() >= left.len() {
+            failed.extend(
+                now.iter()
+                    .map(|m| format!("{} is still mounted", m.display())),
+            );
+            break;
+        }
+        left = now;
     }
+    failed.dedup();
     failed
 }
 
@@ -230,5 +251,27 @@ mod tests {
             PathBuf::from("/run/a b/c")
         );
         assert_eq!(unescape_mountinfo("/x\\"), PathBuf::from("/x\\"));
+        assert_eq!(unescape_mountinfo("tail\\04"), PathBuf::from("tail\\04"));
+        assert_eq!(unescape_mountinfo("a\\134c"), PathBuf::from("a\\c"));
+    }
+
+    #[test]
+    fn mountinfo_below_a_directory_deepest_first() {
+        let table = "\
+22 1 0:21 / /run rw shared:5 - tmpfs tmpfs rw
+30 22 0:40 / /run/sn/a/shared/c1/rootfs rw - ext4 /dev/sda rw
+31 22 0:40 / /run/sn/a/shared/c1/mounts/0-my\\040dir rw - ext4 /dev/sda rw
+32 30 0:41 / /run/sn/a/shared/c1/rootfs/proc rw - proc proc rw
+33 22 0:40 / /run/sn/a/shared/c10/rootfs rw - ext4 /dev/sda rw
+";
+        let m = mounts_below_in(table, Path::new("/run/sn/a/shared/c1"));
+        assert_eq!(
+            m,
+            [
+                PathBuf::from("/run/sn/a/shared/c1/rootfs/proc"),
+                PathBuf::from("/run/sn/a/shared/c1/mounts/0-my dir"),
+                PathBuf::from("/run/sn/a/shared/c1/rootfs"),
+            ]
+        );
     }
 }

@@ -366,7 +366,10 @@ fn monitor_follows_links_addresses_and_routes() {
         guest_iface(&env, &id, "eth1").is_none()
     });
     wait_for("its tap gone", FOLLOW, || !pod_links(&p.pod).contains(&tap));
-    assert!(!recorded_nics(&sb).iter().any(|n| n.starts_with("eth1:")));
+    // The record goes last (reads are answered while the unplug runs).
+    wait_for("its record gone", FOLLOW, || {
+        !recorded_nics(&sb).iter().any(|n| n.starts_with("eth1:"))
+    });
     links_before.retain(|l| l != "eth1");
     env.ok(&["rm", &id]);
     assert_clean(&env, &p, &links_before, &id);

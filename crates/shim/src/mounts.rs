@@ -229,21 +229,7 @@ pub fn unmount(target: &Path) -> Result<(), MountError> {
 /// Mount points of this mount namespace at or below `dir`, deepest (and latest) first:
 /// the order to unmount them in.
 pub fn mounted_under(dir: &Path) -> Vec<PathBuf> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    mounted_under_in(&table, dir)
-}
-
-fn mounted_under_in(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape(m)))
-        .filter(|m| m.starts_with(dir))
-        .collect();
-    // Later mounts stack on earlier ones: unmount the last first, deeper paths first.
-    out.reverse();
-    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    out
+    sandnet_runtime::shared::mounts_below(dir)
 }
 
 /// Unmounts everything at or below `dir` (deepest first); the first error, after trying
@@ -273,29 +259,6 @@ pub fn unmount_under(dir: &Path) -> Result<(), MountError> {
             errno: Errno::EBUSY,
         }),
     }
-}
-
-/// Decodes mountinfo's octal escapes (`\040` for a space, …).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            let oct = &b[i + 1..i + 4];
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = oct.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-                if let Ok(v) = u8::try_from(v) {
-                    out.push(v);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -339,32 +302,5 @@ mod tests {
         assert_eq!(o.flags.flags, MsFlags::MS_BIND);
         assert_eq!(o.flags.propagation, MsFlags::MS_SLAVE);
         assert_eq!(o.data, ["mode=755"]);
-    }
-
-    #[test]
-    fn mountinfo_below_a_directory_deepest_first() {
-        let table = "\
-22 1 0:21 / /run rw shared:5 - tmpfs tmpfs rw
-30 22 0:40 / /run/sn/a/shared/c1/rootfs rw - ext4 /dev/sda rw
-31 22 0:40 / /run/sn/a/shared/c1/mounts/0-my\\040dir rw - ext4 /dev/sda rw
-32 30 0:41 / /run/sn/a/shared/c1/rootfs/proc rw - proc proc rw
-33 22 0:40 / /run/sn/a/shared/c10/rootfs rw - ext4 /dev/sda rw
-";
-        let m = mounted_under_in(table, Path::new("/run/sn/a/shared/c1"));
-        assert_eq!(
-            m,
-            [
-                PathBuf::from("/run/sn/a/shared/c1/rootfs/proc"),
-                PathBuf::from("/run/sn/a/shared/c1/mounts/0-my dir"),
-                PathBuf::from("/run/sn/a/shared/c1/rootfs"),
-            ]
-        );
-    }
-
-    #[test]
-    fn unescapes_octal() {
-        assert_eq!(unescape("a\\040b\\134c"), "a b\\c");
-        assert_eq!(unescape("tail\\04"), "tail\\04");
-        assert_eq!(unescape("\\"), "\\");
     }
 }
