@@ -331,11 +331,6 @@ impl Sandbox {
         })
     }
 
-    /// How the guest mounts its shared directory (see [`Sandbox::shared_dir`]).
-    pub fn shared_fs(&self) -> Result<crate::shared::SharedFs> {
-        Ok(self.shared_dir()?.fs)
-    }
-
     /// The supervisor's socket for container calls (`grpc.AgentService`, forwarded to the
     /// guest's agent).
     pub fn containers_socket(&self) -> PathBuf {

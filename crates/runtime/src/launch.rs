@@ -77,6 +77,67 @@ pub async fn launch(
     r
 }
 
+/// Runs `spec` on a ready factory VM when one can serve it; `None`: the caller boots its own
+/// (one log line says why a running factory could not serve).
+async fn take_factory_vm(
+    root: &Path,
+    paths: &SandboxPaths,
+    spec: &RunSpec,
+    lock_fd: i32,
+    on_progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Option<RunOutput>> {
+    if spec.shared_fs != crate::shared::SharedFs::None {
+        // Booted with no shared directory, in the factory's mount namespace: it could not
+        // see the mounts a shim makes for containers.
+        tracing::info!(
+            "sandbox {}: not taking a factory VM: factory VMs have no shared directory for \
+             containers; booting its own",
+            spec.id
+        );
+        return Ok(None);
+    }
+    // The pod namespace goes to the VM as a descriptor opened here: its path may only
+    // resolve in this mount namespace (containerd's netns mounts are in its own).
+    let netns = match &spec.netns {
+        None => None,
+        Some(n) => match n
+            .parse::<sandnet_host::NetNsRef>()
+            .and_then(|r| sandnet_host::NetNs::open(&r))
+        {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                tracing::info!("sandbox {}: not taking a factory VM: {e}", spec.id);
+                return Ok(None);
+            }
+        },
+    };
+    let netns_fd = netns
+        .as_ref()
+        .map(|n| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(n)));
+    let (r, id, vm) = (root.to_path_buf(), spec.id.clone(), spec.vm.clone());
+    let taken = tokio::task::spawn_blocking(move || factory::take(&r, &id, &vm, lock_fd, netns_fd))
+        .await
+        .ok()
+        .flatten();
+    let Some(t) = taken else {
+        return Ok(None);
+    };
+    on_progress(&format!("factory VM {}", t.vm));
+    let stream = t
+        .stream
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(t.stream))
+        .map_err(|source| RuntimeError::Io {
+            step: "factory VM connection".into(),
+            source,
+        })?;
+    match read_reports(BufReader::new(stream), on_progress).await {
+        Some(Ready::Ok { output }) => Ok(Some(output)),
+        Some(Ready::Failed { error }) => Err(RuntimeError::Supervisor(error)),
+        _ => Err(died(root, paths, spec, None).await),
+    }
+}
+
 async fn launch_in(
     root: &Path,
     paths: &SandboxPaths,
@@ -94,57 +155,11 @@ async fn launch_in(
     sandbox::write_private(&spec_path(paths), &body)?;
     let log = sandbox::create_private_file(&paths.log).map_err(io(&paths.log))?;
     let lock_fd = lock.raw_fd();
-    if spec.use_factory && spec.shared_fs != crate::shared::SharedFs::None {
-        // A factory VM booted with no shared directory, in the factory's mount namespace:
-        // it cannot see the mounts a shim makes for containers.
-        tracing::info!(
-            "sandbox {}: not taking a factory VM: factory VMs have no shared directory for \
-             containers; booting its own",
-            spec.id
-        );
-    }
-    // The pod namespace goes to a factory VM as a descriptor opened here: its path may only
-    // resolve in this mount namespace (containerd's netns mounts are in its own).
-    let netns = match &spec.netns {
-        Some(n) if spec.use_factory => match n
-            .parse::<sandnet_host::NetNsRef>()
-            .and_then(|r| sandnet_host::NetNs::open(&r))
-        {
-            Ok(ns) => Some(ns),
-            Err(e) => {
-                tracing::info!("sandbox {}: not taking a factory VM: {e}", spec.id);
-                None
-            }
-        },
-        _ => None,
-    };
-    let factory_ok = spec.netns.is_none() || netns.is_some();
-    if spec.use_factory && factory_ok && spec.shared_fs == crate::shared::SharedFs::None {
-        let (r, id, vm) = (root.to_path_buf(), spec.id.clone(), spec.vm.clone());
-        let netns_fd = netns
-            .as_ref()
-            .map(|n| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(n)));
-        let taken =
-            tokio::task::spawn_blocking(move || factory::take(&r, &id, &vm, lock_fd, netns_fd))
-                .await
-                .ok()
-                .flatten();
-        if let Some(t) = taken {
-            on_progress(&format!("factory VM {}", t.vm));
-            let stream = t
-                .stream
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::UnixStream::from_std(t.stream))
-                .map_err(|source| RuntimeError::Io {
-                    step: "factory VM connection".into(),
-                    source,
-                })?;
-            let ready = read_reports(BufReader::new(stream), on_progress).await;
-            return match ready {
-                Some(Ready::Ok { output }) => Ok(output),
-                Some(Ready::Failed { error }) => Err(RuntimeError::Supervisor(error)),
-                _ => Err(died(root, paths, spec, None).await),
-            };
+    // `take` would find no daemon either; asking first spares the log line and the
+    // namespace's open on every run without a factory.
+    if spec.use_factory && factory::daemon(root).is_some() {
+        if let Some(out) = take_factory_vm(root, paths, spec, lock_fd, on_progress).await? {
+            return Ok(out);
         }
     }
     {

@@ -93,25 +93,13 @@ pub struct GuestMount {
     pub mount_point: String,
 }
 
-/// The host side of a sandbox's share and the guest path of anything below it.
+/// The host side of a sandbox's share and how the guest mounts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedDir {
     /// The host directory (`<state>/<id>/shared`).
     pub host: PathBuf,
     /// How it reaches the guest.
     pub fs: SharedFs,
-}
-
-impl SharedDir {
-    /// The guest path of `rel` (relative to the share).
-    pub fn guest_path(&self, rel: &Path) -> PathBuf {
-        Path::new(GUEST_DIR).join(rel)
-    }
-
-    /// The host path of `rel`.
-    pub fn host_path(&self, rel: &Path) -> PathBuf {
-        self.host.join(rel)
-    }
 }
 
 /// Mount points at or below `dir` in this process's mount namespace, deepest (and latest)
@@ -159,34 +147,55 @@ pub fn unescape_mountinfo(s: &str) -> PathBuf {
     PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
 }
 
-/// Detaches every mount at or below `dir` (what a dead shim left in the share), so that
-/// removing the sandbox's directory can never reach into a container's rootfs or volume.
-/// Returns one line per mount that could not be detached.
-pub fn unmount_below(dir: &Path) -> Vec<String> {
-    let mut failed = Vec::new();
-    // Passes until nothing is left or a pass makes no progress (stacked mounts).
+/// A mount that could not be undone.
+#[derive(Debug, thiserror::Error)]
+#[error("unmount {}: {errno}", target.display())]
+pub struct UnmountError {
+    /// The mount point.
+    pub target: PathBuf,
+    /// Why (`EBUSY` for one still there after every pass).
+    pub errno: nix::errno::Errno,
+}
+
+/// Unmounts `target`: plainly, else detached (`MNT_DETACH`); not mounted is fine.
+pub fn unmount(target: &Path) -> Result<(), UnmountError> {
+    use nix::errno::Errno;
+    use nix::mount::{umount2, MntFlags};
+    let gone = |r: nix::Result<()>| matches!(r, Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT));
+    if gone(umount2(target, MntFlags::empty())) {
+        return Ok(());
+    }
+    match umount2(target, MntFlags::MNT_DETACH) {
+        r if gone(r) => Ok(()),
+        r => Err(UnmountError {
+            target: target.to_path_buf(),
+            errno: r.err().unwrap_or(Errno::EBUSY),
+        }),
+    }
+}
+
+/// Unmounts everything at or below `dir` (what a dead shim left in the share, deepest
+/// first, in passes while stacked mounts go away), so that removing the directory can never
+/// reach into a container's rootfs or volume. The first failure, after trying them all.
+pub fn unmount_below(dir: &Path) -> Result<(), UnmountError> {
+    let mut first = None;
     let mut left = mounts_below(dir);
     while !left.is_empty() {
-        failed.clear();
         for m in &left {
-            if let Err(e) = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH) {
-                if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
-                    failed.push(format!("unmount {}: {e}", m.display()));
-                }
+            if let Err(e) = unmount(m) {
+                first.get_or_insert(e);
             }
         }
         let now = mounts_below(dir);
         if now.len() >= left.len() {
-            failed.extend(
-                now.iter()
-                    .map(|m| format!("{} is still mounted", m.display())),
-            );
-            break;
+            return Err(first.unwrap_or(UnmountError {
+                target: now.into_iter().next().unwrap_or_else(|| dir.to_path_buf()),
+                errno: nix::errno::Errno::EBUSY,
+            }));
         }
         left = now;
     }
-    failed.dedup();
-    failed
+    Ok(())
 }
 
 /// Removes `dir` and everything below it that is on the same file system: a directory on
@@ -221,10 +230,7 @@ pub fn remove_tree_same_fs(dir: &Path) -> std::io::Result<()> {
 /// Removes a sandbox's state directory: first whatever is still mounted in its share
 /// (detached), then the tree, never crossing into another file system.
 pub fn remove_sandbox_dir(paths: &crate::sandbox::SandboxPaths) -> std::io::Result<()> {
-    let failed = unmount_below(&paths.shared);
-    if !failed.is_empty() {
-        return Err(std::io::Error::other(failed.join("; ")));
-    }
+    unmount_below(&paths.shared).map_err(std::io::Error::other)?;
     remove_tree_same_fs(&paths.dir)
 }
 

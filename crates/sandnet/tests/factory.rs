@@ -154,10 +154,6 @@ fn a_netns_path_only_the_taker_sees_is_handed_over_as_a_descriptor() {
     assert_eq!(vms.len(), 1, "{vms:?}");
     // A private mount namespace, with the pod netns bind-mounted at a path that exists
     // only there.
-    let mut holder = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sleep", "1000"])
-        .spawn()
-        .expect("unshare -m");
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -165,16 +161,17 @@ fn a_netns_path_only_the_taker_sees_is_handed_over_as_a_descriptor() {
             let _ = self.0.wait();
         }
     }
+    let holder = Kill(
+        std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sleep", "1000"])
+            .spawn()
+            .expect("unshare -m"),
+    );
+    let pid = holder.0.id();
     let own = std::fs::read_link("/proc/self/ns/mnt").unwrap();
     wait_for("the mount namespace", Duration::from_secs(5), || {
-        std::fs::read_link(format!("/proc/{}/ns/mnt", holder.id())).is_ok_and(|l| l != own)
+        std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|l| l != own)
     });
-    let pid = holder.id();
-    let _holder = Kill(std::mem::replace(
-        &mut holder,
-        std::process::Command::new("true").spawn().unwrap(),
-    ));
-    let _ = holder.wait();
     let dir = env.state.join("private-netns");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("pod");

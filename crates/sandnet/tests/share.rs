@@ -8,25 +8,17 @@ use sandnet_runtime::api::{PodNetns, Runtime, SandboxRequest};
 use sandnet_runtime::config::Config;
 use sandnet_runtime::shared::{mounts_below, SharedFs};
 use sandnet_testkit::{PodPair, TempDir};
+
+#[path = "common/guest.rs"]
+mod guest;
+use guest::{Env, Sandbox};
 use std::process::Command;
 use std::time::Duration;
 
-/// Removes the sandbox even when an assertion fails.
-struct Guard(std::path::PathBuf, String);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_sandnet"))
-            .arg("--state-dir")
-            .arg(&self.0)
-            .args(["rm", "--force", &self.1])
-            .output();
-    }
-}
-
 async fn share_round_trip(fs: SharedFs, tag: &str) {
     let pair = PodPair::new(tag);
-    let state = TempDir::new(&format!("{tag}-state"));
+    let env = Env::new(tag);
+    let state = &env.state;
     let volume = TempDir::new(&format!("{tag}-vol"));
     std::fs::write(volume.join("from-host"), "volume data\n").unwrap();
     let rt = Runtime::new(
@@ -40,7 +32,8 @@ async fn share_round_trip(fs: SharedFs, tag: &str) {
     req.netns = PodNetns::Existing(pair.pod.path());
     req.shared_dir = true;
     let sb = rt.run(&req, &mut |_| {}).await.expect("run");
-    let _guard = Guard(state.to_path_buf(), sb.id().to_string());
+    // Removed (and its processes killed) even when an assertion fails.
+    let _guard = Sandbox::adopt(&env, sb.id());
 
     let share = sb.shared_dir().expect("shared dir");
     assert_eq!(share.fs, fs);
@@ -127,7 +120,8 @@ async fn virtio_fs_share_reaches_the_guest_and_remove_keeps_volumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_without_containers_has_no_share() {
     let pair = PodPair::new("shnone");
-    let state = TempDir::new("shnone-state");
+    let env = Env::new("shnone");
+    let state = &env.state;
     let rt = Runtime::new(
         state.to_path_buf(),
         env!("CARGO_BIN_EXE_sandnet"),
@@ -136,8 +130,8 @@ async fn sandbox_without_containers_has_no_share() {
     let mut req = SandboxRequest::new(Config::default());
     req.netns = PodNetns::Existing(pair.pod.path());
     let sb = rt.run(&req, &mut |_| {}).await.expect("run");
-    let _guard = Guard(state.to_path_buf(), sb.id().to_string());
-    assert_eq!(sb.shared_fs().unwrap(), SharedFs::None);
+    let _guard = Sandbox::adopt(&env, sb.id());
+    assert_eq!(sb.shared_dir().unwrap().fs, SharedFs::None);
     assert!(!sb.containers_socket().exists());
     let out = sb
         .exec(
@@ -150,8 +144,11 @@ async fn sandbox_without_containers_has_no_share() {
         )
         .await
         .expect("exec");
-    // virtio-9p is device 0x0009, virtio-fs 0x001a: neither is there.
+    // virtio-9p is device 0x0009, virtio-fs 0x001a: neither is there. The agent's
+    // virtio-serial (0x0003) is, so the listing itself worked.
     let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.exit_code, 0, "{s}");
+    assert!(s.contains("0x0003"), "no virtio devices listed: {s}");
     assert!(!s.contains("0x0009") && !s.contains("0x001a"), "{s}");
     sb.remove(true).await.expect("remove");
 }
