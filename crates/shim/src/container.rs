@@ -8,6 +8,7 @@ use crate::error::ShimError;
 use crate::events::Events;
 use crate::io::{Opened, Stdio};
 use crate::ocispec;
+use crate::process::lock;
 use crate::process::{self, Process, ProcessTable, Snapshot};
 use crate::rootfs::{self, Prepared, RootfsMount};
 use crate::sandbox::SandboxTask;
@@ -52,10 +53,6 @@ pub struct Container {
     exec_specs: Mutex<HashMap<String, oci::Process>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn stdio(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Stdio {
     Stdio {
         stdin: stdin.into(),
@@ -65,7 +62,8 @@ fn stdio(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Stdio {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs `f` on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ShimError> {
     tokio::task::spawn_blocking(f)

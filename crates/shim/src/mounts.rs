@@ -4,7 +4,7 @@
 //! still mounted below a directory.
 
 use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{mount, MsFlags};
 use std::path::{Path, PathBuf};
 
 /// The longest mount data the kernel takes (one page less its NUL).
@@ -214,50 +214,19 @@ pub fn bind(
 
 /// Unmounts `target`; when it is busy, detaches it (`MNT_DETACH`). Not mounted is fine.
 pub fn unmount(target: &Path) -> Result<(), MountError> {
-    match umount2(target, MntFlags::empty()) {
-        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
-        Err(_) => match umount2(target, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
-            Err(errno) => Err(MountError::Unmount {
-                target: target.to_path_buf(),
-                errno,
-            }),
-        },
-    }
-}
-
-/// Mount points of this mount namespace at or below `dir`, deepest (and latest) first:
-/// the order to unmount them in.
-pub fn mounted_under(dir: &Path) -> Vec<PathBuf> {
-    sandnet_runtime::shared::mounts_below(dir)
+    sandnet_runtime::shared::unmount(target).map_err(unmount_error)
 }
 
 /// Unmounts everything at or below `dir` (deepest first); the first error, after trying
 /// them all.
 pub fn unmount_under(dir: &Path) -> Result<(), MountError> {
-    let mut first = None;
-    // A mount point can hold several stacked mounts: repeat while something goes away.
-    for _ in 0..8 {
-        let left = mounted_under(dir);
-        if left.is_empty() {
-            return Ok(());
-        }
-        for m in &left {
-            if let Err(e) = unmount(m) {
-                first.get_or_insert(e);
-            }
-        }
-        if mounted_under(dir).len() >= left.len() {
-            break;
-        }
-    }
-    match first {
-        Some(e) => Err(e),
-        None if mounted_under(dir).is_empty() => Ok(()),
-        None => Err(MountError::Unmount {
-            target: dir.to_path_buf(),
-            errno: Errno::EBUSY,
-        }),
+    sandnet_runtime::shared::unmount_below(dir).map_err(unmount_error)
+}
+
+fn unmount_error(e: sandnet_runtime::shared::UnmountError) -> MountError {
+    MountError::Unmount {
+        target: e.target,
+        errno: e.errno,
     }
 }
 

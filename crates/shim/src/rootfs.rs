@@ -264,7 +264,8 @@ pub fn sweep(id: &str, bundle_root: Option<&Path>, share: &Path) -> Result<(), R
     if let Some(root) = bundle_root {
         mounts::unmount_under(root).map_err(mnt)?;
     }
-    match std::fs::remove_dir_all(&dir) {
+    // Never through a mount this namespace cannot see as one (a volume, an image).
+    match sandnet_runtime::shared::remove_tree_same_fs(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(RootfsError::Io {
@@ -382,11 +383,23 @@ mod tests {
     fn prepare_and_release_leave_nothing() {
         // SAFETY: plain syscall.
         if unsafe { libc::geteuid() } != 0 {
+            eprintln!("prepare_and_release_leave_nothing: skipped (needs root)");
             return;
         }
         let share = sandnet_testkit::TempDir::new("rootfs-share");
         let bundle = sandnet_testkit::TempDir::new("rootfs-bundle");
         let src = sandnet_testkit::TempDir::new("rootfs-src");
+        // Dropped before the directories: a failed assertion leaves no mount for their
+        // removal to reach through.
+        struct Unmount(Vec<std::path::PathBuf>);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                for d in &self.0 {
+                    let _ = sandnet_runtime::shared::unmount_below(d);
+                }
+            }
+        }
+        let _unmount = Unmount(vec![share.to_path_buf(), bundle.to_path_buf()]);
         std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
         std::fs::write(src.join("f"), "hi").unwrap();
         let img = src.join("img");
@@ -438,8 +451,8 @@ mod tests {
         assert_eq!(p.layout.sources[&2], format!("{GUEST_DIR}/c1/mounts/2-f"));
         assert!(!p.layout.sources.contains_key(&0));
         p.release().unwrap();
-        assert!(mounts::mounted_under(&share).is_empty());
-        assert!(mounts::mounted_under(&bundle).is_empty());
+        assert!(sandnet_runtime::shared::mounts_below(&share).is_empty());
+        assert!(sandnet_runtime::shared::mounts_below(&bundle).is_empty());
         assert!(!c.exists());
         assert_eq!(std::fs::read_to_string(src.join("f")).unwrap(), "hi");
     }

@@ -7,7 +7,6 @@
 use crate::bundle::{config_path, Bundle, SANDBOX_NAME, SANDBOX_NAMESPACE};
 use crate::error::ShimError;
 use crate::events::Events;
-use crate::mounts;
 use crate::process::ProcessTable;
 use containerd_shim::util::timestamp;
 use containerd_shim_protos::api::{CreateTaskRequest, StateResponse, Status};
@@ -136,7 +135,7 @@ impl SandboxTask {
 
     /// The supervisor's socket for container calls.
     pub fn agent_socket(&self) -> PathBuf {
-        SandboxPaths::new(self.runtime.root(), &self.id).agent
+        self.handle().containers_socket()
     }
 
     /// Its state now.
@@ -240,7 +239,7 @@ impl SandboxTask {
         Ok(())
     }
 
-    /// Delete: unmounts whatever containers left in the share, removes the sandbox
+    /// Delete: removes the sandbox (whatever containers left in the share unmounted first,
     /// (network back, record gone); the final state.
     pub async fn delete(&self) -> Result<VmState, ShimError> {
         if self.state().status == Status::RUNNING {
@@ -249,11 +248,7 @@ impl SandboxTask {
                 self.id
             )));
         }
-        let share = self.share_dir();
-        tokio::task::spawn_blocking(move || mounts::unmount_under(&share))
-            .await
-            .map_err(|e| ShimError::Internal(e.to_string()))?
-            .map_err(|e| ShimError::Internal(format!("sandbox {}: {e}", self.id)))?;
+        // Removing the sandbox first unmounts whatever containers left in its share.
         self.handle().remove(true).await?;
         let t = {
             let mut t = self.lock();

@@ -190,11 +190,7 @@ impl Shim for SandnetShim {
                 }
             }
             _ => {
-                // The sandbox: no mount may stay in its share when its state goes.
-                let share = SandboxPaths::new(&state_root(), &self.id).shared;
-                blocking(move || crate::mounts::unmount_under(&share))
-                    .await?
-                    .map_err(|e| Error::Other(format!("sandbox {}: {e}", self.id)))?;
+                // The sandbox (removing it unmounts whatever is left in its share first).
                 if let Ok(rt) = runtime() {
                     if let Err(e) = rt.handle(&self.id).remove(true).await {
                         return Err(Error::Other(format!("sandbox {}: {e}", self.id)));
@@ -231,7 +227,7 @@ impl Shim for SandnetShim {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
+    crate::container::blocking(f)
         .await
         .map_err(|e| Error::Other(e.to_string()))
 }

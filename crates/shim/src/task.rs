@@ -8,6 +8,7 @@ use crate::bundle::{Bundle, TaskKind};
 use crate::container::{Container, Pod};
 use crate::error::ShimError;
 use crate::events::Events;
+use crate::process::lock;
 use crate::process::ProcessTable;
 use crate::sandbox::SandboxTask;
 use async_trait::async_trait;
@@ -30,7 +31,7 @@ use sandnet_runtime::api::Runtime;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What a task id names.
@@ -49,10 +50,6 @@ pub struct TaskService {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     procs: ProcessTable,
     oom_relay: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl TaskService {

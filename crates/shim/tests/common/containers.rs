@@ -149,13 +149,8 @@ impl Containerd {
     /// Mount points in containerd's mount namespace below `dir`.
     pub fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {
         let pid = self.containerd_pid();
-        std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(PathBuf::from)
-            .filter(|m| m.starts_with(dir))
-            .collect()
+        let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        sandnet_runtime::shared::mounts_below_in(&table, dir)
     }
 
     /// The pod's IP, from PodSandboxStatus.
