@@ -75,15 +75,17 @@ impl Reaper {
     }
 
     /// Spawns `cmd` and registers its pid before the reaper can collect it: the receiver
-    /// gets its exit status (128 + N when signal N killed it). The `Child` handle is
-    /// dropped; nobody else may wait for the process.
-    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<(i32, oneshot::Receiver<i32>)> {
+    /// gets its exit status (128 + N when signal N killed it). Nobody else may wait for
+    /// the process (the `Child` is for its pipes).
+    pub fn spawn(
+        &self,
+        cmd: &mut Command,
+    ) -> std::io::Result<(std::process::Child, oneshot::Receiver<i32>)> {
         let (tx, rx) = oneshot::channel();
         let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         let child = cmd.spawn()?;
-        let pid = child.id() as i32;
-        w.insert(pid, tx);
-        Ok((pid, rx))
+        w.insert(child.id() as i32, tx);
+        Ok((child, rx))
     }
 
     /// Runs `args` with `env` added, feeding `stdin`, until it exits or `timeout` passes
@@ -116,18 +118,12 @@ impl Reaper {
                 }
             }
         }
-        let (tx, rx) = oneshot::channel();
-        let mut child = {
-            let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-            let child = cmd.spawn().map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    AgentError::NotFound(format!("exec: {prog}: command not found"))
-                }
-                _ => AgentError::io(format!("exec: {prog}"), e),
-            })?;
-            w.insert(child.id() as i32, tx);
-            child
-        };
+        let (mut child, rx) = self.spawn(&mut cmd).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                AgentError::NotFound(format!("exec: {prog}: command not found"))
+            }
+            _ => AgentError::io(format!("exec: {prog}"), e),
+        })?;
         let pid = child.id() as i32;
         let io_err = |e| AgentError::io("exec: pipe", e);
         let mut cin = child

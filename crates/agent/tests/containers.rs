@@ -797,6 +797,9 @@ async fn memory_limit_kills_with_137_and_reports_oom() {
     spec.Linux.as_mut().unwrap().Resources = MessageField::some(oci::LinuxResources {
         Memory: MessageField::some(oci::LinuxMemory {
             Limit: 16 << 20,
+            // memory + swap = memory: on a host with swap, dd would swap instead of
+            // being killed.
+            Swap: 16 << 20,
             ..Default::default()
         }),
         ..Default::default()

@@ -167,9 +167,7 @@ pub struct AgentEnd {
 impl AgentEnd {
     /// Wraps the agent's end of [`pair`].
     pub fn new(fd: OwnedFd) -> io::Result<AgentEnd> {
-        let fl = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
-        let fl = nix::fcntl::OFlag::from_bits_retain(fl) | nix::fcntl::OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl))?;
+        super::stdio::nonblocking(&fd)?;
         Ok(AgentEnd {
             fd: super::stdio::async_fd(fd)?,
         })

@@ -87,7 +87,9 @@ pub fn spawn(
     unsafe {
         cmd.pre_exec(move || remap(&raw));
     }
-    let (helper, rx) = reaper.spawn(&mut cmd)?;
+    let (child, rx) = reaper.spawn(&mut cmd)?;
+    let helper = child.id() as i32;
+    drop(child);
     drop(keep);
     drop(cmd);
     let (tx, exit) = watch::channel(None);

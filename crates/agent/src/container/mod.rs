@@ -162,25 +162,24 @@ impl Inner {
         p.ok_or_else(|| err(Code::NOT_FOUND, id, format!("no process {exec_id:?}")))
     }
 
-    /// Queues an OOM event for each container whose `oom_kill` count rose.
-    fn poll_oom(&self, only: Option<&Container>) {
-        let list: Vec<Arc<Container>> = match only {
-            Some(_) => Vec::new(),
-            None => lock(&self.table).live.values().cloned().collect(),
+    /// Queues an OOM event for each container whose `oom_kill` count rose (nothing is
+    /// read while there is no container).
+    fn poll_oom(&self) {
+        let list: Vec<Arc<Container>> = lock(&self.table).live.values().cloned().collect();
+        for c in &list {
+            self.check_oom(c);
+        }
+    }
+
+    /// Queues an OOM event for `c` when its `oom_kill` count rose.
+    fn check_oom(&self, c: &Container) {
+        let Some(n) = c.cgroup.as_deref().and_then(cgroup::oom_kills) else {
+            return;
         };
-        let check = |c: &Container| {
-            let Some(n) = c.cgroup.as_deref().and_then(cgroup::oom_kills) else {
-                return;
-            };
-            if n > c.oom_seen.swap(n, Ordering::SeqCst) {
-                tracing::warn!(container = %c.id, oom_kills = n, "OOM kill");
-                lock(&self.oom).push_back(c.id.clone());
-                self.oom_notify.notify_one();
-            }
-        };
-        match only {
-            Some(c) => check(c),
-            None => list.iter().for_each(|c| check(c)),
+        if n > c.oom_seen.swap(n, Ordering::SeqCst) {
+            tracing::warn!(container = %c.id, oom_kills = n, "OOM kill");
+            lock(&self.oom).push_back(c.id.clone());
+            self.oom_notify.notify_one();
         }
     }
 }
@@ -202,7 +201,7 @@ impl Containers {
             loop {
                 tokio::time::sleep(OOM_POLL).await;
                 match weak.upgrade() {
-                    Some(i) => i.poll_oom(None),
+                    Some(i) => i.poll_oom(),
                     None => return,
                 }
             }
@@ -541,7 +540,7 @@ impl Containers {
         } else {
             all.await;
         }
-        self.inner.poll_oom(Some(&c));
+        self.inner.check_oom(&c);
         if let Some(cg) = &c.cgroup {
             cgroup::remove(cg).await.map_err(|e| {
                 err(

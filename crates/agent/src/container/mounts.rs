@@ -114,6 +114,30 @@ fn bind_remount(target: &Path, flags: MsFlags, what: &str) -> Result<()> {
     )
 }
 
+/// Bind-mounts `src` on `target` (with its submounts when `recursive`), then, when `flags`
+/// asks for anything, remounts it with those plus the flags its source's mount already has
+/// (a bind remount clears every flag it is not given: a `ro` bind of a nosuid, nodev
+/// mount would come back suid and dev).
+fn bind(src: &Path, target: &Path, recursive: bool, flags: MsFlags, what: &str) -> Result<()> {
+    let rec = if recursive {
+        MsFlags::MS_REC
+    } else {
+        MsFlags::empty()
+    };
+    do_mount(
+        Some(src),
+        target,
+        None,
+        MsFlags::MS_BIND | rec,
+        None,
+        || what.to_string(),
+    )?;
+    if !flags.is_empty() {
+        bind_remount(target, flags | kept_flags(target), what)?;
+    }
+    Ok(())
+}
+
 /// Builds the root file system and switches to it. Errors are one line without the
 /// container prefix.
 pub fn setup_rootfs(plan: &CreatePlan) -> Result<()> {
@@ -154,15 +178,13 @@ pub fn setup_rootfs(plan: &CreatePlan) -> Result<()> {
         if std::fs::symlink_metadata(&t).is_err() {
             continue;
         }
-        do_mount(
-            Some(&t),
+        bind(
             &t,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-            || format!("read-only path {p}"),
+            &t,
+            true,
+            MsFlags::MS_RDONLY,
+            &format!("read-only path {p}"),
         )?;
-        bind_remount(&t, MsFlags::MS_RDONLY | kept_flags(&t), p)?;
     }
     pivot(root)?;
     if plan.readonly_root {
@@ -209,22 +231,8 @@ fn mount_one(root: &Path, m: &MountPlan, cgroup: Option<&str>) -> Result<()> {
                 format!("bind mount {}: source {} does not exist", m.dest, m.source)
             })?;
             mount_point(&target, meta.is_dir())?;
-            let rec = if recursive {
-                MsFlags::MS_REC
-            } else {
-                MsFlags::empty()
-            };
-            do_mount(
-                Some(src),
-                &target,
-                None,
-                MsFlags::MS_BIND | rec,
-                None,
-                || format!("bind mount {} on {}", m.source, m.dest),
-            )?;
-            if m.flags != 0 {
-                bind_remount(&target, ms(m.flags), &m.dest)?;
-            }
+            let what = format!("bind mount {} on {}", m.source, m.dest);
+            bind(src, &target, recursive, ms(m.flags), &what)?;
         }
         MountKind::Cgroup => {
             // The container's own cgroup directory (no cgroup namespace: the guest's
@@ -234,17 +242,8 @@ fn mount_one(root: &Path, m: &MountPlan, cgroup: Option<&str>) -> Result<()> {
                 return Ok(());
             };
             mount_point(&target, true)?;
-            do_mount(
-                Some(Path::new(cg)),
-                &target,
-                None,
-                MsFlags::MS_BIND,
-                None,
-                || format!("binding the cgroup on {}", m.dest),
-            )?;
-            if m.flags != 0 {
-                bind_remount(&target, ms(m.flags), &m.dest)?;
-            }
+            let what = format!("binding the cgroup on {}", m.dest);
+            bind(Path::new(cg), &target, false, ms(m.flags), &what)?;
         }
         MountKind::Fs => {
             mount_point(&target, true)?;

@@ -15,7 +15,8 @@ pub const MAX_READ: usize = 1 << 20;
 /// Read size when the request asks for 0 bytes.
 pub const DEFAULT_READ: usize = 32 << 10;
 
-fn nonblocking(fd: &OwnedFd) -> io::Result<()> {
+/// Sets `O_NONBLOCK` on `fd`.
+pub(super) fn nonblocking(fd: &OwnedFd) -> io::Result<()> {
     let fl = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
     Ok(())
