@@ -74,6 +74,8 @@ pub fn vm_spec(
     vs.vcpus = params.vcpus;
     vs.memory_mib = params.memory_mib;
     vs.hotplug_ports = params.hotplug_ports;
+    vs.free_page_reporting = params.reclaim_freed_memory;
+    vs.tcg_tb_size_mib = Some(params.tcg_tb_size_mib).filter(|n| *n > 0);
     if !params.kernel_params.is_empty() {
         vs.kernel_args = format!("{} {}", vs.kernel_args, params.kernel_params);
     }

@@ -34,6 +34,12 @@ pub struct VmParams {
     /// How the accelerator is chosen.
     #[serde(default)]
     pub accel: sandnet_vm::AccelMode,
+    /// Give memory the guest frees back to the host (a balloon with free page reporting).
+    #[serde(default)]
+    pub reclaim_freed_memory: bool,
+    /// TCG translation cache in MiB under TCG; 0: QEMU's default.
+    #[serde(default)]
+    pub tcg_tb_size_mib: u32,
 }
 
 fn default_hotplug_ports() -> u32 {
@@ -60,6 +66,8 @@ impl From<&crate::config::QemuConfig> for VmParams {
             disable_vhost_net: c.disable_vhost_net,
             hotplug_ports: c.hotplug_ports,
             accel: c.accel,
+            reclaim_freed_memory: c.reclaim_guest_freed_memory,
+            tcg_tb_size_mib: c.tcg_tb_size,
         }
     }
 }

@@ -63,6 +63,8 @@ pub(super) const QEMU_KEYS: &[&str] = &[
     "hotplug_ports",
     "accel",
     "shared_fs",
+    "reclaim_guest_freed_memory",
+    "tcg_tb_size",
 ];
 /// `[hypervisor.qemu]` keys of Kata's file that sandnet ignores.
 pub(super) const KATA_QEMU_KEYS: &[&str] = &[
@@ -99,7 +101,6 @@ pub(super) const KATA_QEMU_KEYS: &[&str] = &[
     "block_device_cache_noflush",
     "enable_iothreads",
     "enable_mem_prealloc",
-    "reclaim_guest_freed_memory",
     "enable_hugepages",
     "enable_vhost_user_store",
     "vhost_user_store_path",

@@ -126,6 +126,19 @@ impl Parser<'_> {
                     })?;
                 }
                 "disable_vhost_net" => out.disable_vhost_net = self.boolean(v, &key)?,
+                "reclaim_guest_freed_memory" => {
+                    out.reclaim_guest_freed_memory = self.boolean(v, &key)?
+                }
+                "tcg_tb_size" => {
+                    let n = self.integer(v, &key)?;
+                    if !(0..=i64::from(MAX_TCG_TB_SIZE_MIB)).contains(&n) {
+                        return Err(self.invalid(
+                            &key,
+                            format!("must be 0..={MAX_TCG_TB_SIZE_MIB} (MiB; 0: QEMU's default), got {n}"),
+                        ));
+                    }
+                    out.tcg_tb_size = n as u32;
+                }
                 "hotplug_ports" => {
                     let n = self.integer(v, &key)?;
                     if !(0..=i64::from(MAX_HOTPLUG_PORTS)).contains(&n) {

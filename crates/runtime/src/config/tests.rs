@@ -148,6 +148,26 @@ fn hotplug_ports_is_read_and_bounded() {
 }
 
 #[test]
+fn memory_keys_are_read_and_bounded() {
+    let (c, _) = parse("").unwrap();
+    assert!(c.qemu.reclaim_guest_freed_memory);
+    assert_eq!(c.qemu.tcg_tb_size, DEFAULT_TCG_TB_SIZE_MIB);
+    let (c, w) =
+        parse("[hypervisor.qemu]\nreclaim_guest_freed_memory = false\ntcg_tb_size = 0\n").unwrap();
+    assert!(!c.qemu.reclaim_guest_freed_memory);
+    assert_eq!(c.qemu.tcg_tb_size, 0);
+    assert!(w.is_empty(), "{w:?}");
+    let e = err("[hypervisor.qemu]\ntcg_tb_size = -1\n").to_string();
+    assert!(e.contains("hypervisor.qemu.tcg_tb_size"), "{e}");
+    assert!(err("[hypervisor.qemu]\ntcg_tb_size = 5000\n")
+        .to_string()
+        .contains("0..=4096"));
+    assert!(err("[hypervisor.qemu]\nreclaim_guest_freed_memory = 1\n")
+        .to_string()
+        .contains("reclaim_guest_freed_memory"));
+}
+
+#[test]
 fn netmon_and_hotplug_network_are_read_and_katas_netmon_keys_ignored() {
     let (c, w) = parse("").unwrap();
     assert!(c.netmon.enable);

@@ -39,6 +39,11 @@ pub struct VmSpec {
     pub vsock_cid: Option<u32>,
     /// A host directory shared with the guest (containers' files).
     pub share: Option<crate::share::ShareSpec>,
+    /// A virtio balloon with free page reporting: pages the guest frees go back to the host.
+    pub free_page_reporting: bool,
+    /// TCG's translation cache in MiB (`-accel tcg,tb-size=`) under TCG; `None`: QEMU's
+    /// default (1 GiB, touched as code is translated).
+    pub tcg_tb_size_mib: Option<u32>,
     /// Extra arguments appended verbatim.
     pub extra_args: Vec<String>,
     /// Cap of `console.log` in bytes; the rotated `console.log.1` holds as much again.
@@ -63,6 +68,8 @@ impl VmSpec {
             hotplug_ports: 4,
             vsock_cid: None,
             share: None,
+            free_page_reporting: false,
+            tcg_tb_size_mib: None,
             extra_args: Vec::new(),
             console_cap: DEFAULT_CONSOLE_CAP,
         }
@@ -193,7 +200,11 @@ impl VmSpec {
             "none",
             "-no-reboot",
         ]);
-        push(&["-machine", &self.machine, "-accel", self.accel.as_str()]);
+        let accel = match (self.accel, self.tcg_tb_size_mib) {
+            (Accel::Tcg, Some(mib)) => format!("tcg,tb-size={mib}"),
+            (a, _) => a.as_str().to_string(),
+        };
+        push(&["-machine", &self.machine, "-accel", &accel]);
         let cpu = match self.accel {
             Accel::Kvm => "host",
             Accel::Tcg => "qemu64,+rdrand",
@@ -241,6 +252,12 @@ impl VmSpec {
             "-device",
             &format!("virtserialport,chardev=agent,id=agent0,name={AGENT_PORT_NAME}"),
         ]);
+        if self.free_page_reporting {
+            push(&[
+                "-device",
+                "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
+            ]);
+        }
         for i in 0..self.hotplug_ports {
             push(&[
                 "-device",
@@ -394,6 +411,26 @@ mod tests {
         assert!(!append(&s).contains("noapictimer"));
         let s = VmSpec::new("/k", "/i", Accel::Kvm);
         assert!(!append(&s).contains("noapictimer"));
+    }
+
+    #[test]
+    fn tb_size_only_under_tcg_and_the_balloon_when_asked() {
+        let args = |s: &VmSpec| s.qemu_args(&StatePaths::new(Path::new("/run/s")));
+        let accel = |a: &[String]| {
+            let i = a.iter().position(|x| x == "-accel").unwrap();
+            a[i + 1].clone()
+        };
+        let mut s = VmSpec::new("/k", "/i", Accel::Tcg);
+        assert_eq!(accel(&args(&s)), "tcg");
+        assert!(!args(&s).iter().any(|a| a.contains("virtio-balloon")));
+        s.tcg_tb_size_mib = Some(16);
+        s.free_page_reporting = true;
+        assert_eq!(accel(&args(&s)), "tcg,tb-size=16");
+        assert!(args(&s)
+            .iter()
+            .any(|a| a.starts_with("virtio-balloon-pci,") && a.contains("free-page-reporting=on")));
+        s.accel = Accel::Kvm;
+        assert_eq!(accel(&args(&s)), "kvm");
     }
 
     #[test]
