@@ -11,7 +11,7 @@ mod interface;
 mod neighbor;
 mod route;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use address::{ip_net_from_proto, ip_net_to_proto};
 pub use interface::{interface_from_proto, interface_to_proto};

@@ -1,8 +1,8 @@
 //! sandnet's agent protocol: Kata Containers' agent API (ttrpc service
 //! `grpc.AgentService` and `grpc.Health`, messages of packages `types` and `grpc` with
 //! Kata's field numbers) plus sandnet's own `sandnet.Exec` service; the mapping between
-//! those messages and sandnet's network model ([`convert`]); and a typed async client
-//! ([`AgentClient`]).
+//! those messages and sandnet's network model ([`convert`]), which also decodes Kata's
+//! `kata-network` JSON objects ([`kata_json`]); and a typed async client ([`AgentClient`]).
 //!
 //! The `.proto` files are in this crate's `protos/` directory; the Rust code is generated
 //! from them at build time (pure-Rust parser, no `protoc`).
@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod convert;
+pub mod kata_json;
 pub mod requests;
 
 pub use client::{
@@ -18,6 +19,7 @@ pub use client::{
     MAX_ROUTES,
 };
 pub use convert::ConvertError;
+pub use kata_json::{KataError, KataInterface, KataIpAddress, KataRoute};
 
 /// Code generated from `protos/*.proto`: messages (`types`, `agent`, `health`, `sandnet`)
 /// and async ttrpc clients, server traits and `create_*` registration helpers (`*_ttrpc`).

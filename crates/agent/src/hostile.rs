@@ -6,14 +6,22 @@
 //! with a well-framed reply whose payload is not protobuf. Service modes run the real agent
 //! but lie in `ListInterfaces`/`ListRoutes`: `names` puts terminal escapes into interface
 //! names, `huge` answers with 500 000 interfaces.
+//!
+//! Compiled only with the crate's `hostile` feature (off by default): the shipped agent has
+//! neither the flag nor this code. `scripts/build-agent` builds a second, test-only static
+//! agent with it (`sandnet-agent-hostile`).
 
+use crate::serial;
 use crate::service::Agent;
+use anyhow::Context;
 use async_trait::async_trait;
 use sandnet_agent_proto::ttrpc::{self, r#async::TtrpcContext};
 use sandnet_agent_proto::{agent, agent_ttrpc, health_ttrpc, protobuf, sandnet_ttrpc, types};
 use std::collections::HashMap;
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How the agent misbehaves.
@@ -41,6 +49,35 @@ impl Mode {
             Mode::Silent | Mode::Endless | Mode::Oversized | Mode::Garbage
         )
     }
+}
+
+/// Serves a raw mode in the background: on the unix socket `listen` (already free) when
+/// given, else on the guest's agent port (waiting up to `port_wait` for it).
+pub async fn serve_raw_mode(
+    mode: Mode,
+    listen: Option<&Path>,
+    port_wait: Duration,
+) -> anyhow::Result<()> {
+    tracing::warn!(mode = ?mode, "HOSTILE test mode: not serving the agent protocol");
+    if let Some(path) = listen {
+        let l = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("listening on {}", path.display()))?;
+        tokio::spawn(async move {
+            while let Ok((c, _)) = l.accept().await {
+                tokio::spawn(serve_raw(mode, c));
+            }
+        });
+        return Ok(());
+    }
+    let (_, fd) = serial::open_port(serial::AGENT_PORT_NAME, port_wait).await?;
+    let sessions = serial::port_sessions(fd).context("watching the agent port")?;
+    tokio::spawn(async move {
+        let mut sessions = std::pin::pin!(sessions);
+        while let Some(s) = futures::StreamExt::next(&mut sessions).await {
+            let _ = serve_raw(mode, s).await;
+        }
+    });
+    Ok(())
 }
 
 /// ttrpc frame header: length, stream id (both big endian), type, flags.

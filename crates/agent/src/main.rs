@@ -14,6 +14,7 @@
 mod container;
 mod error;
 mod exec;
+#[cfg(feature = "hostile")]
 mod hostile;
 mod init;
 mod net;
@@ -48,7 +49,9 @@ struct Args {
     /// How long the guest mode waits for its virtio-serial port to appear.
     #[arg(long, value_name = "MS", default_value_t = 30000)]
     port_wait_ms: u64,
-    /// Misbehave on purpose (tests of the host side only).
+    /// Misbehave on purpose (tests of the host side only; only in a build with the
+    /// `hostile` feature, never in the shipped agent).
+    #[cfg(feature = "hostile")]
     #[arg(long, value_name = "MODE", hide = true)]
     hostile: Option<hostile::Mode>,
     /// The cgroup (v2) under which each container gets `<id>/`.
@@ -154,43 +157,39 @@ async fn run(args: Args, pid1: bool) -> Result<()> {
         containers,
     });
 
-    let services = || match args.hostile {
-        Some(m) => hostile::services(m, agent.clone()),
-        None => service::services(agent.clone()),
+    let services = || {
+        #[cfg(feature = "hostile")]
+        if let Some(m) = args.hostile {
+            return hostile::services(m, agent.clone());
+        }
+        service::services(agent.clone())
     };
-    let raw = args.hostile.filter(|m| m.is_raw());
-    if let Some(m) = raw {
-        tracing::warn!(mode = ?m, "HOSTILE test mode: not serving the agent protocol");
-    }
+    let listen = match &args.listen {
+        Some(l) => {
+            let path = unix_path(l)?;
+            remove_stale_socket(&path)?;
+            Some(path)
+        }
+        None => None,
+    };
     let mut servers = Vec::new();
     let mut socket_file = None;
-    if let (Some(listen), Some(mode)) = (&args.listen, raw) {
-        let path = unix_path(listen)?;
-        remove_stale_socket(&path)?;
-        let l = tokio::net::UnixListener::bind(&path)
-            .with_context(|| format!("listening on {}", path.display()))?;
-        tokio::spawn(async move {
-            while let Ok((c, _)) = l.accept().await {
-                tokio::spawn(hostile::serve_raw(mode, c));
-            }
-        });
-        socket_file = Some(path);
-    } else if let Some(mode) = raw {
-        let (_, fd) = serial::open_port(
-            serial::AGENT_PORT_NAME,
-            Duration::from_millis(args.port_wait_ms),
-        )
-        .await?;
-        let sessions = serial::port_sessions(fd).context("watching the agent port")?;
-        tokio::spawn(async move {
-            let mut sessions = std::pin::pin!(sessions);
-            while let Some(s) = futures::StreamExt::next(&mut sessions).await {
-                let _ = hostile::serve_raw(mode, s).await;
-            }
-        });
-    } else if let Some(listen) = &args.listen {
-        let path = unix_path(listen)?;
-        remove_stale_socket(&path)?;
+    // A raw hostile mode serves bytes instead of the protocol (test builds only).
+    #[cfg(feature = "hostile")]
+    let raw = match args.hostile.filter(|m| m.is_raw()) {
+        Some(m) => {
+            let wait = Duration::from_millis(args.port_wait_ms);
+            hostile::serve_raw_mode(m, listen.as_deref(), wait).await?;
+            socket_file = listen.clone();
+            true
+        }
+        None => false,
+    };
+    #[cfg(not(feature = "hostile"))]
+    let raw = false;
+    if raw {
+        // Served above.
+    } else if let Some(path) = listen {
         let mut s = Server::new()
             .bind(&format!("unix://{}", path.display()))
             .with_context(|| format!("listening on {}", path.display()))?

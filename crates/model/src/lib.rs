@@ -8,13 +8,11 @@
 #![warn(missing_docs)]
 
 mod interworking;
-mod kata;
 mod mac;
 mod printable;
 
 pub use interworking::InterworkingModel;
 pub use ipnet::IpNet;
-pub use kata::{KataError, KataInterface, KataIpAddress, KataRoute};
 pub use mac::{MacAddr, ParseMacError};
 pub use printable::{printable, printable_lines};
 

@@ -1,12 +1,13 @@
 //! Booting a sandbox's VM until its agent answers, under the accelerator
 //! [`sandnet_vm::accel::choose`] picks — and when that is a KVM trial that fails (QEMU
-//! aborts, exits, or shows no sign of life within [`KVM_TRIAL_DEADLINE`]), killing that QEMU,
+//! aborts, exits, or shows no sign of life within
+//! [`sandnet_vm::accel::KVM_TRIAL_DEADLINE`]), killing that QEMU,
 //! recording the verdict and booting the same sandbox again under TCG.
 
 use crate::error::RuntimeError;
 use sandnet_agent_proto::AgentClient;
 use sandnet_model::MacAddr;
-use sandnet_vm::accel::{self, KVM_TRIAL_DEADLINE};
+use sandnet_vm::accel::{self, StartFailure};
 use sandnet_vm::{Accel, AccelMode, NicSpec, Qemu, QemuProcess, VmSpec};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -107,49 +108,31 @@ pub async fn boot_vm(
             source,
         })?;
     tracing::info!("accelerator {}: {}", choice.accel, choice.reason);
-    record(None, choice.accel, &choice.reason);
-    let Some(trial) = choice.trial else {
-        let b = attempt(&plan, &nics, choice.accel, BOOT_TIMEOUT, record).await;
-        return b
-            .map_err(|f| match choice.accel {
-                // KVM without a trial (forced, or a remembered verdict) that hangs: say
-                // it is QEMU under KVM, not only which call timed out.
-                Accel::Kvm if f.kvm_suspect => {
-                    RuntimeError::Supervisor(format!("QEMU under KVM: {} ({})", f.why, f.error))
-                }
-                _ => f.error,
-            })
-            .map(|b| b.with(choice.accel, choice.reason));
-    };
-    match attempt(&plan, &nics, Accel::Kvm, KVM_TRIAL_DEADLINE, record).await {
-        Ok(b) => {
-            if let Err(e) = trial.passed("a guest answered its agent under KVM") {
-                tracing::error!("{e}");
-            }
-            Ok(b.with(Accel::Kvm, "a guest answered its agent under KVM".into()))
-        }
-        Err(f) if !f.kvm_suspect => Err(f.error),
-        Err(f) => {
-            let why = format!("KVM failed ({})", f.why);
-            if let Err(e) = trial.failed(&why) {
-                tracing::error!("{e}");
-            }
-            let reason = format!("{why}; using TCG");
-            tracing::warn!("accelerator: {reason}");
-            record(None, Accel::Tcg, &reason);
-            let b = attempt(&plan, &nics, Accel::Tcg, BOOT_TIMEOUT, record).await;
-            b.map_err(|f| f.error).map(|b| b.with(Accel::Tcg, reason))
-        }
+    let sign = "a guest answered its agent under KVM";
+    let started = accel::start(
+        choice,
+        BOOT_TIMEOUT,
+        sign,
+        async |accel, deadline, reason| {
+            record(None, accel, reason);
+            attempt(&plan, &nics, accel, deadline, record).await
+        },
+    )
+    .await;
+    match started {
+        Ok(s) => Ok(s.vm.with(s.accel, s.reason)),
+        // KVM without a trial (forced, or a remembered verdict) that hangs: say it is QEMU
+        // under KVM, not only which call timed out. (A failed trial fell back to TCG.)
+        Err((Accel::Kvm, f)) if f.kvm_suspect => Err(RuntimeError::Supervisor(format!(
+            "QEMU under KVM: {} ({})",
+            f.why, f.error
+        ))),
+        Err((_, f)) => Err(f.error),
     }
 }
 
-/// A failed attempt: the error to report, and for a KVM trial whether (and why) KVM may be
-/// at fault.
-struct Failure {
-    error: RuntimeError,
-    kvm_suspect: bool,
-    why: String,
-}
+/// A failed attempt: the error to report, and whether (and why) KVM may be at fault.
+type Failure = StartFailure<RuntimeError>;
 
 struct Attempt {
     qemu: QemuProcess,

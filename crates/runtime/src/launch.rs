@@ -9,24 +9,12 @@ use crate::lock::SandboxLock;
 use crate::report::Ready;
 use crate::sandbox::{self, SandboxError, SandboxPaths, SandboxState};
 use crate::spec::{spec_path, RunOutput, RunSpec};
+use crate::supervisor::env::LOCK_FD_ENV;
 use crate::teardown::{self, RemoveReport};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// Fault-injection knob for kill-point tests: the supervisor waits this many milliseconds
-/// after recording each step of `run` (so a test can kill it while the record names the
-/// step for certain). Unset in production.
-pub const STEP_PAUSE_ENV: &str = "SANDNET_STEP_PAUSE_MS";
-/// Fault-injection knob like [`STEP_PAUSE_ENV`]: a hot plug pauses this many milliseconds
-/// once the host side is attached and before QEMU is asked for the device (the record
-/// then says `plugging`), so a test can kill the supervisor there for certain.
-pub const PLUG_PAUSE_ENV: &str = "SANDNET_PLUG_PAUSE_MS";
-
-/// The environment variable through which `run` hands the sandbox's lock to its
-/// supervisor (a descriptor number).
-pub const LOCK_FD_ENV: &str = "SANDNET_LOCK_FD";
 
 /// Starts a sandbox: creates its directory (root-only) and takes its lock, writes its spec,
 /// starts `supervisor` (a command that runs [`supervise`] for this id, e.g. `sandnet

@@ -4,7 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use sandnet_model::{printable, Interface, KataInterface, KataRoute, Route};
+use sandnet_agent_proto::{KataInterface, KataRoute};
+use sandnet_model::{printable, Interface, Route};
 use sandnet_runtime::api::Runtime;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,9 @@
 //! whose agent runs `--hostile names` (interface names and route devices full of terminal
 //! escapes), and the guest floods its serial console through `sandnet exec`. `run` and
 //! `inspect` print the names escaped, `inspect` still answers promptly during the flood, the
-//! console stays under its cap, and `rm` leaves nothing behind. Needs root, the static agent
-//! (`scripts/build-agent`) and the guest kernel.
+//! console stays under its cap, and `rm` leaves nothing behind. Needs root, the guest kernel
+//! and the test-only static agent with the `hostile` feature (`scripts/build-agent` builds
+//! it as `sandnet-agent-hostile`; the shipped `sandnet-agent` has no hostile mode).
 
 use sandnet_testkit::{pids_mentioning, unique, Cli, PodPair};
 use std::path::Path;
@@ -29,6 +30,27 @@ impl Drop for Removed<'_> {
     }
 }
 
+/// A `sandnet` command line whose guests run the hostile agent (`$SANDNET_AGENT`).
+fn hostile_cli(tag: &str) -> Cli {
+    static AGENT: std::sync::Once = std::sync::Once::new();
+    AGENT.call_once(|| {
+        // target/debug/sandnet → target/x86_64-unknown-linux-gnu/release/
+        let agent = Path::new(env!("CARGO_BIN_EXE_sandnet"))
+            .ancestors()
+            .nth(2)
+            .expect("the target directory")
+            .join("x86_64-unknown-linux-gnu/release/sandnet-agent-hostile");
+        assert!(
+            agent.is_file(),
+            "{} is missing: build it with scripts/build-agent",
+            agent.display()
+        );
+        // The same value for every test of this file; `sandnet` and its guests inherit it.
+        std::env::set_var("SANDNET_AGENT", &agent);
+    });
+    Cli::new(env!("CARGO_BIN_EXE_sandnet"), tag)
+}
+
 fn has_raw_escape(b: &[u8]) -> bool {
     b.iter().any(|&c| c == 0x1b || c == 0x07)
 }
@@ -36,7 +58,7 @@ fn has_raw_escape(b: &[u8]) -> bool {
 #[test]
 fn hostile_guest_names_print_escaped_and_a_console_flood_stays_capped() {
     let p = PodPair::new("e2ehostile");
-    let env = Cli::new(env!("CARGO_BIN_EXE_sandnet"), "e2ehostile");
+    let env = hostile_cli("e2ehostile");
     // Words after `--` on the kernel command line are the agent's (PID 1's) arguments.
     std::fs::write(
         &env.config,
@@ -125,7 +147,7 @@ fn hostile_guest_names_print_escaped_and_a_console_flood_stays_capped() {
 #[test]
 fn garbage_answering_agent_fails_run_with_one_line_and_leaves_nothing() {
     let p = PodPair::new("e2egarbage");
-    let env = Cli::new(env!("CARGO_BIN_EXE_sandnet"), "e2egarbage");
+    let env = hostile_cli("e2egarbage");
     std::fs::write(
         &env.config,
         "[hypervisor.qemu]\nkernel_params = \"-- --hostile garbage\"\n",

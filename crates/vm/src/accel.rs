@@ -7,6 +7,8 @@
 //! host's boot id and the QEMU binary's identity (canonical path, device, inode, size, mtime).
 //! Deciders serialise on an `flock` of the cache directory itself, so concurrent sandboxes
 //! try KVM once, not all at the same time.
+//! [`start`] runs the trial and the fallback to TCG around the caller's own attempt to start
+//! a VM (sandnet's boot waits for the agent; the VM tests for a console marker).
 
 use crate::error::{Result, VmError};
 use crate::kvm::{self, Accel};
@@ -187,6 +189,84 @@ pub fn choose(mode: AccelMode, cache_dir: &Path, qemu: &Path) -> Result<Choice> 
             reason: format!("trying KVM ({why})"),
             trial: Some(KvmTrial { cache, _lock: lock }),
         }),
+    }
+}
+
+/// A failed start of a VM under one accelerator (see [`start`]).
+#[derive(Debug)]
+pub struct StartFailure<E> {
+    /// The error to report.
+    pub error: E,
+    /// Whether KVM may be at fault (QEMU died, hung or the guest showed no sign of life), so
+    /// TCG may do better.
+    pub kvm_suspect: bool,
+    /// One line saying what went wrong.
+    pub why: String,
+}
+
+/// A VM that showed its sign of life (see [`start`]).
+#[derive(Debug)]
+pub struct Started<T> {
+    /// What the successful attempt returned.
+    pub vm: T,
+    /// The accelerator it runs under.
+    pub accel: Accel,
+    /// Why that accelerator, in one line.
+    pub reason: String,
+}
+
+/// Starts a VM under what [`choose`] decided, the KVM trial included — the one
+/// implementation of the trial. `attempt(accel, deadline, reason)` starts one VM under
+/// `accel` and waits at most `deadline` for its sign of life (`reason` says why that
+/// accelerator, for the caller to record); on failure it leaves no QEMU running. Without a
+/// trial, one attempt under the chosen accelerator with `deadline`. With one, an attempt
+/// under KVM with [`KVM_TRIAL_DEADLINE`]: success records that KVM works (`sign` names the
+/// sign of life seen); a failure KVM may be at fault for records that it does not, logs
+/// one line, and is followed by one attempt under TCG with `deadline`. An error comes with
+/// the accelerator of the attempt that failed.
+pub async fn start<T, E>(
+    choice: Choice,
+    deadline: Duration,
+    sign: &str,
+    mut attempt: impl AsyncFnMut(Accel, Duration, &str) -> std::result::Result<T, StartFailure<E>>,
+) -> std::result::Result<Started<T>, (Accel, StartFailure<E>)> {
+    let Some(trial) = choice.trial else {
+        return match attempt(choice.accel, deadline, &choice.reason).await {
+            Ok(vm) => Ok(Started {
+                vm,
+                accel: choice.accel,
+                reason: choice.reason,
+            }),
+            Err(f) => Err((choice.accel, f)),
+        };
+    };
+    let f = match attempt(Accel::Kvm, KVM_TRIAL_DEADLINE, &choice.reason).await {
+        Ok(vm) => {
+            if let Err(e) = trial.passed(sign) {
+                tracing::error!("{e}");
+            }
+            return Ok(Started {
+                vm,
+                accel: Accel::Kvm,
+                reason: sign.to_string(),
+            });
+        }
+        Err(f) if !f.kvm_suspect => return Err((Accel::Kvm, f)),
+        Err(f) => f,
+    };
+    let why = format!("KVM failed ({})", f.why);
+    if let Err(e) = trial.failed(&why) {
+        tracing::error!("{e}");
+    }
+    let reason = format!("{why}; using TCG");
+    tracing::warn!("accelerator: {reason}");
+    match attempt(Accel::Tcg, deadline, &reason).await {
+        Ok(vm) => Ok(Started {
+            vm,
+            accel: Accel::Tcg,
+            reason,
+        }),
+        Err(f) => Err((Accel::Tcg, f)),
     }
 }
 

@@ -167,3 +167,120 @@ fn kvm_failures_are_described_in_one_line() {
     assert!(describe_kvm_failure(&t).contains("no sign of life"));
     assert!(!kvm_may_be_at_fault(&VmError::InvalidSpec("x".into())));
 }
+
+/// A choice holding a KVM trial whose verdict goes to `dir` (no /dev/kvm needed).
+fn trial_choice(t: &Tmp, dir: &Path) -> Choice {
+    let cache = VerdictCache::new(dir, &t.binary()).unwrap();
+    let lock = lock_dir(dir, Duration::ZERO).unwrap().expect("the lock");
+    Choice {
+        accel: Accel::Kvm,
+        reason: "trying KVM".into(),
+        trial: Some(KvmTrial { cache, _lock: lock }),
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn start_runs_the_trial_and_falls_back_to_tcg_once() {
+    let t = Tmp::new("start");
+    let dir = t.0.join("accel");
+    let fail = |suspect: bool| StartFailure {
+        error: "boom",
+        kvm_suspect: suspect,
+        why: "QEMU aborted".to_string(),
+    };
+    // KVM hangs: the verdict says TCG, and one TCG attempt follows with the caller's deadline.
+    let mut seen = vec![];
+    let r = block_on(start(
+        trial_choice(&t, &dir),
+        Duration::from_secs(99),
+        "alive",
+        async |accel, deadline, reason: &str| {
+            seen.push((accel, deadline, reason.to_string()));
+            if accel == Accel::Kvm {
+                Err(fail(true))
+            } else {
+                Ok(7)
+            }
+        },
+    ))
+    .unwrap();
+    assert_eq!((r.vm, r.accel), (7, Accel::Tcg));
+    assert_eq!(r.reason, "KVM failed (QEMU aborted); using TCG");
+    assert_eq!(seen.len(), 2);
+    assert_eq!((seen[0].0, seen[0].1), (Accel::Kvm, KVM_TRIAL_DEADLINE));
+    assert_eq!(seen[0].2, "trying KVM");
+    assert_eq!(
+        (seen[1].0, seen[1].1),
+        (Accel::Tcg, Duration::from_secs(99))
+    );
+    assert_eq!(seen[1].2, r.reason);
+    let v = VerdictCache::new(&dir, &t.binary())
+        .unwrap()
+        .read()
+        .unwrap();
+    assert_eq!(
+        (v.accel, v.reason.as_str()),
+        (Accel::Tcg, "KVM failed (QEMU aborted)")
+    );
+
+    // KVM works: the verdict says so and names the sign of life.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let r = block_on(start(
+        trial_choice(&t, &dir),
+        Duration::from_secs(99),
+        "alive",
+        async |_, _, _: &str| Ok::<_, StartFailure<&str>>(1),
+    ))
+    .unwrap();
+    assert_eq!((r.accel, r.reason.as_str()), (Accel::Kvm, "alive"));
+    let v = VerdictCache::new(&dir, &t.binary())
+        .unwrap()
+        .read()
+        .unwrap();
+    assert_eq!(v.accel, Accel::Kvm);
+
+    // A failure KVM is not to blame for: no fallback, no verdict.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut n = 0;
+    let e = block_on(start(
+        trial_choice(&t, &dir),
+        Duration::from_secs(99),
+        "alive",
+        async |_, _, _: &str| {
+            n += 1;
+            Err::<u8, _>(fail(false))
+        },
+    ))
+    .unwrap_err();
+    assert_eq!((e.0, e.1.error, n), (Accel::Kvm, "boom", 1));
+    assert!(VerdictCache::new(&dir, &t.binary())
+        .unwrap()
+        .read()
+        .is_none());
+
+    // No trial: one attempt under the chosen accelerator, its failure returned as is.
+    let choice = Choice {
+        accel: Accel::Tcg,
+        reason: "accel = \"tcg\"".into(),
+        trial: None,
+    };
+    let e = block_on(start(
+        choice,
+        Duration::from_secs(5),
+        "alive",
+        async |a, d, _: &str| {
+            assert_eq!((a, d), (Accel::Tcg, Duration::from_secs(5)));
+            Err::<u8, _>(fail(true))
+        },
+    ))
+    .unwrap_err();
+    assert_eq!(e.0, Accel::Tcg);
+}

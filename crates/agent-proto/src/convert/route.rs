@@ -53,7 +53,8 @@ fn parse_dest(dest: &str, family: Family) -> Result<IpNet, ConvertError> {
 }
 
 /// A `types.Route` as a model route. The family comes from `dest`, else from `gateway`,
-/// else from the `family` field (an empty `dest` is a default route of that family).
+/// else from `source`, else from the `family` field (an empty `dest` is a default route of
+/// that family).
 /// `source` may be `addr` or `addr/len`.
 pub fn route_from_proto(p: &types::Route) -> Result<Route, ConvertError> {
     if p.device.trim().is_empty() {
@@ -65,38 +66,33 @@ pub fn route_from_proto(p: &types::Route) -> Result<Route, ConvertError> {
     } else {
         Some(parse_ip("Route.gateway", &p.gateway)?)
     };
-    let family = if !p.dest.trim().is_empty() && p.dest.trim() != "default" {
-        let a = p.dest.trim().split('/').next().unwrap_or_default();
-        Family::of(&parse_ip("Route.dest", a)?)
-    } else if let Some(g) = &gateway {
-        Family::of(g)
-    } else {
-        model_family(&p.family)
-    };
-    let dest = parse_dest(&p.dest, family)?;
-    if let Some(g) = &gateway {
-        if Family::of(g) != family {
-            return Err(ConvertError::FamilyMismatch {
-                field: "Route.gateway",
-                value: g.to_string(),
-                family,
-            });
-        }
-    }
+    // `addr` or `addr/len`; its family is checked against the route's below.
     let source = if p.source.trim().is_empty() {
         None
     } else {
         let a = p.source.trim().split('/').next().unwrap_or_default();
-        let ip = parse_ip("Route.source", a)?;
-        if Family::of(&ip) != family {
-            return Err(ConvertError::FamilyMismatch {
-                field: "Route.source",
-                value: ip.to_string(),
-                family,
-            });
-        }
-        Some(ip)
+        Some(parse_ip("Route.source", a)?)
     };
+    let family = if !p.dest.trim().is_empty() && p.dest.trim() != "default" {
+        let a = p.dest.trim().split('/').next().unwrap_or_default();
+        Family::of(&parse_ip("Route.dest", a)?)
+    } else if let Some(a) = gateway.or(source) {
+        Family::of(&a)
+    } else {
+        model_family(&p.family)
+    };
+    let dest = parse_dest(&p.dest, family)?;
+    for (field, a) in [("Route.gateway", gateway), ("Route.source", source)] {
+        if let Some(a) = a {
+            if Family::of(&a) != family {
+                return Err(ConvertError::FamilyMismatch {
+                    field,
+                    value: a.to_string(),
+                    family,
+                });
+            }
+        }
+    }
     let scope = u8::try_from(p.scope)
         .ok()
         .and_then(RouteScope::from_raw)

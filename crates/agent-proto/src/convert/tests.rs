@@ -267,7 +267,7 @@ fn arb_kind() -> impl Strategy<Value = LinkKind> {
     ]
 }
 
-fn arb_iface() -> impl Strategy<Value = Interface> {
+pub(crate) fn arb_iface() -> impl Strategy<Value = Interface> {
     (
         "[a-z][a-z0-9]{0,14}",
         arb_kind(),
@@ -296,7 +296,7 @@ fn arb_scope() -> impl Strategy<Value = RouteScope> {
     ]
 }
 
-fn arb_route() -> impl Strategy<Value = Route> {
+pub(crate) fn arb_route() -> impl Strategy<Value = Route> {
     (
         arb_net(),
         any::<bool>(),

@@ -8,10 +8,10 @@
 //! dropped. A step that fails undoes the steps before it; a supervisor killed half-way leaves
 //! records from which `rm`/`gc` remove everything (QEMU first, then the attach plan).
 
+use super::env::PLUG_PAUSE_ENV;
 use super::{Applied, Supervisor};
 use crate::boot::{nic_spec, BootNic};
 use crate::error::{agent, host, vm, Result, RuntimeError};
-use crate::launch::PLUG_PAUSE_ENV;
 use crate::sandbox::{GuestNic, NicState, Status};
 use crate::teardown::attach_dir;
 use sandnet_host::endpoint::classify;

@@ -5,6 +5,7 @@
 
 mod bootfirst;
 pub mod containers;
+pub mod env;
 mod hotplug;
 mod netmon;
 mod serve;
@@ -12,12 +13,12 @@ mod share;
 mod steps;
 
 use crate::error::RuntimeError;
-use crate::launch::{LOCK_FD_ENV, STEP_PAUSE_ENV};
 use crate::lock::SandboxLock;
 use crate::report::{progress, reader_gone, report, silence_stdout, Ready};
 use crate::sandbox::{self, SandboxPaths, SandboxState, Status};
 use crate::spec::RunSpec;
 use crate::teardown::{self, RemoveReport, TeardownError};
+use env::{LOCK_FD_ENV, STEP_PAUSE_ENV};
 use sandnet_agent_proto::AgentClient;
 use sandnet_host::NetNs;
 use sandnet_vm::QemuProcess;

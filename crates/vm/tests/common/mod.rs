@@ -2,9 +2,9 @@
 //! a busybox-script guest.
 #![allow(dead_code)]
 
-use sandnet_vm::accel::{self, KVM_TRIAL_DEADLINE};
+use sandnet_vm::accel::{self, StartFailure};
 use sandnet_vm::{
-    Accel, AccelMode, GuestKernel, Initramfs, InitramfsSpec, Qemu, QemuProcess, VmSpec,
+    Accel, AccelMode, GuestKernel, Initramfs, InitramfsSpec, Qemu, QemuProcess, VmError, VmSpec,
     DEBIAN_CLOUD_KERNEL,
 };
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -239,12 +239,18 @@ pub async fn wait_for_text(path: &Path, needle: &str, timeout: Duration) -> Opti
 /// What the test guest prints first on its console: its sign of life.
 pub const SIGN_OF_LIFE: &str = "SANDNET-INIT up";
 
+/// How long the test guest may take to show its sign of life under KVM when no trial is
+/// needed (a remembered verdict or `SANDNET_ACCEL=kvm`).
+const KVM_BOOT_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Starts the VM `make(accel)` the way sandnet does: under the accelerator
-/// `accel::choose(auto)` picks (verdicts cached in the temp dir, `SANDNET_ACCEL` honoured);
-/// when that is a KVM trial whose QEMU fails to start or whose console lacks
-/// [`SIGN_OF_LIFE`] within the trial deadline, that QEMU is killed, the verdict recorded,
-/// and `make(Tcg)` started instead. `make` is called once per attempt (give it duplicated
-/// fds).
+/// `accel::choose(auto)` picks (verdicts cached in the temp dir, `SANDNET_ACCEL` honoured),
+/// through [`accel::start`], sandnet's own KVM trial and TCG fallback. Under KVM the guest
+/// first boots without NICs until its console shows [`SIGN_OF_LIFE`] (a guest that got as
+/// far as its NIC driver under KVM before hanging would leave the tap's queues detached for
+/// the next QEMU, which then aborts on "could not disable queue"); that QEMU is killed and
+/// `make(Kvm)` started. Under TCG `make(Tcg)` is started at once. `make` is called once per
+/// QEMU (give it duplicated fds).
 pub async fn spawn_auto(
     mut make: impl FnMut(Accel) -> VmSpec,
     netns: Option<BorrowedFd<'_>>,
@@ -257,42 +263,56 @@ pub async fn spawn_auto(
         .unwrap()
         .expect("choose the accelerator");
     eprintln!("accelerator: {} ({})", choice.accel, choice.reason);
-    let Some(trial) = choice.trial else {
-        let q = Qemu::spawn(make(choice.accel), netns, state)
-            .await
-            .expect("spawn");
-        return (q, choice.accel);
+    let plain = |e: VmError| StartFailure {
+        why: e.to_string(),
+        kvm_suspect: false,
+        error: e,
     };
-    let t0 = Instant::now();
-    // The trial boots without NICs: a guest that got as far as its NIC driver under KVM
-    // before hanging would leave the tap's queues detached for the next QEMU (QEMU then
-    // aborts on "could not disable queue").
-    let mut probe = make(Accel::Kvm);
-    probe.nics.clear();
-    let why = match Qemu::spawn(probe, netns, state).await {
-        Err(e) => accel::describe_kvm_failure(&e),
-        Ok(mut q) => {
-            let left = KVM_TRIAL_DEADLINE.saturating_sub(t0.elapsed());
-            let console = q.paths().console.clone();
-            if wait_for_text(&console, SIGN_OF_LIFE, left).await.is_some() {
-                trial
-                    .passed("the test guest printed its marker under KVM")
-                    .unwrap();
-                q.kill().await.unwrap();
-                let q = Qemu::spawn(make(Accel::Kvm), netns, state)
-                    .await
-                    .expect("spawn under KVM");
-                return (q, Accel::Kvm);
+    let started = accel::start(
+        choice,
+        KVM_BOOT_DEADLINE,
+        "the test guest printed its marker under KVM",
+        async |accel, deadline, _reason| {
+            if accel == Accel::Tcg {
+                return Qemu::spawn(make(accel), netns, state).await.map_err(plain);
             }
-            q.kill().await.unwrap();
+            let t0 = Instant::now();
+            let mut probe = make(Accel::Kvm);
+            probe.nics.clear();
+            let mut q = Qemu::spawn(probe, netns, state)
+                .await
+                .map_err(|e| StartFailure {
+                    why: accel::describe_kvm_failure(&e),
+                    kvm_suspect: accel::kvm_may_be_at_fault(&e),
+                    error: e,
+                })?;
+            let console = q.paths().console.clone();
+            let left = deadline.saturating_sub(t0.elapsed());
+            let alive = wait_for_text(&console, SIGN_OF_LIFE, left).await;
             let tail = accel::last_lines(&q.log_tail(3), 2);
-            format!("no sign of life within {KVM_TRIAL_DEADLINE:?} (qemu.log: {tail})")
+            q.kill().await.map_err(plain)?;
+            if alive.is_none() {
+                let why = format!("no sign of life within {deadline:?} (qemu.log: {tail})");
+                return Err(StartFailure {
+                    error: VmError::Timeout {
+                        what: SIGN_OF_LIFE.into(),
+                        ms: deadline.as_millis(),
+                    },
+                    kvm_suspect: true,
+                    why,
+                });
+            }
+            Qemu::spawn(make(Accel::Kvm), netns, state)
+                .await
+                .map_err(plain)
+        },
+    )
+    .await;
+    match started {
+        Ok(s) => {
+            eprintln!("accelerator: {} ({})", s.accel, s.reason);
+            (s.vm, s.accel)
         }
-    };
-    eprintln!("accelerator: KVM failed ({why}); using TCG");
-    trial.failed(&format!("KVM failed ({why})")).unwrap();
-    let q = Qemu::spawn(make(Accel::Tcg), netns, state)
-        .await
-        .expect("spawn under TCG");
-    (q, Accel::Tcg)
+        Err((accel, f)) => panic!("starting the VM under {accel}: {} ({:?})", f.why, f.error),
+    }
 }
