@@ -39,6 +39,7 @@ mod exec;
 mod executor;
 mod ops;
 mod plugin_version;
+mod release;
 mod request;
 mod result;
 mod runtime;

@@ -95,6 +95,34 @@ impl CniConfig {
     /// a DEL after a restart needs only the container ID and interface name. Stops at the
     /// first failing plugin (the spec's rule) and keeps the cache entry for a retry.
     pub async fn del(&self, list: &NetworkConfigList, rt: &Runtime) -> Result<(), CniError> {
+        self.del_inner(list, rt, true).await
+    }
+
+    /// DEL, taking an empty `netns_path` from the cache entry only when `netns_from_cache`.
+    pub(crate) async fn del_inner(
+        &self,
+        list: &NetworkConfigList,
+        rt: &Runtime,
+        netns_from_cache: bool,
+    ) -> Result<(), CniError> {
+        let (cpath, rt, prev) = self.del_context(list, rt, netns_from_cache)?;
+        for plugin in list.plugins.iter().rev() {
+            let path = self.find_plugin(&plugin.plugin_type)?;
+            let config = request_config(list, plugin, prev.as_ref(), Some(&rt));
+            self.run_plugin(plugin, &path, "DEL", self.env("DEL", Some(&rt)), &config)
+                .await?;
+        }
+        cache::remove(&cpath)
+    }
+
+    /// What a DEL of this attachment is run with: its cache file, the runtime parameters
+    /// completed from the cache entry, and the `prevResult`.
+    pub(crate) fn del_context(
+        &self,
+        list: &NetworkConfigList,
+        rt: &Runtime,
+        netns_from_cache: bool,
+    ) -> Result<(PathBuf, Runtime, Option<Value>), CniError> {
         rt.validate()?;
         let cpath = self.cache_path(&list.name, rt);
         let entry = match cache::read(&cpath) {
@@ -113,7 +141,7 @@ impl CniConfig {
             if rt.capability_args.is_empty() {
                 rt.capability_args = entry.capability_args.clone();
             }
-            if rt.netns_path.as_os_str().is_empty() {
+            if netns_from_cache && rt.netns_path.as_os_str().is_empty() {
                 rt.netns_path = PathBuf::from(&entry.netns);
             }
             if at_least(&list.cni_version, SpecVersion::V0_4_0) {
@@ -125,13 +153,7 @@ impl CniConfig {
                 }
             }
         }
-        for plugin in list.plugins.iter().rev() {
-            let path = self.find_plugin(&plugin.plugin_type)?;
-            let config = request_config(list, plugin, prev.as_ref(), Some(&rt));
-            self.run_plugin(plugin, &path, "DEL", self.env("DEL", Some(&rt)), &config)
-                .await?;
-        }
-        cache::remove(&cpath)
+        Ok((cpath, rt, prev))
     }
 
     /// CHECK: runs the plugins in list order with the cached ADD result as `prevResult`.

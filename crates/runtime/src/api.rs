@@ -385,7 +385,13 @@ impl Sandbox {
     /// Removes it: stops the VM, gives back the network, deletes the record. Idempotent; a
     /// failed step keeps the record for a retry.
     pub async fn remove(&self, force: bool) -> Result<RemoveReport> {
-        Ok(teardown::remove(&self.root, &self.id, force).await?)
+        Ok(crate::rm::remove(&self.root, &self.id, force).await?)
+    }
+
+    /// `rm --force`: removes it whatever fails, always ending with the record gone; what
+    /// could not be undone is in the report (see [`crate::rm::remove_converging`]).
+    pub async fn remove_converging(&self) -> Result<RemoveReport> {
+        Ok(crate::rm::remove_converging(&self.root, &self.id).await?)
     }
 
     /// Records the process that owns this sandbox (a containerd shim): once that process is

@@ -92,9 +92,11 @@ pub async fn gc(root: &Path) -> Result<GcReport, sandbox::SandboxError> {
                 id: id.clone(),
                 why,
             }),
-            (None, _, Health::QemuExited) => teardown::remove(root, &id, true)
-                .await
-                .map(|x| r.actions.extend(x.actions)),
+            (None, _, Health::QemuExited) => crate::rm::remove(root, &id, true).await.map(|x| {
+                r.actions.extend(x.actions);
+                r.not_undone.extend(x.not_undone);
+                r.still_held |= x.still_held;
+            }),
             (None, _, _) => continue,
             (Some(lock), Some(mut st), _) => {
                 let x = teardown::cleanup_locked(root, &mut st, &mut r).await;
@@ -103,6 +105,16 @@ pub async fn gc(root: &Path) -> Result<GcReport, sandbox::SandboxError> {
             }
             (Some(_), None, _) => continue,
         };
+        // Steps only partly undone are said; what they leave held is a failure.
+        let left = r
+            .not_undone
+            .iter()
+            .map(|l| format!("sandbox {id}: not undone: {l}"));
+        if r.still_held {
+            rep.failures.extend(left);
+        } else {
+            rep.actions.extend(left);
+        }
         match outcome {
             Ok(()) => {
                 rep.actions.extend(r.actions);

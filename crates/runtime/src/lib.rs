@@ -18,6 +18,7 @@ pub mod lock;
 pub mod netapi;
 pub mod podnet;
 pub mod report;
+pub mod rm;
 pub mod sandbox;
 pub mod shared;
 pub mod spec;

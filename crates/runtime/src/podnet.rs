@@ -20,8 +20,8 @@ pub enum CniStepError {
     /// The recorded network configuration does not parse (any more).
     #[error("CNI network configuration: {0}")]
     Config(#[source] Box<sandnet_cni::CniError>),
-    /// The namespace the plugins ran in is gone, so DEL cannot run where ADD did.
-    #[error("CNI: the namespace it ran in ({0}) is gone")]
+    /// The namespace the plugins ran in is gone, so ADD or DEL cannot run where ADD did.
+    #[error("CNI: the namespace its plugins ran in ({0}) is gone")]
     HostNetnsGone(PathBuf),
     /// The executor could not be set up for that namespace.
     #[error("CNI host namespace: {0}")]
@@ -42,21 +42,35 @@ pub enum CniStepError {
 fn cni_config(
     c: &CniAttachment,
 ) -> Result<(sandnet_cni::CniConfig, sandnet_cni::NetworkConfigList), CniStepError> {
-    let list = sandnet_cni::NetworkConfigList::from_bytes(c.network.as_bytes())
-        .map_err(|e| CniStepError::Config(Box::new(e)))?;
-    if let Some(want) = c.host_netns_id {
-        let ok = NetNs::open(&NetNsRef::path(&c.host_netns))
-            .and_then(|n| n.id())
-            .is_ok_and(|id| id == want);
-        if !ok {
-            return Err(CniStepError::HostNetnsGone(c.host_netns.clone()));
-        }
+    let list = parse_network(c)?;
+    if !host_netns_alive(c) {
+        return Err(CniStepError::HostNetnsGone(c.host_netns.clone()));
     }
-    let cfg = sandnet_cni::CniConfig::new(c.bin_dirs.clone(), c.cache_dir.clone())
-        .with_timeout(Duration::from_millis(c.timeout_ms))
+    let cfg = executor(c)
         .with_plugin_netns_path(&c.host_netns)
         .map_err(|e| CniStepError::HostNetns(Box::new(e)))?;
     Ok((cfg, list))
+}
+
+fn parse_network(c: &CniAttachment) -> Result<sandnet_cni::NetworkConfigList, CniStepError> {
+    sandnet_cni::NetworkConfigList::from_bytes(c.network.as_bytes())
+        .map_err(|e| CniStepError::Config(Box::new(e)))
+}
+
+/// The executor for an attachment, running plugins in the caller's namespace.
+fn executor(c: &CniAttachment) -> sandnet_cni::CniConfig {
+    sandnet_cni::CniConfig::new(c.bin_dirs.clone(), c.cache_dir.clone())
+        .with_timeout(Duration::from_millis(c.timeout_ms))
+}
+
+/// Whether the namespace the plugins ran in still is the one recorded at ADD.
+fn host_netns_alive(c: &CniAttachment) -> bool {
+    match c.host_netns_id {
+        Some(want) => NetNs::open(&NetNsRef::path(&c.host_netns))
+            .and_then(|n| n.id())
+            .is_ok_and(|id| id == want),
+        None => true,
+    }
 }
 
 fn cni_runtime(c: &CniAttachment, pod_netns: &Path) -> sandnet_cni::Runtime {
@@ -86,26 +100,81 @@ pub async fn cni_add(
 /// Whether an ADD for this attachment got as far as running a plugin: the executor writes
 /// its cache entry before the first plugin runs, so without one there is nothing to DEL.
 pub fn add_started(c: &CniAttachment) -> bool {
-    let Ok(list) = sandnet_cni::NetworkConfigList::from_bytes(c.network.as_bytes()) else {
+    let Ok(list) = parse_network(c) else {
         return true; // cannot tell: DEL to be safe
     };
-    let cfg = sandnet_cni::CniConfig::new(c.bin_dirs.clone(), c.cache_dir.clone());
     let rt = cni_runtime(c, Path::new(""));
-    cfg.cache_path(&list.name, &rt).exists()
+    executor(c).cache_path(&list.name, &rt).exists()
+}
+
+/// How much of a CNI DEL could run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DelScope {
+    /// The whole chain, in the namespace the plugins ran in.
+    Full,
+    /// The namespace the plugins ran in is gone, and what they made there with it: only
+    /// the addresses were released, by these IPAM plugins, and the attachment forgotten.
+    AddressesOnly(Vec<String>),
 }
 
 /// CNI DEL for a sandbox's attachment, with the plugin directories and namespace recorded
-/// at ADD; returns the network's name.
-pub async fn cni_del(c: &CniAttachment, pod_netns: &Path) -> Result<String, CniStepError> {
-    let (cfg, list) = cni_config(c)?;
-    cfg.del(&list, &cni_runtime(c, pod_netns))
+/// at ADD, in `pod_netns`; `None` when the pod namespace is gone (DEL then runs with
+/// `CNI_NETNS` empty, also when the cache entry names a path, which would lead to a plain
+/// file or another namespace by now). When the namespace the plugins ran in is gone, only
+/// the addresses are released ([`DelScope::AddressesOnly`]): running the other plugins
+/// anywhere else could touch what is not theirs (a bridge of the same name). Returns the
+/// network's name and what ran.
+pub async fn cni_del(
+    c: &CniAttachment,
+    pod_netns: Option<&Path>,
+) -> Result<(String, DelScope), CniStepError> {
+    let (cfg, list) = match cni_config(c) {
+        Ok(x) => x,
+        Err(CniStepError::HostNetnsGone(_)) => {
+            let (name, ipam) = release_addresses(c, executor(c)).await?;
+            return Ok((name, DelScope::AddressesOnly(ipam)));
+        }
+        Err(e) => return Err(e),
+    };
+    let rt = cni_runtime(c, pod_netns.unwrap_or(Path::new("")));
+    let r = match pod_netns {
+        Some(_) => cfg.del(&list, &rt).await,
+        None => cfg.del_without_netns(&list, &rt).await,
+    };
+    r.map_err(|source| CniStepError::Op {
+        op: "DEL",
+        network: list.name.clone(),
+        source: Box::new(source),
+    })?;
+    Ok((list.name, DelScope::Full))
+}
+
+/// Releases only the addresses of an attachment whose DEL cannot run or failed: the IPAM
+/// plugins' DEL, where the plugins ran (here when that namespace is gone), then the
+/// attachment is forgotten. Returns the IPAM plugins run.
+pub async fn cni_release_addresses(c: &CniAttachment) -> Result<Vec<String>, CniStepError> {
+    let cfg = match cni_config(c) {
+        Ok((cfg, _)) => cfg,
+        Err(CniStepError::HostNetnsGone(_)) => executor(c),
+        Err(e) => return Err(e),
+    };
+    Ok(release_addresses(c, cfg).await?.1)
+}
+
+async fn release_addresses(
+    c: &CniAttachment,
+    cfg: sandnet_cni::CniConfig,
+) -> Result<(String, Vec<String>), CniStepError> {
+    let list = parse_network(c)?;
+    let ipam = cfg
+        .release_addresses(&list, &cni_runtime(c, Path::new("")))
         .await
         .map_err(|source| CniStepError::Op {
-            op: "DEL",
+            op: "DEL of the IPAM plugins",
             network: list.name.clone(),
             source: Box::new(source),
         })?;
-    Ok(list.name)
+    Ok((list.name, ipam))
 }
 
 /// The DNS a CNI result carries, if it names any nameserver.

@@ -1,17 +1,24 @@
 //! Tearing a sandbox down — by its supervisor, or from its persisted state when the
-//! supervisor is gone — and `rm`.
+//! supervisor is gone.
 //!
 //! The order is the CNI spec's and containerd's: QEMU stopped, taps and filters undone,
 //! CNI DEL while the pod namespace still exists, and only after DEL succeeded the
 //! namespace sandnet created. Each step is recorded in the state file before it acts and
 //! its result after, so a kill at any point leaves a record that says what is left. A step
 //! that fails stops the teardown: the record is kept (status `teardown-failed`, with the
-//! reason) and a later `rm` or `gc` retries exactly what is left.
+//! reason) and a later `rm` or `gc` retries exactly what is left. Forced
+//! ([`Mode::Force`], `rm --force`), a failing step is reported and the teardown goes on,
+//! so it always ends with the record gone.
+//!
+//! A pod namespace that cannot be reached any more (its mount point is gone, or is a plain
+//! file whose mount died with the mount namespace it was made in) is gone: CNI DEL then
+//! runs without one, as the spec allows. When the namespace the plugins ran in is gone,
+//! so is what they made there, and only the addresses are released (see
+//! [`podnet::cni_del`]).
 
-use crate::lock::SandboxLock;
-use crate::podnet::{self, fd_path, owned_name, reach_netns};
-use crate::sandbox::{self, Health, SandboxPaths, SandboxState, Status};
-use sandnet_host::{NetNs, NetNsRef};
+use crate::podnet::{self, fd_path, reach_netns, DelScope};
+use crate::sandbox::{CniAttachment, Health, SandboxPaths, SandboxState, Status};
+use sandnet_host::NetNs;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +38,21 @@ pub struct RemoveReport {
     /// Step timings in milliseconds: `qemu_stop_ms`, `detach_ms`, `cni_del_ms`,
     /// `netns_ms`; `total_ms` for the whole removal.
     pub timings: BTreeMap<String, u64>,
+    /// Steps that could not be undone (or only in part), one line each: what is left and
+    /// why. A forced teardown goes on past them.
+    pub not_undone: Vec<String>,
+    /// Whether one of those steps left something held on the host (a process, taps, an
+    /// address, rules, a mount): `rm --force` then fails although the record is gone.
+    pub still_held: bool,
+}
+
+/// How a teardown treats a failing step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Stop at it, keep the record (saying why) for a retry.
+    Strict,
+    /// Report it in [`RemoveReport::not_undone`] and go on: the record goes in the end.
+    Force,
 }
 
 /// A teardown that did not finish. The sandbox's record is kept for a retry.
@@ -76,7 +98,8 @@ pub enum TeardownError {
 }
 
 impl TeardownError {
-    fn step(
+    /// A failed step.
+    pub(crate) fn step(
         id: &str,
         step: &'static str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -107,6 +130,44 @@ fn begin(st: &mut SandboxState, paths: &SandboxPaths, step: &str) {
     }
 }
 
+/// A step that failed: the error when strict; forced, one line in the report (and
+/// whether it leaves something held), and the teardown goes on.
+fn not_undone(
+    mode: Mode,
+    rep: &mut RemoveReport,
+    id: &str,
+    step: &'static str,
+    err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    held: bool,
+) -> Result<(), TeardownError> {
+    let err = err.into();
+    match mode {
+        Mode::Strict => Err(TeardownError::step(id, step, err)),
+        Mode::Force => {
+            rep.not_undone.push(format!("{step}: {err}"));
+            rep.still_held |= held;
+            Ok(())
+        }
+    }
+}
+
+/// The line for a DEL that could only release the addresses: what was not undone and why
+/// nothing of it is held any more.
+pub(crate) fn addresses_only(network: &str, c: &CniAttachment, ipam: &[String]) -> String {
+    let ipam = if ipam.is_empty() {
+        "no IPAM plugin".to_string()
+    } else {
+        ipam.join(", ")
+    };
+    format!(
+        "CNI DEL {network} for {}: its plugins cannot run: the namespace they ran in ({}) is \
+         gone, and what they made there went with it; released its addresses ({ipam}) and \
+         forgot it",
+        c.container_id,
+        c.host_netns.display()
+    )
+}
+
 /// Gives back the host side once QEMU is gone: detach, CNI DEL (through `pod_ns` when held,
 /// so it runs while the namespace exists), then the namespace sandnet created. Stops at the
 /// first failing step; what succeeded is recorded.
@@ -117,21 +178,32 @@ pub(crate) async fn release_host_side(
     pod_ns: Option<NetNs>,
     rep: &mut RemoveReport,
 ) -> Result<(), TeardownError> {
+    release(root, paths, st, pod_ns, rep, Mode::Strict).await
+}
+
+/// [`release_host_side`] in either [`Mode`].
+async fn release(
+    root: &Path,
+    paths: &SandboxPaths,
+    st: &mut SandboxState,
+    pod_ns: Option<NetNs>,
+    rep: &mut RemoveReport,
+    mode: Mode,
+) -> Result<(), TeardownError> {
     let id = st.id.clone();
     begin(st, paths, "detach");
     let t = Instant::now();
     match &pod_ns {
-        Some(ns) => {
-            let r = sandnet_host::detach(ns, &attach_dir(root))
-                .await
-                .map_err(|e| TeardownError::step(&id, "detach", e))?;
-            rep.actions.extend(r.actions);
-        }
+        Some(ns) => match sandnet_host::detach(ns, &attach_dir(root)).await {
+            Ok(r) => rep.actions.extend(r.actions),
+            Err(e) => not_undone(mode, rep, &id, "detach", e, true)?,
+        },
         None => {
             // The namespace is gone, and with it every tap and filter in it.
             if let Some(nsid) = st.netns_id {
-                sandnet_host::interwork::forget_state(&attach_dir(root), nsid)
-                    .map_err(|e| TeardownError::step(&id, "forget attach state", e))?;
+                if let Err(e) = sandnet_host::interwork::forget_state(&attach_dir(root), nsid) {
+                    not_undone(mode, rep, &id, "forget attach state", e, false)?;
+                }
             }
         }
     }
@@ -139,13 +211,33 @@ pub(crate) async fn release_host_side(
     if let Some(c) = st.cni.clone() {
         begin(st, paths, "cni_del");
         let t = Instant::now();
+        // Without the pod namespace, DEL runs without one: whatever the recorded path
+        // holds now (nothing, a plain file, another namespace) is not it.
         let via = pod_ns.as_ref().map(fd_path);
-        let name = podnet::cni_del(&c, via.as_deref().unwrap_or(&st.netns_path))
-            .await
-            .map_err(|e| TeardownError::step(&id, "CNI DEL", e))?;
+        match podnet::cni_del(&c, via.as_deref()).await {
+            Ok((name, DelScope::Full)) => rep
+                .actions
+                .push(format!("CNI DEL {name} for {}", c.container_id)),
+            Ok((name, DelScope::AddressesOnly(ipam))) => {
+                rep.not_undone.push(addresses_only(&name, &c, &ipam));
+            }
+            Err(e) if mode == Mode::Force => {
+                // What can still be given back: the addresses, where the plugins ran.
+                let also = match podnet::cni_release_addresses(&c).await {
+                    Ok(ipam) if ipam.is_empty() => String::new(),
+                    Ok(ipam) => format!(
+                        "; released its addresses ({}); what its plugins made in {} is left",
+                        ipam.join(", "),
+                        c.host_netns.display()
+                    ),
+                    Err(e2) => format!("; releasing its addresses failed too: {e2}"),
+                };
+                rep.not_undone.push(format!("{e}{also}"));
+                rep.still_held = true;
+            }
+            Err(e) => return Err(TeardownError::step(&id, "CNI DEL", e)),
+        }
         rep.timings.insert("cni_del_ms".into(), ms(t));
-        rep.actions
-            .push(format!("CNI DEL {name} for {}", c.container_id));
         st.cni = None;
         if let Err(e) = st.save(paths) {
             tracing::error!("{e}");
@@ -155,14 +247,17 @@ pub(crate) async fn release_host_side(
     if st.netns_created && !st.netns.is_empty() {
         begin(st, paths, "netns_delete");
         let t = Instant::now();
-        NetNs::delete(&st.netns)
-            .map_err(|e| TeardownError::step(&id, "delete network namespace", e))?;
-        rep.timings.insert("netns_ms".into(), ms(t));
-        rep.actions
-            .push(format!("deleted network namespace {}", st.netns));
-        st.netns_created = false;
-        if let Err(e) = st.save(paths) {
-            tracing::error!("{e}");
+        match NetNs::delete(&st.netns) {
+            Ok(()) => {
+                rep.timings.insert("netns_ms".into(), ms(t));
+                rep.actions
+                    .push(format!("deleted network namespace {}", st.netns));
+                st.netns_created = false;
+                if let Err(e) = st.save(paths) {
+                    tracing::error!("{e}");
+                }
+            }
+            Err(e) => not_undone(mode, rep, &id, "delete network namespace", e, true)?,
         }
     }
     Ok(())
@@ -231,6 +326,17 @@ pub async fn cleanup_locked(
     st: &mut SandboxState,
     rep: &mut RemoveReport,
 ) -> Result<(), TeardownError> {
+    cleanup(root, st, rep, Mode::Strict).await
+}
+
+/// [`cleanup_locked`] in either [`Mode`]: forced, it always ends with the record gone
+/// (unless the record itself cannot be removed).
+pub async fn cleanup(
+    root: &Path,
+    st: &mut SandboxState,
+    rep: &mut RemoveReport,
+    mode: Mode,
+) -> Result<(), TeardownError> {
     let paths = SandboxPaths::new(root, &st.id);
     // Reach the pod namespace before anything is killed: QEMU runs inside it, and the
     // recorded path may no longer lead to it.
@@ -245,235 +351,17 @@ pub async fn cleanup_locked(
         if let (true, Some(pid)) = (alive, pid) {
             if kill_and_wait(pid).await {
                 rep.actions.push(format!("killed {what} (pid {pid})"));
-            } else {
-                r = Err(TeardownError::step(
-                    &st.id,
-                    "stop QEMU",
-                    format!("{what} (pid {pid}) does not die"),
-                ));
+            } else if r.is_ok() {
+                let msg = format!("{what} (pid {pid}) does not die");
+                r = not_undone(mode, rep, &st.id, "stop QEMU", msg, true);
             }
         }
     }
     rep.timings.insert("qemu_stop_ms".into(), ms(t));
     if r.is_ok() {
-        r = release_host_side(root, &paths, st, pod_ns, rep).await;
+        r = release(root, &paths, st, pod_ns, rep, mode).await;
     }
     finish(&paths, st, r, rep)
-}
-
-/// Pids of the processes that belong to sandbox `id` under `root`, found by their command
-/// lines (for records that cannot be read): its supervisor and its QEMU.
-fn processes_of(root: &Path, id: &str) -> Vec<(u32, &'static str)> {
-    let dir = SandboxPaths::new(root, id).dir.display().to_string();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    let me = std::process::id();
-    rd.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter_map(|n| n.parse::<u32>().ok())
-        .filter(|&p| p != me)
-        .filter_map(|pid| {
-            if sandbox::cmdline_has(pid, &["__supervise", id]) {
-                Some((pid, "supervisor"))
-            } else if sandbox::cmdline_has(pid, &["qemu", &dir]) {
-                Some((pid, "QEMU"))
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
-/// `rm --force` of a sandbox whose record cannot be read: removes what can be found — its
-/// processes by their command lines, taps and filters by the marks in its namespace, the
-/// CNI attachment and namespace its spec asked for — then the record.
-async fn cleanup_unreadable(
-    root: &Path,
-    id: &str,
-    rep: &mut RemoveReport,
-) -> Result<(), TeardownError> {
-    let paths = SandboxPaths::new(root, id);
-    let spec = crate::spec::RunSpec::load(&paths).ok();
-    let procs = processes_of(root, id);
-    // The namespace: through QEMU (inside it), or where the spec said, or the one sandnet
-    // names for this sandbox when the spec asked for a new one.
-    let mut cands: Vec<String> = procs
-        .iter()
-        .filter(|(_, w)| *w == "QEMU")
-        .map(|(p, _)| format!("/proc/{p}/ns/net"))
-        .collect();
-    match spec.as_ref().map(|s| s.netns.clone()) {
-        Some(Some(n)) => cands.push(n),
-        _ => cands.push(owned_name(id)),
-    }
-    let pod_ns = cands
-        .iter()
-        .find_map(|c| c.parse::<NetNsRef>().and_then(|r| NetNs::open(&r)).ok());
-    for (pid, what) in procs {
-        if !kill_and_wait(pid).await {
-            return Err(TeardownError::step(
-                id,
-                "stop processes",
-                format!("{what} (pid {pid}) does not die"),
-            ));
-        }
-        rep.actions.push(format!("killed {what} (pid {pid})"));
-    }
-    if let Some(ns) = &pod_ns {
-        let r = sandnet_host::detach(ns, &attach_dir(root))
-            .await
-            .map_err(|e| TeardownError::step(id, "detach", e))?;
-        rep.actions.extend(r.actions);
-    }
-    if let Some(c) = spec.as_ref().and_then(|s| s.cni.clone()) {
-        let via = pod_ns.as_ref().map(fd_path);
-        let fallback = PathBuf::from(sandnet_host::netns::NETNS_RUN_DIR).join(owned_name(id));
-        let mut c = c;
-        if c.host_netns.as_os_str().is_empty() {
-            c.host_netns = PathBuf::from("/proc/self/ns/net");
-        }
-        let name = podnet::cni_del(&c, via.as_deref().unwrap_or(&fallback))
-            .await
-            .map_err(|e| TeardownError::step(id, "CNI DEL", e))?;
-        rep.actions
-            .push(format!("CNI DEL {name} for {}", c.container_id));
-    }
-    drop(pod_ns);
-    if matches!(spec.as_ref().map(|s| &s.netns), Some(None)) {
-        let name = owned_name(id);
-        NetNs::delete(&name).map_err(|e| TeardownError::step(id, "delete network namespace", e))?;
-        rep.actions
-            .push(format!("deleted network namespace {name}"));
-    }
-    crate::shared::remove_sandbox_dir(&paths)
-        .map_err(|e| TeardownError::step(id, "remove state", e))?;
-    rep.actions.push(format!("removed {}", paths.dir.display()));
-    Ok(())
-}
-
-/// Removes a sandbox: through its supervisor while it lives (it tears down and exits),
-/// otherwise from the persisted state — never two teardowns at once. Idempotent: an
-/// unknown id is reported, not an error. A failed step is an error and keeps the record.
-pub async fn remove(root: &Path, id: &str, force: bool) -> Result<RemoveReport, TeardownError> {
-    let t0 = Instant::now();
-    let mut rep = RemoveReport::default();
-    let r = remove_in(root, id, force, &mut rep).await;
-    rep.timings.insert("total_ms".into(), ms(t0));
-    r.map(|()| rep)
-}
-
-async fn remove_in(
-    root: &Path,
-    id: &str,
-    force: bool,
-    rep: &mut RemoveReport,
-) -> Result<(), TeardownError> {
-    let paths = SandboxPaths::new(root, id);
-    let lock_err = |e: crate::lock::LockError| TeardownError::step(id, "lock", e);
-    // Opened once: waiting on this descriptor waits for a supervisor to let go even after
-    // it removed the directory.
-    let handle = match SandboxLock::open(&paths.dir) {
-        Ok(h) => h,
-        Err(_) if !paths.dir.exists() => {
-            rep.not_found = true;
-            return Ok(());
-        }
-        Err(e) => return Err(lock_err(e)),
-    };
-    let lock = match handle.try_lock().map_err(lock_err)? {
-        Ok(l) => l,
-        Err(_) if unreadable(root, id).is_some() => {
-            // Held, and the record is unreadable: nobody can be asked. Only with --force
-            // are its supervisors killed (QEMU stays until its namespace is reached).
-            if !force {
-                return Err(TeardownError::Unreadable {
-                    id: id.to_string(),
-                    why: unreadable(root, id).unwrap_or_default(),
-                });
-            }
-            for (pid, what) in processes_of(root, id) {
-                if what == "supervisor" {
-                    kill_and_wait(pid).await;
-                    rep.actions.push(format!("killed supervisor (pid {pid})"));
-                }
-            }
-            SandboxLock::acquire_within(&paths.dir, Duration::from_secs(5))
-                .await
-                .map_err(lock_err)?
-                .ok_or_else(|| TeardownError::Busy {
-                    id: id.to_string(),
-                    why: "another sandnet holds it".into(),
-                })?
-        }
-        Err(handle) => {
-            // Its supervisor (or another rm/gc) is at work: ask it, then wait for it.
-            crate::client::ask_to_stop(root, id, force, rep).await?;
-            match handle.lock_within(STOP_WAIT).await {
-                Ok(Some(l)) => l,
-                Ok(None) if force => {
-                    for (pid, _) in processes_of(root, id) {
-                        kill_and_wait(pid).await;
-                    }
-                    match SandboxLock::acquire_within(&paths.dir, Duration::from_secs(5)).await {
-                        Ok(Some(l)) => l,
-                        Err(_) if !paths.dir.exists() => return Ok(()),
-                        Ok(None) => {
-                            return Err(TeardownError::Busy {
-                                id: id.to_string(),
-                                why: "another sandnet holds it".into(),
-                            })
-                        }
-                        Err(e) => return Err(lock_err(e)),
-                    }
-                }
-                Ok(None) => {
-                    return Err(TeardownError::Busy {
-                        id: id.to_string(),
-                        why: format!(
-                            "its supervisor did not finish within {}s (`rm --force` kills it)",
-                            STOP_WAIT.as_secs()
-                        ),
-                    })
-                }
-                // The supervisor finished and removed the directory.
-                Err(_) if !paths.dir.exists() => return Ok(()),
-                Err(e) => return Err(lock_err(e)),
-            }
-        }
-    };
-    if !paths.dir.exists() {
-        return Ok(()); // the supervisor removed it
-    }
-    let r = match SandboxState::load(root, id) {
-        Ok(mut st) => cleanup_locked(root, &mut st, rep).await,
-        Err(sandbox::SandboxError::NotFound(_)) => {
-            // A directory whose supervisor never recorded anything: nothing was created.
-            crate::shared::remove_sandbox_dir(&paths)
-                .map_err(|e| TeardownError::step(id, "remove state", e))?;
-            rep.actions
-                .push(format!("removed incomplete {}", paths.dir.display()));
-            Ok(())
-        }
-        Err(e) if force => {
-            rep.actions.push(format!("record unreadable: {e}"));
-            cleanup_unreadable(root, id, rep).await
-        }
-        Err(e) => Err(TeardownError::Unreadable {
-            id: id.to_string(),
-            why: e.to_string(),
-        }),
-    };
-    drop(lock);
-    r
-}
-
-/// Why a sandbox's record cannot be read, when it exists and cannot.
-fn unreadable(root: &Path, id: &str) -> Option<String> {
-    match SandboxState::load(root, id) {
-        Err(sandbox::SandboxError::NotFound(_)) | Ok(_) => None,
-        Err(e) => Some(e.to_string()),
-    }
 }
 
 /// The health of a sandbox from its record, `Unreadable` when it cannot be read.

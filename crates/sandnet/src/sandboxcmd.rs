@@ -94,10 +94,13 @@ pub struct RmArgs {
     /// Sandbox ids.
     #[arg(required = true)]
     pub ids: Vec<String>,
-    /// Kill the VM at once instead of asking it to quit.
+    /// Kill the VM at once instead of asking it to quit, and always end with the record
+    /// gone: a step that cannot be undone is reported (one line each on stderr), and the
+    /// exit status is non-zero only when something is still held on the host.
     #[arg(long, short)]
     pub force: bool,
-    /// Print JSON: one object per sandbox with `id`, `not_found`, `actions` and `timings`.
+    /// Print JSON: one object per sandbox with `id`, `not_found`, `actions`, `timings`,
+    /// `not_undone` and `still_held`.
     #[arg(long)]
     pub json: bool,
 }
@@ -348,24 +351,39 @@ pub async fn gc(a: GcArgs, rt: &Runtime) -> Result<i32> {
 }
 
 /// `sandnet rm`: every id is tried; non-zero when any teardown failed (its record is kept
-/// for a retry).
+/// for a retry) or, with `--force`, left something held on the host. Each step not undone
+/// is one line on stderr.
 pub async fn rm(a: RmArgs, rt: &Runtime) -> Result<i32> {
     let mut reports = vec![];
     let mut failed = 0;
     for id in &a.ids {
         sandbox::check_id(id).with_context(|| format!("remove sandbox {id}"))?;
-        match rt.handle(id).remove(a.force).await {
+        let h = rt.handle(id);
+        let r = if a.force {
+            h.remove_converging().await
+        } else {
+            h.remove(false).await
+        };
+        match r {
             Ok(rep) => {
                 if rep.not_found {
                     eprintln!("sandnet: no sandbox {id} (nothing to remove)");
                 } else if !a.json {
                     println!("{id}");
                 }
+                for l in &rep.not_undone {
+                    eprintln!("sandnet: remove sandbox {id}: not undone: {l}");
+                }
+                if rep.still_held {
+                    failed += 1;
+                }
                 reports.push(serde_json::json!({
                     "id": id,
                     "not_found": rep.not_found,
                     "actions": rep.actions,
                     "timings": rep.timings,
+                    "not_undone": rep.not_undone,
+                    "still_held": rep.still_held,
                 }));
             }
             Err(e) => {

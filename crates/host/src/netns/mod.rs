@@ -17,6 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 mod events;
+mod propagate;
 mod reference;
 pub use crate::endpoint::is_sandnet_alias;
 pub use events::OwnLinks;
@@ -119,6 +120,10 @@ impl NetNs {
             op,
             source,
         };
+        // Under a private mount namespace whose /run/netns is a slave (`ip netns exec`), a
+        // mount made here alone would die with it: the mount is made where it propagates.
+        let master = propagate::master_mount_ns(Path::new(NETNS_RUN_DIR))
+            .map_err(|e| err("find the mount namespace /run/netns belongs to", e))?;
         std::fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| err("create /run/netns", e))?;
         make_run_dir_shared().map_err(|e| err("make /run/netns a shared mount", e))?;
         let path = Path::new(NETNS_RUN_DIR).join(name);
@@ -133,8 +138,15 @@ impl NetNs {
         let target = path.clone();
         let made = std::thread::spawn(move || -> io::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            let source = Path::new("/proc/thread-self/ns/net");
+            if let Some(ns) = &master {
+                propagate::bind_in(ns, source, &target, make_run_dir_shared)?;
+                if is_netns_file(&target) {
+                    return Ok(()); // it propagated back here
+                }
+            }
             mount(
-                Some("/proc/thread-self/ns/net"),
+                Some(source),
                 &target,
                 None::<&str>,
                 MsFlags::MS_BIND,
@@ -145,6 +157,7 @@ impl NetNs {
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")));
         if let Err(e) = made {
+            let _ = umount2(&path, MntFlags::MNT_DETACH);
             let _ = std::fs::remove_file(&path);
             return Err(err("unshare and bind-mount", e));
         }
@@ -266,6 +279,14 @@ impl AsFd for NetNs {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
+}
+
+/// Whether `path` opens as a network namespace.
+fn is_netns_file(path: &Path) -> bool {
+    File::open(path).is_ok_and(|f| {
+        // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
+        unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) == libc::CLONE_NEWNET }
+    })
 }
 
 /// Makes `/run/netns` a shared mount, as iproute2 does, so that namespaces bind-mounted
