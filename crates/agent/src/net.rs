@@ -1,7 +1,10 @@
 //! Applying the network model to the namespace the agent runs in, through netlink.
 
+mod ipv6;
+
 use crate::error::{AgentError, Result};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -12,7 +15,7 @@ use sandnet_model::{
     Family, Interface, IpNet, MacAddr, Neighbor, NeighborState, NetworkConfig, Route, IFF_NOARP,
 };
 use sandnet_netlink::scan::{address_of, link_detail, route_from_message, scan_detail, LinkDetail};
-use sandnet_netlink::Netlink;
+use sandnet_netlink::{address_message, Netlink};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -99,10 +102,31 @@ impl NetApplier {
         Ok(())
     }
 
-    /// `UpdateInterface`: finds the NIC by MAC (waiting for it), takes it down, adds the
-    /// requested addresses (replace), removes addresses this agent added before that are no
-    /// longer requested, renames it (swapping names with a link that holds the requested
-    /// name), sets MTU and ARP, and brings it up. Returns the interface as it now is.
+    /// Adds (replaces) an address; an IPv6 one with `IFA_F_NODAD`, so it is never
+    /// `tentative` and is usable at once.
+    async fn add_address(&self, index: u32, addr: IpNet, dev: &str) -> Result<()> {
+        let mut msg = address_message(index, addr);
+        if addr.addr().is_ipv6() {
+            msg.header.flags = AddressHeaderFlags::Nodad;
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        self.nl
+            .ack(
+                RouteNetlinkMessage::NewAddress(msg),
+                NLM_F_CREATE | NLM_F_REPLACE,
+                || format!("add address {addr} to {dev}"),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `UpdateInterface`: finds the NIC by MAC (waiting for it), takes it down, writes its
+    /// IPv6 settings (no DAD, no router advertisements or autoconf, EUI-64 link-local; see
+    /// `net/ipv6.rs`), adds the requested addresses (replace; IPv6 ones without DAD),
+    /// removes addresses this agent added before that are no longer requested, renames it
+    /// (swapping names with a link that holds the requested name), sets MTU and ARP, and
+    /// brings it up. Returns the interface as it now is.
     pub async fn update_interface(&self, want: &Interface) -> Result<Interface> {
         let mac = want.mac.ok_or_else(|| {
             AgentError::Invalid(format!(
@@ -121,6 +145,8 @@ impl NetApplier {
             self.nl.set_up(index, false, &cur.name).await?;
         }
 
+        // Before any address and before the link goes up, so no DAD, RA or autoconf runs.
+        ipv6::prepare(&self.proc_root, &cur.name)?;
         let v6_ok = self.ipv6_enabled(Some(&cur.name));
         let wanted: Vec<IpNet> = want
             .addresses
@@ -140,9 +166,9 @@ impl NetApplier {
         }
         let mut added = Vec::new();
         for a in &wanted {
-            if let Err(e) = self.nl.add_address(index, *a, true, &cur.name).await {
+            if let Err(e) = self.add_address(index, *a, &cur.name).await {
                 state.added.insert(mac, added);
-                return Err(e.into());
+                return Err(e);
             }
             added.push(*a);
         }

@@ -44,6 +44,8 @@ pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 pub struct Options {
     /// sandnet.toml lines for the runtime's `ConfigPath` (a file is written when non-empty).
     pub sandnet_config: Vec<String>,
+    /// An IPv6 subnet for a second host-local range (dual-stack pods) and a `::/0` route.
+    pub ipv6_subnet: Option<String>,
 }
 
 /// One private containerd.
@@ -76,10 +78,15 @@ impl Containerd {
         let prefix = format!("10.{}.{}", 150 + n % 50, pid % 250);
         // The bridge exists before the first pod, so "links as before" holds after one.
         ns.ip(&["link", "add", &bridge, "type", "bridge"]);
+        let mut ipam = json!({"type":"host-local","subnet":format!("{prefix}.0/24"),
+                              "routes":[{"dst":"0.0.0.0/0"}],"dataDir":dir.join("ipam")});
+        if let Some(v6) = &opts.ipv6_subnet {
+            ipam["ranges"] = json!([[{"subnet":ipam["subnet"].take()}], [{"subnet":v6}]]);
+            ipam["routes"] = json!([{"dst":"0.0.0.0/0"}, {"dst":"::/0"}]);
+            ipam.as_object_mut().unwrap().remove("subnet");
+        }
         let conflist = json!({"cniVersion":"1.0.0","name":net,"plugins":[
-            {"type":"bridge","bridge":bridge,"isGateway":true,"ipMasq":true,
-             "ipam":{"type":"host-local","subnet":format!("{prefix}.0/24"),
-                     "routes":[{"dst":"0.0.0.0/0"}],"dataDir":dir.join("ipam")}}]});
+            {"type":"bridge","bridge":bridge,"isGateway":true,"ipMasq":true,"ipam":ipam}]});
         std::fs::write(dir.join("net.d/10-test.conflist"), conflist.to_string()).unwrap();
         let mut options = String::new();
         let sandnet_toml = dir.join("sandnet.toml");
