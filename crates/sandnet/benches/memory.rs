@@ -15,7 +15,7 @@
 #[path = "common/pod.rs"]
 mod pod;
 
-use pod::median;
+use pod::{exec_ms, median};
 use sandnet_runtime::api::{PodNetns, Runtime, SandboxRequest};
 use sandnet_runtime::config::Config;
 use sandnet_testkit::{PodPair, TempDir};
@@ -95,24 +95,6 @@ fn memory(f: &mut BTreeMap<&'static str, u64>, tag: &'static [&'static str; 3], 
     f.insert(tag[2], proc_kib(qemu, "smaps_rollup", "Anonymous:") / 1024);
 }
 
-async fn exec(sb: &sandnet_runtime::api::Sandbox, script: &str) -> u64 {
-    let t = Instant::now();
-    let out = sb
-        .exec(
-            &["sh".into(), "-c".into(), script.into()],
-            Duration::from_secs(300),
-        )
-        .await
-        .expect("exec");
-    assert_eq!(
-        out.exit_code,
-        0,
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    t.elapsed().as_millis() as u64
-}
-
 /// What fills and frees guest memory, and runs code TCG has not translated yet.
 const WORKLOAD: &str = "dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>/dev/null && \
     sync && rm /tmp/fill && ls -R /proc/sys > /dev/null 2>&1; ip -s link > /dev/null; \
@@ -153,7 +135,7 @@ async fn round(
         "sup_rss",
         proc_kib(st.supervisor_pid.unwrap_or(0), "status", "VmRSS:") / 1024,
     );
-    f.insert("work", exec(&sb, WORKLOAD).await);
+    f.insert("work", exec_ms(&sb, WORKLOAD).await);
     tokio::time::sleep(settle).await;
     memory(&mut f, &["work_rss", "work_pss", "work_anon"], qemu);
     sb.remove(true).await.expect("remove");

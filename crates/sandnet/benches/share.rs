@@ -10,13 +10,13 @@
 #[path = "common/pod.rs"]
 mod pod;
 
-use pod::median;
+use pod::{exec_ms, median};
 use sandnet_runtime::api::{PodNetns, Runtime, SandboxRequest};
 use sandnet_runtime::config::Config;
 use sandnet_runtime::shared::SharedFs;
 use sandnet_testkit::{PodPair, TempDir};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const BIG: usize = 64 << 20;
 const SMALL_FILES: usize = 256;
@@ -26,24 +26,6 @@ fn rounds() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
-}
-
-async fn exec_ms(sb: &sandnet_runtime::api::Sandbox, script: &str) -> u64 {
-    let t = Instant::now();
-    let out = sb
-        .exec(
-            &["sh".into(), "-c".into(), script.into()],
-            Duration::from_secs(300),
-        )
-        .await
-        .expect("exec");
-    assert_eq!(
-        out.exit_code,
-        0,
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    t.elapsed().as_millis() as u64
 }
 
 /// One round for `fs`: named figures in ms.

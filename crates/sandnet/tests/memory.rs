@@ -24,23 +24,6 @@ fn anon_mib(pid: u32) -> u64 {
         / 1024
 }
 
-async fn sh(sb: &sandnet_runtime::api::Sandbox, script: &str) -> String {
-    let out = sb
-        .exec(
-            &["sh".into(), "-c".into(), script.into()],
-            Duration::from_secs(120),
-        )
-        .await
-        .expect("exec");
-    assert_eq!(
-        out.exit_code,
-        0,
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freed_guest_memory_goes_back_to_the_host() {
     let tag = "mem";
@@ -55,7 +38,8 @@ async fn freed_guest_memory_goes_back_to_the_host() {
     req.netns = PodNetns::Existing(pair.pod.path());
     req.use_factory = false;
     let sb = rt.run(&req, &mut |_| {}).await.expect("run");
-    let _guard = Sandbox::adopt(&env, sb.id());
+    let guard = Sandbox::adopt(&env, sb.id());
+    let sh = |script: &str| guard.exec_ok(&["sh", "-c", script]);
     let st = sb.state().expect("state");
     let qemu = st.qemu_pid.expect("QEMU pid");
 
@@ -75,24 +59,20 @@ async fn freed_guest_memory_goes_back_to_the_host() {
         assert!(args.contains(&want), "{want} not in {args:?}");
     }
     // The guest bound its driver to the balloon.
-    let bound = sh(&sb, "ls /sys/bus/virtio/drivers/virtio_balloon/").await;
+    let bound = sh("ls /sys/bus/virtio/drivers/virtio_balloon/");
     assert!(
         bound.contains("virtio"),
         "no balloon device bound: {bound:?}"
     );
 
     let before = anon_mib(qemu);
-    sh(
-        &sb,
-        "dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>/dev/null && sync",
-    )
-    .await;
+    sh("dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>/dev/null && sync");
     let peak = anon_mib(qemu);
     assert!(
         peak >= before + 48,
         "64 MiB in the guest's tmpfs should show on the host: {before} -> {peak} MiB"
     );
-    sh(&sb, "rm /tmp/fill").await;
+    sh("rm /tmp/fill");
     // Page reporting runs about 2 s after pages are freed.
     let t = Instant::now();
     let mut now = anon_mib(qemu);

@@ -123,3 +123,22 @@ impl Drop for Sandnet {
         let _ = std::fs::remove_file(&self.config);
     }
 }
+
+/// Runs `sh -c script` in the sandbox's guest; the round trip in ms (panics unless it exits 0).
+pub async fn exec_ms(sb: &sandnet_runtime::api::Sandbox, script: &str) -> u64 {
+    let t = std::time::Instant::now();
+    let out = sb
+        .exec(
+            &["sh".into(), "-c".into(), script.into()],
+            std::time::Duration::from_secs(300),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed().as_millis() as u64
+}
