@@ -13,6 +13,7 @@ mod events;
 mod io;
 mod mounts;
 mod ocispec;
+mod placement;
 mod process;
 mod rootfs;
 mod sandbox;
@@ -20,6 +21,7 @@ mod shim;
 mod spec;
 mod stats;
 mod task;
+mod vmwatch;
 
 use std::path::PathBuf;
 

@@ -18,11 +18,7 @@ use sandnet_runtime::config::Config;
 use sandnet_runtime::sandbox::SandboxPaths;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 use tokio::sync::watch;
-
-/// How often the VM's liveness is checked.
-const POLL: Duration = Duration::from_millis(100);
 
 /// The sandbox task's state.
 #[derive(Debug, Clone)]
@@ -153,12 +149,14 @@ impl SandboxTask {
         self.exited.subscribe()
     }
 
-    /// Watches the VM and reports its end: every container process ends (255), then the
+    /// Watches the VM (the kernel tells when its QEMU or supervisor exits, see
+    /// [`crate::vmwatch`]) and reports its end: every container process ends (255), then the
     /// sandbox's TaskExit, and every pending Wait returns.
     pub fn monitor(self: &Arc<Self>, procs: ProcessTable, events: Events) {
         let me = self.clone();
         tokio::spawn(async move {
-            let _ = me.handle().wait_exit(POLL).await;
+            crate::vmwatch::wait_vm_end(&me.handle()).await;
+            log::info!("sandbox {}: its VM has ended", me.id);
             let info = {
                 let mut t = me.lock();
                 t.status = Status::STOPPED;

@@ -94,6 +94,8 @@ pub struct SandnetShim {
     namespace: String,
     id: String,
     bundle: String,
+    /// The socket this daemon serves on (`-socket`; empty for the other actions).
+    socket: PathBuf,
     exit: Arc<ExitSignal>,
 }
 
@@ -106,6 +108,7 @@ impl Shim for SandnetShim {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             bundle: args.bundle.clone(),
+            socket: PathBuf::from(args.socket.trim_start_matches("unix://")),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -130,6 +133,13 @@ impl Shim for SandnetShim {
             // A dead shim's.
             let _ = std::fs::remove_file(&socket);
         }
+        // containerd hands `start` the runtime options on stdin (the runc shim reads its
+        // ShimCgroup there).
+        let mut options = Vec::new();
+        tokio::io::stdin()
+            .read_to_end(&mut options)
+            .await
+            .map_err(io("read the runtime options on stdin"))?;
         let exe = std::env::current_exe().map_err(io("find own binary"))?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["-namespace", &opts.namespace, "-id", &opts.id, "-address"])
@@ -158,6 +168,19 @@ impl Shim for SandnetShim {
             .kill_on_drop(false)
             .spawn()
             .map_err(io("spawn shim daemon"))?;
+        // Placed before it serves, so the supervisors and QEMUs it starts inherit it.
+        // (No pid: it has exited already, which the check below reports.)
+        let placed = child
+            .id()
+            .map_or(Ok(()), |pid| crate::placement::place_daemon(pid, &options));
+        if let Err(e) = placed {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            if std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(&socket);
+            }
+            return Err(Error::Other(e.to_string()));
+        }
         // The daemon closes its stdout once its server listens (or it exits).
         if let Some(mut out) = child.stdout.take() {
             let mut sink = Vec::new();
@@ -212,6 +235,12 @@ impl Shim for SandnetShim {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        // The library would remove the socket named in ./address, but containerd may have
+        // deleted the bundle (and that file) already when the pod's last task went: the
+        // daemon removes its own socket.
+        if std::fs::symlink_metadata(&self.socket).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&self.socket);
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {

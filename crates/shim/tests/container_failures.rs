@@ -106,6 +106,15 @@ fn containerd_restart_keeps_containers_running() {
     let before = cd.snapshot();
     let pod = cd.run_pod("crestart", "sandnet").expect("RunPodSandbox");
     let c = cd.launch(&pod, "crestart", sleeper(&cd, "app"));
+    // One that exits (3) when told, after the restart.
+    let late = cd.launch(
+        &pod,
+        "crestart",
+        cd.command_config(
+            "late",
+            sh("echo up; while [ ! -e /go ]; do /bin/busybox sleep 0.1; done; exit 3"),
+        ),
+    );
     let shim = cd.shim_pid(&pod).expect("shim");
     let qemu = cd.qemu_pid(&pod).expect("QEMU");
     cd.restart();
@@ -130,6 +139,15 @@ fn containerd_restart_keeps_containers_running() {
         .exec_sync(&c, &["/bin/busybox", "echo", "still here"])
         .expect("ExecSync after the restart");
     assert_eq!(common::text(&r.stdout).trim(), "still here");
+    // An exit after the restart reaches the new containerd.
+    let r = cd
+        .exec_sync(&late, &["/bin/busybox", "touch", "/go"])
+        .expect("ExecSync after the restart");
+    assert_eq!(r.exit_code, 0, "touch /go: {}", common::text(&r.stderr));
+    let st = cd.wait_exited(&late, Duration::from_secs(30));
+    assert_eq!(st.exit_code, 3, "{st:?}");
+    cd.remove_container(&late)
+        .expect("RemoveContainer of an exited one");
     cd.stop_container(&c, 2).expect("StopContainer");
     cd.remove_container(&c).expect("RemoveContainer");
     cd.stop_pod(&pod).expect("StopPodSandbox");
@@ -152,6 +170,7 @@ fn run_pod_with_a_factory_running() {
             tag,
             Options {
                 sandnet_config: extra.clone(),
+                ..Default::default()
             },
         );
         let sandnet = sandnet_bin();

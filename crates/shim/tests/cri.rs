@@ -113,3 +113,32 @@ fn run_pod_ping_stop_remove_leaves_host_as_before() {
     let after = cd.snapshot();
     assert_eq!(before, after, "host differs after Remove");
 }
+
+fn oom_score_adj(pid: u32) -> i32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+    s.trim().parse().unwrap()
+}
+
+/// As containerd's runc shim: the shim daemon's OOM score is containerd's + 1, and the
+/// sandbox's supervisor and QEMU, started by the shim, have the same.
+#[test]
+fn shim_supervisor_and_qemu_get_containerds_oom_score_plus_one() {
+    let cd = Containerd::start("oom", Options::default());
+    let containerd = cd.containerd_pid();
+    // A score of containerd's own that no process has by chance (raised: lowering needs
+    // CAP_SYS_RESOURCE, which a containerized test host may lack).
+    std::fs::write(format!("/proc/{containerd}/oom_score_adj"), "321").unwrap();
+    let id = cd
+        .run_pod("oom", "sandnet")
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\ncontainerd log:\n{}", cd.log()));
+    let shim = cd.shim_pid(&id).expect("shim runs");
+    assert_eq!(oom_score_adj(shim), 322, "the shim's score");
+    let st = std::fs::read_to_string(cd.state().join(&id).join("sandbox.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    let supervisor = v["supervisor_pid"].as_u64().expect("supervisor pid") as u32;
+    let qemu = cd.qemu_pid(&id).expect("QEMU pid");
+    assert_eq!(oom_score_adj(supervisor), 322, "the supervisor's score");
+    assert_eq!(oom_score_adj(qemu), 322, "QEMU's score");
+    cd.stop_pod(&id).expect("StopPodSandbox");
+    cd.remove_pod(&id).expect("RemovePodSandbox");
+}

@@ -51,6 +51,7 @@ fn missing_kernel_fails_run_pod_cleanly() {
         "nokernel",
         Options {
             sandnet_config: vec!["kernel = \"/nonexistent/vmlinuz\"".into()],
+            ..Default::default()
         },
     );
     let before = cd.snapshot();

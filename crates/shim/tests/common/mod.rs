@@ -8,6 +8,7 @@
 
 pub mod containers;
 pub mod image;
+pub mod scale;
 pub mod snapshot;
 
 use hyper_util::rt::TokioIo;
