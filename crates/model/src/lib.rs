@@ -10,6 +10,7 @@
 mod interworking;
 mod mac;
 mod printable;
+pub mod state_version;
 
 pub use interworking::InterworkingModel;
 pub use ipnet::IpNet;

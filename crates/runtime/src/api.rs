@@ -187,6 +187,7 @@ impl Runtime {
             None
         };
         Ok(RunSpec {
+            version: crate::sandbox::STATE_VERSION,
             id,
             netns,
             model: req.model.unwrap_or(cfg.runtime.internetworking_model),

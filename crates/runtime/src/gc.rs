@@ -163,7 +163,7 @@ fn forget_vanished_attachments(dir: &Path) -> Vec<String> {
         }
         let Some(st) = std::fs::read(&p)
             .ok()
-            .and_then(|b| serde_json::from_slice::<sandnet_host::interwork::AttachState>(&b).ok())
+            .and_then(|b| sandnet_host::interwork::parse_state(&b).ok())
         else {
             continue;
         };

@@ -3,6 +3,7 @@
 
 use sandnet_host::NetNsId;
 use sandnet_model::InterworkingModel;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,6 +11,13 @@ use std::path::{Path, PathBuf};
 
 /// Where sandnet keeps runtime state by default.
 pub const DEFAULT_ROOT: &str = "/run/sandnet";
+
+/// The format version of the state files this build writes: `sandbox.json`, `spec.json`
+/// and the factory's records.
+pub const STATE_VERSION: u32 = 1;
+
+/// The format versions of those files this build reads.
+pub const READ_VERSIONS: &[u32] = &[1];
 
 /// Names under the root that are not sandboxes.
 const RESERVED: &[&str] = &["attach", "demo", "dev", "cni", "accel", "factory"];
@@ -35,6 +43,33 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// A state file of a format version this build does not read.
+    #[error(
+        "{}: {}",
+        path.display(),
+        sandnet_model::state_version::UnknownVersion { found: *version, reads: READ_VERSIONS }
+    )]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version it carries.
+        version: u64,
+    },
+}
+
+/// Parses the state file `path` (its bytes `b`), checking its format version before its
+/// fields (a later version may have changed what they mean): a file without a `version`
+/// is version 1; one of a version this build does not read is refused naming the file,
+/// its version and the versions read.
+pub fn parse_state<T: DeserializeOwned>(path: &Path, b: &[u8]) -> Result<T, SandboxError> {
+    sandnet_model::state_version::check(b, READ_VERSIONS).map_err(|e| SandboxError::Version {
+        path: path.to_path_buf(),
+        version: e.found,
+    })?;
+    serde_json::from_slice(b).map_err(|e| SandboxError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })
 }
 
 /// Checks that an id is usable as a directory name and a QEMU id.
@@ -114,6 +149,9 @@ pub enum Status {
 /// The persisted state of one sandbox: enough to clean up from, whatever died.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxState {
+    /// Format version ([`STATE_VERSION`] when written; 1 when the file has none).
+    #[serde(default = "sandnet_model::state_version::version_1")]
+    pub version: u32,
     /// The sandbox id.
     pub id: String,
     /// The pod namespace as given (name or path).
@@ -229,7 +267,8 @@ impl SandboxState {
         write_private(&paths.state, &body)
     }
 
-    /// Reads a sandbox's state.
+    /// Reads a sandbox's state; a record of a format version this build does not read is
+    /// refused ([`SandboxError::Version`]).
     pub fn load(root: &Path, id: &str) -> Result<SandboxState, SandboxError> {
         check_id(id)?;
         let p = SandboxPaths::new(root, id);
@@ -240,10 +279,7 @@ impl SandboxState {
                 source: e,
             },
         })?;
-        serde_json::from_slice(&b).map_err(|e| SandboxError::Io {
-            path: p.state,
-            source: std::io::Error::other(e),
-        })
+        parse_state(&p.state, &b)
     }
 
     /// Whether the supervisor process is alive (and is this sandbox's).
@@ -445,5 +481,64 @@ mod tests {
             assert!(check_id(bad).is_err(), "{bad}");
         }
         assert_ne!(new_id(), new_id());
+    }
+
+    fn record(version: Option<u32>) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "id": "sb1", "netns": "pod", "netns_path": "/run/netns/pod", "netns_id": null,
+            "model": "tcfilter", "status": "running", "supervisor_pid": null,
+            "qemu_pid": null, "created": 1
+        });
+        if let Some(n) = version {
+            v["version"] = n.into();
+        }
+        v
+    }
+
+    #[test]
+    fn records_without_a_version_are_version_1_and_saved_with_one() {
+        let root = sandnet_testkit::TempDir::new("sbv1");
+        let paths = SandboxPaths::new(&root, "sb1");
+        create_private_dir(&paths.dir).unwrap();
+        std::fs::write(&paths.state, record(None).to_string()).unwrap();
+        let st = SandboxState::load(&root, "sb1").unwrap();
+        assert_eq!(st.version, 1);
+        assert_eq!(st.netns, "pod");
+        st.save(&paths).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&paths.state).unwrap()).unwrap();
+        assert_eq!(v["version"], STATE_VERSION);
+        assert_eq!(SandboxState::load(&root, "sb1").unwrap(), st);
+    }
+
+    #[test]
+    fn records_of_an_unknown_version_are_refused_naming_file_and_versions() {
+        let root = sandnet_testkit::TempDir::new("sbv99");
+        let paths = SandboxPaths::new(&root, "sb1");
+        create_private_dir(&paths.dir).unwrap();
+        std::fs::write(&paths.state, record(Some(99)).to_string()).unwrap();
+        let e = SandboxState::load(&root, "sb1").unwrap_err();
+        assert!(
+            matches!(e, SandboxError::Version { version: 99, .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: state format version 99, this sandnet reads 1",
+                paths.state.display()
+            )
+        );
+        // The version is checked first: a later format's fields may mean something else.
+        std::fs::write(&paths.state, r#"{"version": 2, "status": {"new": true}}"#).unwrap();
+        let e = SandboxState::load(&root, "sb1").unwrap_err().to_string();
+        assert!(
+            e.contains("state format version 2, this sandnet reads 1"),
+            "{e}"
+        );
+        // A version that is no number is a broken record, not a version.
+        std::fs::write(&paths.state, r#"{"version": "x"}"#).unwrap();
+        let e = SandboxState::load(&root, "sb1").unwrap_err();
+        assert!(matches!(e, SandboxError::Io { .. }), "{e:?}");
     }
 }

@@ -75,6 +75,10 @@ impl From<&crate::config::QemuConfig> for VmParams {
 /// Everything a supervisor needs to start a sandbox (persisted as `spec.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {
+    /// Format version ([`crate::sandbox::STATE_VERSION`] when written; 1 when the file has
+    /// none).
+    #[serde(default = "sandnet_model::state_version::version_1")]
+    pub version: u32,
     /// Sandbox id.
     pub id: String,
     /// The pod namespace (name or path); `None`: sandnet creates `sandnet-<id>`.
@@ -146,14 +150,64 @@ pub(crate) fn spec_path(paths: &SandboxPaths) -> PathBuf {
 }
 
 impl RunSpec {
-    /// Reads a sandbox's `spec.json`.
+    /// Reads a sandbox's `spec.json`; one of a format version this build does not read is
+    /// refused ([`SandboxError::Version`]).
     pub fn load(paths: &SandboxPaths) -> std::result::Result<RunSpec, SandboxError> {
         let p = spec_path(paths);
-        let io = |source| SandboxError::Io {
+        let b = std::fs::read(&p).map_err(|source| SandboxError::Io {
             path: p.clone(),
             source,
-        };
-        let b = std::fs::read(&p).map_err(io)?;
-        serde_json::from_slice(&b).map_err(|e| io(std::io::Error::other(e)))
+        })?;
+        crate::sandbox::parse_state(&p, &b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{create_private_dir, SandboxError, STATE_VERSION};
+
+    fn spec_json(version: Option<u32>) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "id": "sb1", "netns": null, "model": "tcfilter", "queues": 1,
+            "vm": serde_json::to_value(VmParams::default()).unwrap()
+        });
+        if let Some(n) = version {
+            v["version"] = n.into();
+        }
+        v
+    }
+
+    #[test]
+    fn specs_without_a_version_are_version_1() {
+        let root = sandnet_testkit::TempDir::new("specv1");
+        let paths = SandboxPaths::new(&root, "sb1");
+        create_private_dir(&paths.dir).unwrap();
+        std::fs::write(spec_path(&paths), spec_json(None).to_string()).unwrap();
+        let s = RunSpec::load(&paths).unwrap();
+        assert_eq!(s.version, 1);
+        assert_eq!(s.id, "sb1");
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["version"], STATE_VERSION);
+    }
+
+    #[test]
+    fn specs_of_an_unknown_version_are_refused_naming_file_and_versions() {
+        let root = sandnet_testkit::TempDir::new("specv99");
+        let paths = SandboxPaths::new(&root, "sb1");
+        create_private_dir(&paths.dir).unwrap();
+        std::fs::write(spec_path(&paths), spec_json(Some(99)).to_string()).unwrap();
+        let e = RunSpec::load(&paths).unwrap_err();
+        assert!(
+            matches!(e, SandboxError::Version { version: 99, .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: state format version 99, this sandnet reads 1",
+                spec_path(&paths).display()
+            )
+        );
     }
 }

@@ -302,3 +302,44 @@ fn gc_leaves_namespaces_it_did_not_record() {
         "gc deleted a namespace its state root never recorded"
     );
 }
+
+/// A record of a state format version this build does not read (a newer sandnet's) is
+/// listed as unreadable naming the file and both versions, `rm` refuses it saying so, and
+/// `rm --force` removes what it can (here: the record).
+#[test]
+fn a_record_of_an_unknown_format_version_is_named_by_ps_and_rm() {
+    let env = env("cliversion");
+    let id = format!("v99-{}", std::process::id());
+    let dir = env.state.join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = serde_json::json!({
+        "version": 99, "id": id, "netns": "elsewhere", "netns_path": "/nonexistent",
+        "netns_id": null, "model": "tcfilter", "status": "running", "supervisor_pid": null,
+        "qemu_pid": null, "created": 1
+    });
+    std::fs::write(dir.join("sandbox.json"), record.to_string()).unwrap();
+    std::fs::write(dir.join("spec.json"), r#"{"version": 99, "id": "x"}"#).unwrap();
+    let state = dir.join("sandbox.json").display().to_string();
+    let why = format!("{state}: state format version 99, this sandnet reads 1");
+
+    let ps = env.ok_json(&["ps", "--json"]);
+    let entry = ps
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["id"] == id.as_str()))
+        .unwrap_or_else(|| panic!("ps --json lists {id}: {ps}"));
+    assert_eq!(entry["status"], format!("unreadable: {why}"), "{entry}");
+    let text = String::from_utf8_lossy(&env.ok(&["ps"]).stdout).into_owned();
+    assert!(text.contains(&format!("unreadable: {why}")), "{text}");
+
+    let o = env.run(&["rm", &id]);
+    assert_fails_with(&o, &[&id, &why, "--force"]);
+    assert!(dir.join("sandbox.json").exists(), "rm kept the record");
+
+    let o = env.ok(&["rm", "--force", &id]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!dir.exists(), "rm --force left {}: {out}", dir.display());
+    assert!(
+        env.ok_json(&["ps", "--json"]) == serde_json::json!([]),
+        "ps after rm --force"
+    );
+}

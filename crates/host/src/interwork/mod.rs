@@ -29,9 +29,11 @@ mod single;
 pub mod state;
 mod sweep;
 pub mod tcfilter;
+mod timings;
 
 pub use single::{attach_link, attached_endpoints, detach_link};
-pub use state::{forget_state, load_state, AttachState, PlannedEndpoint};
+pub use state::{forget_state, load_state, parse_state, AttachState, PlannedEndpoint};
+pub use timings::AttachTimings;
 
 use crate::endpoint::{endpoints, is_sandnet_alias, Endpoint};
 use crate::error::{HostError, Result};

@@ -30,10 +30,17 @@ pub struct PlannedEndpoint {
     pub link_mac_during: Option<MacAddr>,
 }
 
+/// The format version of the attach plans this build writes.
+pub const STATE_VERSION: u32 = 1;
+
+/// The format versions of attach plans this build reads.
+pub const READ_VERSIONS: &[u32] = &[1];
+
 /// The persisted state of one namespace's attachment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachState {
-    /// Format version.
+    /// Format version ([`STATE_VERSION`] when written; 1 when the file has none).
+    #[serde(default = "sandnet_model::state_version::version_1")]
     pub version: u32,
     /// The namespace as named by the caller.
     pub netns: String,
@@ -58,7 +65,7 @@ impl AttachState {
         endpoints: Vec<PlannedEndpoint>,
     ) -> AttachState {
         AttachState {
-            version: 1,
+            version: STATE_VERSION,
             netns: ns.display(),
             netns_id: id,
             model: opts.model,
@@ -87,21 +94,31 @@ pub(crate) fn state_err(path: &Path) -> impl FnOnce(std::io::Error) -> HostError
     }
 }
 
-/// Loads a namespace's attach state, if there is one.
+/// Loads a namespace's attach state, if there is one. A plan of a format version this build
+/// does not read is refused, naming the file, its version and the versions read.
 pub fn load_state(dir: &Path, id: NetNsId) -> Result<Option<AttachState>> {
     let p = state_path(dir, id);
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| state_err(&p)(std::io::Error::other(e))),
+        Ok(b) => parse_state(&b).map(Some).map_err(|e| state_err(&p)(e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(state_err(&p)(e)),
     }
 }
 
-/// Writes a plan atomically: a unique `*.tmp` file, synced, renamed into place. Called with
-/// the directory lock held, so any other `*.tmp` there is a killed writer's and goes.
-pub(crate) fn save_state(dir: &Path, st: &AttachState) -> Result<()> {
+/// Parses a plan, checking its format version before its fields (a later version may
+/// have changed what they mean): one without a version is version 1, one of a version this
+/// build does not read is an error naming its version and the versions read.
+pub fn parse_state(b: &[u8]) -> std::io::Result<AttachState> {
+    sandnet_model::state_version::check(b, READ_VERSIONS).map_err(std::io::Error::other)?;
+    serde_json::from_slice(b).map_err(std::io::Error::other)
+}
+
+/// Writes a plan atomically: a unique `*.tmp` file renamed into place. `durable` (a plan
+/// naming objects about to be created) syncs the file before the rename and the directory
+/// after it, so the plan is on disk before any object it names exists; an update that
+/// creates nothing (attach's `complete`) only needs to be atomic. Called with the directory
+/// lock held, so any other `*.tmp` there is a killed writer's and goes.
+pub(crate) fn save_state(dir: &Path, st: &AttachState, durable: bool) -> Result<()> {
     let p = state_path(dir, st.netns_id);
     std::fs::create_dir_all(dir).map_err(state_err(&p))?;
     remove_stale_tmp(dir);
@@ -117,8 +134,14 @@ pub(crate) fn save_state(dir: &Path, st: &AttachState) -> Result<()> {
     let written = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(&body)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, &p)
+        if durable {
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, &p)?;
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -194,7 +217,7 @@ mod tests {
         std::fs::write(dir.join("1-2.json.99-0.tmp"), b"{").unwrap();
         let id = NetNsId { dev: 1, ino: 2 };
         let st = AttachState {
-            version: 1,
+            version: STATE_VERSION,
             netns: "pod".into(),
             netns_id: id,
             model: InterworkingModel::TcFilter,
@@ -204,7 +227,7 @@ mod tests {
         };
         {
             let _l = lock_state(&dir).unwrap();
-            save_state(&dir, &st).unwrap();
+            save_state(&dir, &st, true).unwrap();
         }
         assert_eq!(load_state(&dir, id).unwrap(), Some(st));
         let names: Vec<_> = std::fs::read_dir(&dir)
@@ -214,5 +237,47 @@ mod tests {
         assert_eq!(names, vec!["1-2.json".to_string()]);
         forget_state(&dir, id).unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    fn plan_json(version: Option<u32>) -> String {
+        let mut v = serde_json::json!({
+            "netns": "pod", "netns_id": {"dev": 1, "ino": 2}, "model": "tcfilter",
+            "queues": 1, "complete": true, "endpoints": []
+        });
+        if let Some(n) = version {
+            v["version"] = n.into();
+        }
+        v.to_string()
+    }
+
+    #[test]
+    fn plans_without_a_version_are_version_1() {
+        let dir = sandnet_testkit::TempDir::new("statev1");
+        let id = NetNsId { dev: 1, ino: 2 };
+        std::fs::write(state_path(&dir, id), plan_json(None)).unwrap();
+        let st = load_state(&dir, id).unwrap().unwrap();
+        assert_eq!(st.version, 1);
+        assert_eq!(st.netns, "pod");
+        // Written back, it carries the version.
+        let body = serde_json::to_value(&st).unwrap();
+        assert_eq!(body["version"], STATE_VERSION);
+    }
+
+    #[test]
+    fn plans_of_an_unknown_version_are_refused_naming_it() {
+        let dir = sandnet_testkit::TempDir::new("statev99");
+        let id = NetNsId { dev: 1, ino: 2 };
+        let p = state_path(&dir, id);
+        std::fs::write(&p, plan_json(Some(99))).unwrap();
+        let e = load_state(&dir, id).unwrap_err().to_string();
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        assert!(
+            e.contains("state format version 99, this sandnet reads 1"),
+            "{e}"
+        );
+        // Even when the rest would not parse as today's format.
+        std::fs::write(&p, r#"{"version": 7, "netns": ["changed"]}"#).unwrap();
+        let e = load_state(&dir, id).unwrap_err().to_string();
+        assert!(e.contains("state format version 7"), "{e}");
     }
 }

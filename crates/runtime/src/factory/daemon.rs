@@ -21,6 +21,7 @@ pub async fn run_daemon(root: &Path, count: u32, program: PathBuf, args: Vec<OsS
         return 1;
     }
     let me = FactoryRecord {
+        version: crate::sandbox::STATE_VERSION,
         pid: std::process::id(),
         count,
     };

@@ -34,6 +34,10 @@ pub fn factory_dir(root: &Path) -> PathBuf {
 /// What the daemon records of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FactoryRecord {
+    /// Format version ([`crate::sandbox::STATE_VERSION`] when written; 1 when the file has
+    /// none).
+    #[serde(default = "sandnet_model::state_version::version_1")]
+    pub version: u32,
     /// The daemon's pid.
     pub pid: u32,
     /// How many ready VMs it keeps.
@@ -55,6 +59,10 @@ pub enum VmStatus {
 /// One factory VM's record (`vms/<vm>/vm.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRecord {
+    /// Format version ([`crate::sandbox::STATE_VERSION`] when written; 1 when the file has
+    /// none).
+    #[serde(default = "sandnet_model::state_version::version_1")]
+    pub version: u32,
     /// The VM's id.
     pub vm: String,
     /// Its template process.
@@ -106,11 +114,30 @@ pub struct FactoryStatus {
     pub vms: Vec<VmRecord>,
 }
 
-/// Reads a JSON file, `None` when it is missing or unreadable.
+/// The factory's VM parameters as `spec.json` holds them: with the format version.
+#[derive(Serialize, Deserialize)]
+struct FactorySpec {
+    /// Format version ([`crate::sandbox::STATE_VERSION`] when written; 1 when the file has
+    /// none).
+    #[serde(default = "sandnet_model::state_version::version_1")]
+    version: u32,
+    /// The parameters every VM boots with.
+    #[serde(flatten)]
+    params: VmParams,
+}
+
+/// Reads a record, `None` when it is missing or unreadable; one of a format version this
+/// build does not read is logged, naming the file and the version, and treated as missing.
 fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Option<T> {
-    std::fs::read(p)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+    let b = std::fs::read(p).ok()?;
+    match crate::sandbox::parse_state(p, &b) {
+        Ok(v) => Some(v),
+        Err(e @ crate::sandbox::SandboxError::Version { .. }) => {
+            tracing::warn!("factory: {e}");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// Makes the factory's directory and records the VM parameters its VMs boot with.
@@ -122,7 +149,11 @@ pub fn prepare(root: &Path, params: &VmParams) -> Result<()> {
             step: format!("create {}", dir.display()),
             source,
         })?;
-    let body = serde_json::to_vec_pretty(params).map_err(|e| RuntimeError::Io {
+    let spec = FactorySpec {
+        version: crate::sandbox::STATE_VERSION,
+        params: params.clone(),
+    };
+    let body = serde_json::to_vec_pretty(&spec).map_err(|e| RuntimeError::Io {
         step: "factory spec".into(),
         source: std::io::Error::other(e),
     })?;
@@ -137,7 +168,7 @@ pub fn daemon(root: &Path) -> Option<FactoryRecord> {
 
 /// The VM parameters the factory boots with.
 pub fn vm_params(root: &Path) -> Option<VmParams> {
-    read_json(&factory_dir(root).join("spec.json"))
+    read_json::<FactorySpec>(&factory_dir(root).join("spec.json")).map(|s| s.params)
 }
 
 /// Every VM record that is not taken (taken ones belong to their sandbox).
@@ -285,4 +316,66 @@ pub fn take(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::STATE_VERSION;
+
+    #[test]
+    fn records_without_a_version_are_version_1_and_written_with_one() {
+        let root = sandnet_testkit::TempDir::new("factv1");
+        let dir = factory_dir(&root);
+        std::fs::create_dir_all(dir.join("vms/vm1")).unwrap();
+        // As written before records carried a version.
+        std::fs::write(dir.join("factory.json"), r#"{"pid": 1, "count": 2}"#).unwrap();
+        let old_params = serde_json::to_vec(&VmParams::default()).unwrap();
+        std::fs::write(dir.join("spec.json"), old_params).unwrap();
+        std::fs::write(
+            dir.join("vms/vm1/vm.json"),
+            r#"{"vm": "vm1", "pid": 1, "qemu_pid": null, "status": "ready"}"#,
+        )
+        .unwrap();
+        let f: FactoryRecord = read_json(&dir.join("factory.json")).unwrap();
+        assert_eq!((f.version, f.count), (1, 2));
+        assert_eq!(vm_params(&root), Some(VmParams::default()));
+        let v = vms(&root);
+        assert_eq!((v.len(), v[0].version), (1, 1));
+        // Written now, each carries the version.
+        prepare(&root, &VmParams::default()).unwrap();
+        v[0].save(&root).unwrap();
+        for f in ["spec.json", "vms/vm1/vm.json"] {
+            let j: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join(f)).unwrap()).unwrap();
+            assert_eq!(j["version"], STATE_VERSION, "{f}");
+        }
+        assert_eq!(vm_params(&root), Some(VmParams::default()));
+    }
+
+    #[test]
+    fn records_of_an_unknown_version_are_refused() {
+        let root = sandnet_testkit::TempDir::new("factv99");
+        let dir = factory_dir(&root);
+        std::fs::create_dir_all(dir.join("vms/vm1")).unwrap();
+        let mut spec = serde_json::to_value(VmParams::default()).unwrap();
+        spec["version"] = 99.into();
+        std::fs::write(dir.join("spec.json"), spec.to_string()).unwrap();
+        std::fs::write(
+            dir.join("vms/vm1/vm.json"),
+            r#"{"version": 99, "vm": "vm1", "pid": 1, "qemu_pid": null, "status": "ready"}"#,
+        )
+        .unwrap();
+        assert_eq!(vm_params(&root), None);
+        assert!(vms(&root).is_empty());
+        let b = std::fs::read(dir.join("spec.json")).unwrap();
+        let e = crate::sandbox::parse_state::<FactorySpec>(&dir.join("spec.json"), &b)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.ends_with("spec.json: state format version 99, this sandnet reads 1"),
+            "{e}"
+        );
+    }
 }

@@ -112,6 +112,7 @@ pub async fn serve_template(root: &Path, vm: &str) -> i32 {
         return 1;
     };
     let mut rec = VmRecord {
+        version: crate::sandbox::STATE_VERSION,
         vm: vm.to_string(),
         pid: std::process::id(),
         qemu_pid: None,

@@ -97,6 +97,7 @@ pub async fn supervise_with(
         root: root.to_path_buf(),
         paths,
         state: SandboxState {
+            version: sandbox::STATE_VERSION,
             id: spec.id.clone(),
             netns: spec.netns.clone().unwrap_or_default(),
             netns_path: PathBuf::new(),
