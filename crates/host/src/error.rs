@@ -54,7 +54,7 @@ pub enum HostError {
         /// The namespace as the caller named it.
         ns: String,
         /// Which host namespace it is.
-        which: crate::netns::HostNetns,
+        which: crate::hostns::HostNetns,
     },
     /// A bad argument from the caller.
     #[error("{0}")]

@@ -9,6 +9,7 @@
 
 pub mod endpoint;
 pub mod error;
+pub mod hostns;
 pub mod interwork;
 pub mod netns;
 pub mod tap;
@@ -16,8 +17,11 @@ pub mod tc;
 
 pub use endpoint::{Endpoint, SkipReason};
 pub use error::{HostError, Result};
-pub use interwork::{attach, detach, AttachOptions, AttachedEndpoint, DetachReport};
-pub use netns::{HostNetns, NetNs, NetNsId, NetNsRef, OwnLinks};
+pub use hostns::HostNetns;
+pub use interwork::{
+    attach, attach_timed, detach, AttachOptions, AttachTimings, AttachedEndpoint, DetachReport,
+};
+pub use netns::{NetNs, NetNsId, NetNsRef, OwnLinks};
 pub use sandnet_model::InterworkingModel;
 pub use sandnet_netlink::{self as netlink, scan, scan_detail, Netlink, NetlinkError, ScanResult};
 

@@ -4,7 +4,7 @@
 use crate::error::{HostError, Result};
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -100,6 +100,37 @@ pub fn open_tap(name: &str, opts: TapOptions) -> Result<Vec<OwnedFd>> {
         fds.push(OwnedFd::from(f));
     }
     Ok(fds)
+}
+
+/// `struct ifreq` as `SIOCGIFINDEX` fills it: the name, then the index.
+#[repr(C)]
+struct IfReqIndex {
+    name: [u8; libc::IFNAMSIZ],
+    index: libc::c_int,
+    _pad: [u8; 20],
+}
+
+/// The interface index of the link `name` in the namespace of `sock` (any socket opened
+/// there, a netlink one too), by the `SIOCGIFINDEX` ioctl: no netlink round trip.
+pub fn ifindex(sock: BorrowedFd<'_>, name: &str) -> Result<u32> {
+    check_ifname(name)?;
+    let mut req = IfReqIndex {
+        name: [0; libc::IFNAMSIZ],
+        index: 0,
+        _pad: [0; 20],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: SIOCGIFINDEX reads the name and writes the index of a struct ifreq, which
+    // IfReqIndex lays out.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut req) };
+    if rc < 0 || req.index <= 0 {
+        return Err(HostError::Tap {
+            name: name.to_string(),
+            op: "SIOCGIFINDEX",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(req.index as u32)
 }
 
 /// Makes a tap persistent (it survives its fds) or not.
@@ -217,6 +248,7 @@ mod tests {
     #[test]
     fn ifreq_is_the_kernel_size() {
         assert_eq!(std::mem::size_of::<IfReq>(), 40);
+        assert_eq!(std::mem::size_of::<IfReqIndex>(), 40);
     }
 
     #[test]

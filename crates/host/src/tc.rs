@@ -14,7 +14,7 @@ use netlink_packet_route::tc::{
     TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
 };
 use netlink_packet_route::RouteNetlinkMessage;
-use sandnet_netlink::Netlink;
+use sandnet_netlink::{Netlink, RequestBatch};
 use std::time::Duration;
 
 /// The cookie on every action sandnet adds.
@@ -50,15 +50,11 @@ fn tc_message(index: u32) -> TcMessage {
 pub async fn add_ingress_qdisc(nl: &Netlink, index: u32, name: &str) -> Result<bool> {
     let mut tries = 0;
     loop {
-        let mut m = tc_message(index);
-        m.header.parent = TcHandle::INGRESS;
-        m.header.handle = TcHandle::from(INGRESS_HANDLE);
-        m.attributes.push(TcAttribute::Kind("ingress".into()));
         match nl
             .ack(
-                RouteNetlinkMessage::NewQueueDiscipline(m),
+                ingress_qdisc_message(index),
                 NLM_F_CREATE | NLM_F_EXCL,
-                || format!("add ingress qdisc on {name}"),
+                || qdisc_what(name),
             )
             .await
         {
@@ -71,6 +67,29 @@ pub async fn add_ingress_qdisc(nl: &Netlink, index: u32, name: &str) -> Result<b
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Queues the creation of an ingress qdisc on a device in a batch (see
+/// [`add_ingress_qdisc`]: the kernel's `EEXIST` there means one was already there, and
+/// `EBUSY` is worth asking again); returns its place in the batch.
+pub fn push_ingress_qdisc(b: &mut RequestBatch, index: u32, name: &str) -> usize {
+    b.push(
+        ingress_qdisc_message(index),
+        NLM_F_CREATE | NLM_F_EXCL,
+        qdisc_what(name),
+    )
+}
+
+fn qdisc_what(name: &str) -> String {
+    format!("add ingress qdisc on {name}")
+}
+
+fn ingress_qdisc_message(index: u32) -> RouteNetlinkMessage {
+    let mut m = tc_message(index);
+    m.header.parent = TcHandle::INGRESS;
+    m.header.handle = TcHandle::from(INGRESS_HANDLE);
+    m.attributes.push(TcAttribute::Kind("ingress".into()));
+    RouteNetlinkMessage::NewQueueDiscipline(m)
 }
 
 /// The indexes of every device that has an ingress qdisc (one dump for the namespace).
@@ -121,6 +140,35 @@ pub async fn add_redirect(
     from_name: &str,
     to_name: &str,
 ) -> Result<()> {
+    nl.ack(
+        redirect_message(from, to),
+        NLM_F_CREATE | NLM_F_EXCL,
+        || redirect_what(from_name, to_name),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues [`add_redirect`]'s filter in a batch; returns its place in the batch.
+pub fn push_redirect(
+    b: &mut RequestBatch,
+    from: u32,
+    to: u32,
+    from_name: &str,
+    to_name: &str,
+) -> usize {
+    b.push(
+        redirect_message(from, to),
+        NLM_F_CREATE | NLM_F_EXCL,
+        redirect_what(from_name, to_name),
+    )
+}
+
+fn redirect_what(from_name: &str, to_name: &str) -> String {
+    format!("add redirect filter {from_name} -> {to_name}")
+}
+
+fn redirect_message(from: u32, to: u32) -> RouteNetlinkMessage {
     let mut m = tc_message(from);
     m.header.parent = TcHandle::from(INGRESS_HANDLE);
     m.header.info = ETH_P_ALL_BE;
@@ -147,13 +195,7 @@ pub async fn add_redirect(
         TcOption::U32(TcFilterU32Option::Selector(sel)),
         TcOption::U32(TcFilterU32Option::Action(vec![action])),
     ]));
-    nl.ack(
-        RouteNetlinkMessage::NewTrafficFilter(m),
-        NLM_F_CREATE | NLM_F_EXCL,
-        || format!("add redirect filter {from_name} -> {to_name}"),
-    )
-    .await?;
-    Ok(())
+    RouteNetlinkMessage::NewTrafficFilter(m)
 }
 
 /// Every filter on a device's ingress, with whether it is one of sandnet's.

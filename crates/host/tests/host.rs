@@ -522,3 +522,77 @@ async fn fifteen_byte_names_and_skipped_kinds() {
     detach(&ns, &dir).await.unwrap();
     assert!(!p.pod.link_names().iter().any(|n| n.starts_with("sntap")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_attach_reports_its_phases_and_connects_every_endpoint() {
+    let p = PodPair::new("timed");
+    p.add_veth("eth1", "veth1", "10.2.0.5/24", "10.2.0.1/24");
+    p.add_veth("eth2", "veth2", "10.3.0.5/24", "10.3.0.1/24");
+    let dir = state_dir("timed");
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
+    let (eps, t) = sandnet_host::attach_timed(&ns, &opts(Model::TcFilter, &dir))
+        .await
+        .unwrap();
+    assert_eq!(eps.len(), 3);
+    // Every phase ran (a phase of zero microseconds is possible, all of them are not).
+    assert!(t.scan_us + t.plan_write_us + t.connect_us > 0, "{t:?}");
+    for e in &eps {
+        let tap = e.tap.as_deref().unwrap();
+        // The index the batch used is the tap's, and the tap is up, marked and persistent.
+        let l = p.pod.link(tap).unwrap();
+        assert_eq!(l["ifindex"].as_u64(), e.tap_index.map(u64::from), "{l}");
+        assert!(l["flags"].to_string().contains("\"UP\""), "{l}");
+        assert_eq!(l["mtu"], 1500);
+        assert!(
+            l["ifalias"].as_str().unwrap().starts_with("sandnet:"),
+            "{l}"
+        );
+        assert_eq!(l["linkinfo"]["info_data"]["persist"], true, "{l}");
+        assert_eq!(
+            redirects(&p.pod, &e.endpoint.name),
+            vec![format!("egress redirect {tap}")]
+        );
+        assert_eq!(
+            redirects(&p.pod, tap),
+            vec![format!("egress redirect {}", e.endpoint.name)]
+        );
+    }
+    let st = load_state(&dir, ns.id().unwrap()).unwrap().unwrap();
+    assert!(st.complete);
+    drop(eps);
+    detach(&ns, &dir).await.unwrap();
+    assert!(!p.pod.link_names().iter().any(|n| n.starts_with("sntap")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_link_plugged_and_unplugged_leaves_the_other_alone() {
+    use sandnet_host::interwork::{attach_link, detach_link};
+    let p = PodPair::new("plug1");
+    p.add_veth("eth1", "veth1", "10.4.0.5/24", "10.4.0.1/24");
+    let dir = state_dir("plug1");
+    let ns = NetNs::open(&nsref(&p.pod.name)).unwrap();
+    let nl = ns.netlink().unwrap();
+    let o = opts(Model::TcFilter, &dir);
+    let scan = scan_detail(&nl).await.unwrap();
+    let a0 = attach_link(&ns, &nl, &scan, &o, "eth0").await.unwrap();
+    let a1 = attach_link(&ns, &nl, &scan, &o, "eth1").await.unwrap();
+    for a in [&a0, &a1] {
+        let tap = a.tap.clone().unwrap();
+        assert_eq!(
+            redirects(&p.pod, &a.endpoint.name),
+            vec![format!("egress redirect {tap}")]
+        );
+        assert_eq!(p.pod.link(&tap).unwrap()["ifindex"], a.tap_index.unwrap());
+    }
+    detach_link(&ns, &nl, &dir, "eth0").await.unwrap();
+    let tap1 = a1.tap.clone().unwrap();
+    assert!(p.pod.link(a0.tap.as_deref().unwrap()).is_none());
+    assert!(!has_ingress(&p.pod, "eth0"));
+    assert_eq!(
+        redirects(&p.pod, "eth1"),
+        vec![format!("egress redirect {tap1}")]
+    );
+    drop((a0, a1));
+    detach(&ns, &dir).await.unwrap();
+    assert!(!p.pod.link_names().iter().any(|n| n.starts_with("sntap")));
+}

@@ -1,12 +1,14 @@
 //! sandnet's netlink layer, shared by the host side and the guest agent: a route socket
 //! opener ([`socket`]), a thin request/answer client with the link, address, route and
-//! neighbour operations both sides need ([`Netlink`]), the scan of a namespace into the
+//! neighbour operations both sides need ([`Netlink`]), change requests sent many at a time
+//! ([`RequestBatch`]), the scan of a namespace into the
 //! shared model ([`mod@scan`]), and a namespace's change notifications ([`events`])
 //! gathered into batches ([`debounce`]). It knows nothing of taps, tc or interworking, so
 //! the static guest agent does not carry them.
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod client;
 pub mod debounce;
 pub mod error;
@@ -14,6 +16,7 @@ pub mod events;
 pub mod scan;
 pub mod socket;
 
+pub use batch::RequestBatch;
 pub use client::{address_message, route_message, route_text, Netlink};
 pub use debounce::{Batch, DebounceConfig, Debouncer, LinkChange};
 pub use error::{NetlinkError, Result};

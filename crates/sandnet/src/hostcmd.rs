@@ -127,8 +127,34 @@ struct AttachedOut {
     addresses: Vec<String>,
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: a clock other processes can read too, so that the
+/// attach benchmark can place this process's phases within its own measurement.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `attach --json`'s `timings`: when the command began (`CLOCK_MONOTONIC`, after process
+/// start, argument parsing and the tokio runtime), the library's phases, and the
+/// command's own total (namespace open, attach, output).
+#[derive(Serialize)]
+struct AttachTimingsOut {
+    start_monotonic_ns: u64,
+    open_us: u64,
+    #[serde(flatten)]
+    phases: sandnet_host::AttachTimings,
+    total_us: u64,
+}
+
 /// `sandnet attach`.
 pub async fn attach(a: AttachArgs, root: &Path) -> Result<i32> {
+    let start_monotonic_ns = monotonic_ns();
+    let t0 = std::time::Instant::now();
     let model: InterworkingModel = a.model.parse()?;
     let ns = a
         .netns
@@ -139,7 +165,8 @@ pub async fn attach(a: AttachArgs, root: &Path) -> Result<i32> {
         queues: a.queues,
         state_dir: attach_state_dir(root),
     };
-    let eps = sandnet_host::attach(&ns, &opts)
+    let open_us = t0.elapsed().as_micros() as u64;
+    let (eps, phases) = sandnet_host::attach_timed(&ns, &opts)
         .await
         .with_context(|| format!("attach network namespace {}", ns.display()))?;
     let out: Vec<AttachedOut> = eps
@@ -161,7 +188,15 @@ pub async fn attach(a: AttachArgs, root: &Path) -> Result<i32> {
         })
         .collect();
     if a.json {
-        let v = serde_json::json!({"netns": ns.display(), "model": model, "endpoints": out});
+        let timings = AttachTimingsOut {
+            start_monotonic_ns,
+            open_us,
+            phases,
+            total_us: t0.elapsed().as_micros() as u64,
+        };
+        let v = serde_json::json!({
+            "netns": ns.display(), "model": model, "endpoints": out, "timings": timings,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if out.is_empty() {
         eprintln!(

@@ -45,6 +45,7 @@ use serde::Serialize;
 use state::{lock_state, remove_state, save_state, state_path};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use timings::Lap;
 
 /// Where attach state lives by default.
 pub const DEFAULT_STATE_DIR: &str = "/run/sandnet/attach";
@@ -128,9 +129,18 @@ pub enum UndoStage {
     LinksDeleted,
 }
 
-/// Fds opened for an endpoint on the trip into the namespace that precedes attaching
-/// (see [`Interworking::open_in_netns`]).
-pub type PreOpened = Option<Result<Vec<OwnedFd>>>;
+/// A tap made on the trip into the namespace that precedes attaching (see
+/// [`Interworking::open_in_netns`]).
+#[derive(Debug)]
+pub struct OpenedTap {
+    /// One open fd per queue.
+    pub fds: Vec<OwnedFd>,
+    /// The tap's interface index.
+    pub index: u32,
+}
+
+/// What [`Interworking::open_in_netns`] did for one endpoint: nothing, or a tap (or why not).
+pub type PreOpened = Option<Result<OpenedTap>>;
 
 /// What one interworking model does.
 pub trait Interworking: Send + Sync {
@@ -155,7 +165,8 @@ pub trait Interworking: Send + Sync {
     }
 
     /// Work for all endpoints done on one thread inside the namespace before they are
-    /// attached concurrently (tcfilter opens its taps there); one entry per endpoint.
+    /// attached concurrently (tcfilter opens and connects its taps there); one entry per
+    /// endpoint. An error here is rolled back like a failed endpoint.
     fn open_in_netns(
         &self,
         _ns: &NetNs,
@@ -266,9 +277,23 @@ fn is_sandnet_link(d: &LinkDetail, p: Option<&PlannedEndpoint>) -> bool {
 /// Attaches every endpoint of a namespace with the given model. Returns the endpoints with
 /// their open fds; taps are persistent, so a VMM may also open them by name later.
 pub async fn attach(ns: &NetNs, opts: &AttachOptions) -> Result<Vec<AttachedEndpoint>> {
+    Ok(attach_timed(ns, opts).await?.0)
+}
+
+/// [`attach`], also saying where the time went.
+pub async fn attach_timed(
+    ns: &NetNs,
+    opts: &AttachOptions,
+) -> Result<(Vec<AttachedEndpoint>, AttachTimings)> {
+    let mut t = AttachTimings::default();
+    let mut lap = Lap::start();
     let nl = ns.netlink()?;
+    t.netlink_us = lap.lap();
     let scan = scan_detail(&nl).await?;
-    attach_scanned(ns, &nl, &scan, opts).await
+    t.scan_us = lap.lap();
+    // The scan was just made: its links are the live namespace's.
+    let eps = attach_inner(ns, &nl, &scan, true, opts, &mut t, lap).await?;
+    Ok((eps, t))
 }
 
 /// Like [`attach`], from a scan the caller already has (which may be stale: a link gone
@@ -278,6 +303,21 @@ pub async fn attach_scanned(
     nl: &Netlink,
     scan: &ScanResult,
     opts: &AttachOptions,
+) -> Result<Vec<AttachedEndpoint>> {
+    let mut t = AttachTimings::default();
+    attach_inner(ns, nl, scan, false, opts, &mut t, Lap::start()).await
+}
+
+/// The attach itself. `fresh`: the scan was made just now, so it tells whether sandnet's
+/// links are there; otherwise the live namespace is asked.
+async fn attach_inner(
+    ns: &NetNs,
+    nl: &Netlink,
+    scan: &ScanResult,
+    fresh: bool,
+    opts: &AttachOptions,
+    t: &mut AttachTimings,
+    mut lap: Lap,
 ) -> Result<Vec<AttachedEndpoint>> {
     check_queues(opts.queues)?;
     let id = ns.id()?;
@@ -296,38 +336,56 @@ pub async fn attach_scanned(
             detail: format!("state in {}", state_path(&opts.state_dir, id).display()),
         });
     }
-    // The live namespace, not the caller's scan, tells whether sandnet is already there.
-    for l in nl.links().await? {
-        let d = link_detail(&l);
-        if is_sandnet_link(&d, None) {
-            return Err(HostError::AlreadyAttached {
-                ns: ns.display(),
-                detail: format!("link {} carries sandnet's mark", d.interface.name),
-            });
-        }
+    let live;
+    let links: &[LinkDetail] = if fresh {
+        &scan.links
+    } else {
+        live = nl
+            .links()
+            .await?
+            .iter()
+            .map(link_detail)
+            .collect::<Vec<_>>();
+        &live
+    };
+    if let Some(d) = links.iter().find(|d| is_sandnet_link(d, None)) {
+        return Err(HostError::AlreadyAttached {
+            ns: ns.display(),
+            detail: format!("link {} carries sandnet's mark", d.interface.name),
+        });
     }
+    t.checks_us = lap.lap();
 
     let mut plan = eps
         .into_iter()
         .map(|e| plan_endpoint(model, scan, e))
         .collect::<Result<Vec<_>>>()?;
     model.plan(nl, &mut plan).await?;
+    t.plan_us = lap.lap();
     let mut state = AttachState::new(ns, id, opts, plan);
-    save_state(&opts.state_dir, &state)?;
+    save_state(&opts.state_dir, &state, true)?;
+    t.plan_write_us = lap.lap();
 
-    // Whatever must happen inside the namespace happens in one trip; then every endpoint
-    // is configured concurrently (the kernel serialises under RTNL, but the round trips
-    // overlap).
-    let pre = model.open_in_netns(ns, &state.endpoints, opts.queues)?;
-    let cx = AttachCx { ns, nl, opts, id };
-    let results = futures::future::join_all(
-        state
-            .endpoints
-            .iter()
-            .zip(pre)
-            .map(|(p, pre)| model.attach_one(&cx, p, pre)),
-    )
-    .await;
+    // Whatever must happen inside the namespace happens in one trip (tcfilter connects its
+    // taps there); then every endpoint is finished concurrently (the kernel serialises
+    // under RTNL, but the round trips overlap).
+    let pre = model.open_in_netns(ns, &state.endpoints, opts.queues);
+    t.connect_us = lap.lap();
+    let results = match pre {
+        Ok(pre) => {
+            let cx = AttachCx { ns, nl, opts, id };
+            futures::future::join_all(
+                state
+                    .endpoints
+                    .iter()
+                    .zip(pre)
+                    .map(|(p, pre)| model.attach_one(&cx, p, pre)),
+            )
+            .await
+        }
+        // Nothing is known of any endpoint: the first one reports it, all are undone.
+        Err(e) => std::iter::once(Err(e)).collect(),
+    };
     let mut attached = Vec::with_capacity(results.len());
     let mut failure = None;
     for (p, r) in state.endpoints.iter().zip(results) {
@@ -353,7 +411,8 @@ pub async fn attach_scanned(
         return Err(e);
     }
     state.complete = true;
-    save_state(&opts.state_dir, &state)?;
+    save_state(&opts.state_dir, &state, false)?;
+    t.finish_us = lap.lap();
     Ok(attached)
 }
 

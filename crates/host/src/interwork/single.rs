@@ -76,7 +76,7 @@ pub async fn attach_link(
     model.plan(nl, &mut planned).await?;
     let [p] = planned;
     state.endpoints.push(p.clone());
-    save_state(&opts.state_dir, &state)?;
+    save_state(&opts.state_dir, &state, true)?;
 
     let pre = model
         .open_in_netns(ns, std::slice::from_ref(&p), opts.queues)?
@@ -156,7 +156,7 @@ fn save_or_remove(dir: &Path, st: &AttachState) -> Result<()> {
     if st.endpoints.is_empty() {
         remove_state(dir, st.netns_id)
     } else {
-        save_state(dir, st)
+        save_state(dir, st, true)
     }
 }
 

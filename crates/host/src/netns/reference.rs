@@ -7,6 +7,7 @@
 
 use super::{check_name, NetNs, NETNS_RUN_DIR};
 use crate::error::{HostError, Result};
+pub use crate::hostns::HostNetns;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -91,24 +92,6 @@ impl fmt::Display for NetNsRef {
             Kind::Name(n) => f.write_str(n),
             Kind::Path(p) => write!(f, "{}", p.display()),
         }
-    }
-}
-
-/// One of the namespaces that are not a pod's: attaching there would take over real NICs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostNetns {
-    /// The namespace of PID 1: the host's.
-    Init,
-    /// The namespace the calling process runs in.
-    Caller,
-}
-
-impl fmt::Display for HostNetns {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HostNetns::Init => "the host's network namespace (that of PID 1)",
-            HostNetns::Caller => "the caller's own network namespace",
-        })
     }
 }
 
