@@ -32,46 +32,47 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// One configuration under test.
 struct Variant {
     name: &'static str,
-    tb_mib: u32,
-    reclaim: bool,
+    tb_mib: Option<u32>,
+    reclaim: Option<bool>,
     memory_mib: u32,
 }
 
+/// `tb_mib` and `reclaim` of `None` take sandnet's defaults.
 const VARIANTS: &[Variant] = &[
     Variant {
         name: "before",
-        tb_mib: 0,
-        reclaim: false,
+        tb_mib: Some(0),
+        reclaim: Some(false),
         memory_mib: 256,
     },
     Variant {
         name: "tb16",
-        tb_mib: 16,
-        reclaim: false,
+        tb_mib: Some(16),
+        reclaim: Some(false),
         memory_mib: 256,
     },
     Variant {
-        name: "tb32",
-        tb_mib: 32,
-        reclaim: false,
+        name: "tb64",
+        tb_mib: Some(64),
+        reclaim: Some(false),
         memory_mib: 256,
     },
     Variant {
         name: "reclaim",
-        tb_mib: 0,
-        reclaim: true,
+        tb_mib: Some(0),
+        reclaim: Some(true),
         memory_mib: 256,
     },
     Variant {
         name: "after",
-        tb_mib: 16,
-        reclaim: true,
+        tb_mib: None,
+        reclaim: None,
         memory_mib: 256,
     },
     Variant {
         name: "after-128M",
-        tb_mib: 16,
-        reclaim: true,
+        tb_mib: None,
+        reclaim: None,
         memory_mib: 128,
     },
 ];
@@ -114,8 +115,12 @@ async fn round(
         vec!["--state-dir".into(), state.as_os_str().to_owned()],
     );
     let mut cfg = Config::default();
-    cfg.qemu.tcg_tb_size = v.tb_mib;
-    cfg.qemu.reclaim_guest_freed_memory = v.reclaim;
+    if let Some(tb) = v.tb_mib {
+        cfg.qemu.tcg_tb_size = tb;
+    }
+    if let Some(r) = v.reclaim {
+        cfg.qemu.reclaim_guest_freed_memory = r;
+    }
     cfg.qemu.default_memory = v.memory_mib;
     let mut req = SandboxRequest::new(cfg);
     req.netns = PodNetns::Existing(pair.pod.path());
@@ -226,7 +231,9 @@ async fn main() {
         println!();
     }
     println!(
-        "tb16/tb32: tcg_tb_size; reclaim: reclaim_guest_freed_memory; after: sandnet's defaults \
-         (both); ratios against before"
+        "tb16/tb64: tcg_tb_size; reclaim: reclaim_guest_freed_memory; after: sandnet's defaults \
+         (tcg_tb_size {}, reclaim_guest_freed_memory {}); ratios against before",
+        Config::default().qemu.tcg_tb_size,
+        Config::default().qemu.reclaim_guest_freed_memory
     );
 }
