@@ -6,8 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use sandnet_host::interwork::AttachState;
-use sandnet_runtime::spec::RunSpec;
 use sandnet_runtime::sandbox::{parse_state, SandboxState};
+use sandnet_runtime::spec::RunSpec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
