@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod error;
 pub mod hostns;
 pub mod interwork;
+pub mod mountinfo;
 pub mod netns;
 pub mod tap;
 pub mod tc;

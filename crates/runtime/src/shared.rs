@@ -111,10 +111,8 @@ pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
 
 /// [`mounts_below`] of a mountinfo text.
 pub fn mounts_below_in(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
+    let mut out: Vec<PathBuf> = sandnet_host::mountinfo::parse(mountinfo)
+        .map(|m| m.mount_point)
         .filter(|m| m.starts_with(dir))
         .collect();
     // Later mounts stack on earlier ones: the last first, deeper paths first (the sort is
@@ -122,29 +120,6 @@ pub fn mounts_below_in(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
     out.reverse();
     out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     out
-}
-
-/// Decodes mountinfo's octal escapes (`\040` for a space, …).
-pub fn unescape_mountinfo(s: &str) -> PathBuf {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            let oct = &b[i + 1..i + 4];
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = oct.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-                if let Ok(v) = u8::try_from(v) {
-                    out.push(v);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
 }
 
 /// A mount that could not be undone.
@@ -248,17 +223,6 @@ mod tests {
         assert_eq!(m.fstype, "9p");
         assert!(m.options.iter().any(|o| o == "trans=virtio"));
         assert!(SharedFs::None.guest_mount().is_none());
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(
-            unescape_mountinfo("/run/a\\040b/c"),
-            PathBuf::from("/run/a b/c")
-        );
-        assert_eq!(unescape_mountinfo("/x\\"), PathBuf::from("/x\\"));
-        assert_eq!(unescape_mountinfo("tail\\04"), PathBuf::from("tail\\04"));
-        assert_eq!(unescape_mountinfo("a\\134c"), PathBuf::from("a\\c"));
     }
 
     #[test]

@@ -9,46 +9,22 @@
 //! the top of its chain of masters, from where it propagates back here and to every other
 //! namespace that shares it.
 
+use crate::mountinfo::{self, Mount};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// The propagation of the topmost mount at one mount point, from a `mountinfo` line.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Propagation {
-    /// `shared:N`: the peer group the mount belongs to.
-    shared: Option<u64>,
-    /// `master:N`: the peer group it receives mounts from.
-    master: Option<u64>,
-}
-
-/// Whether mount point `mp` contains `path` (both absolute, without escapes).
-fn contains(mp: &str, path: &str) -> bool {
-    mp == "/" || path == mp || path.strip_prefix(mp).is_some_and(|r| r.starts_with('/'))
-}
-
-/// The propagation of the topmost mount that contains `path` in a `mountinfo` text.
-fn propagation_at(mountinfo: &str, path: &str) -> Option<Propagation> {
-    let mut found = None;
-    let mut depth = 0;
-    for line in mountinfo.lines() {
-        let mut f = line.split(' ');
-        let Some(mp) = f.nth(4) else { continue };
-        if !contains(mp, path) || mp.len() < depth {
-            continue;
+/// The topmost mount that contains `path` in a mountinfo text: the deepest mount point,
+/// and of mounts stacked there the last.
+fn mount_at(text: &str, path: &Path) -> Option<Mount> {
+    let depth = |m: &Mount| m.mount_point.components().count();
+    let mut found: Option<Mount> = None;
+    for m in mountinfo::parse(text) {
+        if path.starts_with(&m.mount_point) && found.as_ref().is_none_or(|f| depth(&m) >= depth(f))
+        {
+            found = Some(m);
         }
-        depth = mp.len();
-        let mut p = Propagation::default();
-        // Optional fields follow the mount options (field 6) until a lone `-`.
-        for tag in f.skip(1).take_while(|t| *t != "-") {
-            if let Some(n) = tag.strip_prefix("shared:") {
-                p.shared = n.parse().ok();
-            } else if let Some(n) = tag.strip_prefix("master:") {
-                p.master = n.parse().ok();
-            }
-        }
-        found = Some(p); // later lines are mounted on top of earlier ones
     }
     found
 }
@@ -91,7 +67,7 @@ fn mnt_ns_ino(pid: &str) -> Option<u64> {
 
 /// One process in each mount namespace other than ours, with that namespace's
 /// propagation at `point`.
-fn other_namespaces(point: &str) -> Vec<(String, u64, Propagation)> {
+fn other_namespaces(point: &Path) -> Vec<(String, u64, Mount)> {
     let own = mnt_ns_ino("self");
     let mut seen = std::collections::BTreeSet::new();
     let mut out = vec![];
@@ -114,7 +90,7 @@ fn other_namespaces(point: &str) -> Vec<(String, u64, Propagation)> {
         let Ok(mi) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
             continue;
         };
-        if let Some(p) = propagation_at(&mi, point) {
+        if let Some(p) = mount_at(&mi, point) {
             out.push((pid, ino, p));
         }
     }
@@ -126,13 +102,12 @@ fn other_namespaces(point: &str) -> Vec<(String, u64, Propagation)> {
 /// mount made here is as visible as it can be); an error when it is one and no namespace
 /// holding its master could be opened.
 pub(super) fn master_mount_ns(dir: &Path) -> io::Result<Option<File>> {
-    let point = dir.to_string_lossy();
     let own = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let Some(mut want) = propagation_at(&own, &point).and_then(|p| p.master) else {
+    let Some(mut want) = mount_at(&own, dir).and_then(|p| p.master) else {
         return Ok(None);
     };
     let first = want;
-    let others = other_namespaces(&point);
+    let others = other_namespaces(dir);
     let mut best: Option<(&str, u64)> = None;
     // Up the chain of masters (bounded: a chain is a few namespaces deep at most).
     for _ in 0..16 {
@@ -147,9 +122,10 @@ pub(super) fn master_mount_ns(dir: &Path) -> io::Result<Option<File>> {
     }
     let Some((pid, ino)) = best else {
         return Err(io::Error::other(format!(
-            "{point} here is a slave of mount peer group {first} (a private mount namespace, \
+            "{} here is a slave of mount peer group {first} (a private mount namespace, \
              as `ip netns exec` makes) and no mount namespace holding that group can be \
-             entered: a namespace mounted here would vanish with this mount namespace"
+             entered: a namespace mounted here would vanish with this mount namespace",
+            dir.display()
         )));
     };
     let f = File::open(format!("/proc/{pid}/ns/mnt"))?;
@@ -170,29 +146,16 @@ mod tests {
         let mi = "45 27 254:0 /run/netns /run/netns rw,relatime shared:1 - ext4 /dev/vda rw\n\
                   46 45 0:4 net:[1] /run/netns/a rw shared:2 - nsfs nsfs rw\n\
                   83 56 254:0 /run/netns /run/netns rw,relatime shared:8 master:1 - ext4 /dev/vda rw\n";
-        assert_eq!(
-            propagation_at(mi, "/run/netns"),
-            Some(Propagation {
-                shared: Some(8),
-                master: Some(1)
-            })
-        );
-        assert_eq!(
-            propagation_at(mi, "/run/netns/a"),
-            Some(Propagation {
-                shared: Some(2),
-                master: None
-            })
-        );
-        assert_eq!(propagation_at(mi, "/run"), None);
-        assert_eq!(
-            propagation_at(mi, "/run/netns/b").and_then(|p| p.master),
-            Some(1)
-        );
+        let at = |p: &str| mount_at(mi, Path::new(p)).map(|m| (m.shared, m.master));
+        assert_eq!(at("/run/netns"), Some((Some(8), Some(1))));
+        assert_eq!(at("/run/netns/a"), Some((Some(2), None)));
+        assert_eq!(at("/run"), None);
+        assert_eq!(at("/run/netnsx"), None);
+        assert_eq!(at("/run/netns/b"), Some((Some(8), Some(1))));
         let private = "83 56 254:0 /run/netns /run/netns rw - ext4 /dev/vda rw\n";
         assert_eq!(
-            propagation_at(private, "/run/netns"),
-            Some(Propagation::default())
+            mount_at(private, Path::new("/run/netns")).map(|m| (m.shared, m.master)),
+            Some((None, None))
         );
     }
 }
