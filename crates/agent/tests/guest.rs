@@ -14,7 +14,7 @@ use sandnet_model::{Family, Interface, LinkKind, Route, RouteScope};
 use sandnet_testkit::{TempDir, TestNs};
 use sandnet_vm::{Accel, GuestKernel, Initramfs, InitramfsSpec, Qemu, VmSpec};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const GUEST_MAC: &str = "02:00:5e:10:00:09";
@@ -28,13 +28,7 @@ struct Guest {
 }
 
 async fn boot(tag: &str) -> Guest {
-    let agent = std::env::var("SANDNET_TEST_AGENT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/x86_64-unknown-linux-gnu/release/sandnet-agent")
-        });
-    assert!(agent.exists(), "no static agent at {}", agent.display());
+    let agent = sandnet_testkit::static_agent();
     let kernel = GuestKernel::locate(&GuestKernel::default_dir()).expect("guest kernel");
     let dir = TempDir::new(tag);
     let initrd =

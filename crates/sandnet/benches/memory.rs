@@ -15,7 +15,7 @@
 #[path = "common/pod.rs"]
 mod pod;
 
-use pod::{exec_ms, median};
+use pod::{exec_ms, median, proc_kib};
 use sandnet_runtime::api::{PodNetns, Runtime, SandboxRequest};
 use sandnet_runtime::config::Config;
 use sandnet_testkit::{PodPair, TempDir};
@@ -76,19 +76,6 @@ const VARIANTS: &[Variant] = &[
         memory_mib: 128,
     },
 ];
-
-/// `Key:` of `/proc/<pid>/smaps_rollup` (or `status`) in KiB.
-fn proc_kib(pid: u32, file: &str, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn memory(f: &mut BTreeMap<&'static str, u64>, tag: &'static [&'static str; 3], qemu: u32) {
     f.insert(tag[0], proc_kib(qemu, "smaps_rollup", "Rss:") / 1024);

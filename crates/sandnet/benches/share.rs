@@ -10,7 +10,7 @@
 #[path = "common/pod.rs"]
 mod pod;
 
-use pod::{exec_ms, median};
+use pod::{exec_ms, median, proc_kib};
 use sandnet_runtime::api::{PodNetns, Runtime, SandboxRequest};
 use sandnet_runtime::config::Config;
 use sandnet_runtime::shared::SharedFs;
@@ -107,31 +107,18 @@ async fn round(
     )
     .await;
     f.insert("guest_small", small_ms.saturating_sub(empty));
-    // Host memory (PSS) of what serves the sandbox: QEMU, and virtiofsd for virtio-fs.
+    // Host memory (PSS: shared pages, such as the guest memfd virtiofsd maps too, count
+    // once between the processes that map them) of QEMU, and virtiofsd for virtio-fs.
     let qemu = sb.state().ok().and_then(|s| s.qemu_pid).unwrap_or(0);
-    f.insert("qemu_pss_kib", pss_kib(qemu));
+    f.insert("qemu_pss_kib", proc_kib(qemu, "smaps_rollup", "Pss:"));
     let daemons: u64 = sandnet_testkit::pids_mentioning(&host.display().to_string())
         .into_iter()
         .filter(|(_, c)| c.contains("virtiofsd"))
-        .map(|(p, _)| pss_kib(p))
+        .map(|(p, _)| proc_kib(p, "smaps_rollup", "Pss:"))
         .sum();
     f.insert("daemon_pss_kib", daemons);
     sb.remove(true).await.expect("remove");
     f
-}
-
-/// Proportional set size: shared pages (virtio-fs maps the guest's memfd into virtiofsd
-/// too) count once between the processes that map them, unlike RSS.
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -130,13 +130,9 @@ struct AttachedOut {
 /// `CLOCK_MONOTONIC` in nanoseconds: a clock other processes can read too, so that the
 /// attach benchmark can place this process's phases within its own measurement.
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// `attach --json`'s `timings`: when the command began (`CLOCK_MONOTONIC`, after process

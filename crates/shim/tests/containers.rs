@@ -8,7 +8,7 @@ mod common;
 
 use common::containers::sh;
 use common::{wait_until, Containerd, Options};
-use k8s_cri::v1::{ContainerState, LinuxContainerResources, Mount};
+use k8s_cri::v1::{ContainerConfig, ContainerState, LinuxContainerResources, Mount};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -20,8 +20,22 @@ fn pod(cd: &Containerd, name: &str) -> String {
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\ncontainerd log:\n{}", cd.log()))
 }
 
-fn sleeper(cd: &Containerd, name: &str) -> k8s_cri::v1::ContainerConfig {
+fn sleeper(cd: &Containerd, name: &str) -> ContainerConfig {
     cd.command_config(name, sh("exec /bin/busybox sleep 100000"))
+}
+
+/// `cfg` with the directory `vol` of the test's own dir (made here) bind-mounted at
+/// `/data`; the host path.
+fn with_volume(cd: &Containerd, cfg: &mut ContainerConfig, readonly: bool) -> std::path::PathBuf {
+    let host = cd.dir.join("vol");
+    std::fs::create_dir_all(&host).unwrap();
+    cfg.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: host.display().to_string(),
+        readonly,
+        ..Default::default()
+    }];
+    host
 }
 
 #[test]
@@ -191,18 +205,12 @@ fn exit_code_and_stop_timeout() {
 fn bind_mounted_directory_is_readable_and_writable() {
     let cd = Containerd::start("cbind", Options::default());
     let p = pod(&cd, "cbind");
-    let host = cd.dir.join("vol");
-    std::fs::create_dir_all(&host).unwrap();
-    std::fs::write(host.join("in.txt"), "from-the-host\n").unwrap();
     let mut cfg = cd.command_config(
         "vol",
         sh("cat /data/in.txt && echo from-the-guest > /data/out.txt"),
     );
-    cfg.mounts = vec![Mount {
-        container_path: "/data".into(),
-        host_path: host.display().to_string(),
-        ..Default::default()
-    }];
+    let host = with_volume(&cd, &mut cfg, false);
+    std::fs::write(host.join("in.txt"), "from-the-host\n").unwrap();
     let c = cd.launch(&p, "cbind", cfg);
     let st = cd.wait_exited(&c, LONG);
     assert_eq!(st.exit_code, 0, "{st:?}\n{}", cd.container_log(&c));
@@ -238,15 +246,8 @@ fn removing_everything_leaves_the_host_as_before() {
     let cd = Containerd::start("cclean", Options::default());
     let before = cd.snapshot();
     let p = pod(&cd, "cclean");
-    let host = cd.dir.join("vol");
-    std::fs::create_dir_all(&host).unwrap();
     let mut cfg = sleeper(&cd, "running");
-    cfg.mounts = vec![Mount {
-        container_path: "/data".into(),
-        host_path: host.display().to_string(),
-        readonly: true,
-        ..Default::default()
-    }];
+    with_volume(&cd, &mut cfg, true);
     let running = cd.launch(&p, "cclean", cfg);
     let done = cd.launch(&p, "cclean", cd.command_config("done", sh("true")));
     cd.wait_exited(&done, LONG);
@@ -373,14 +374,8 @@ fn shim_killed_with_containers_leaves_no_mounts() {
     let cd = Containerd::start("ckill", Options::default());
     let before = cd.snapshot();
     let p = pod(&cd, "ckill");
-    let host = cd.dir.join("vol");
-    std::fs::create_dir_all(&host).unwrap();
     let mut cfg = sleeper(&cd, "held");
-    cfg.mounts = vec![Mount {
-        container_path: "/data".into(),
-        host_path: host.display().to_string(),
-        ..Default::default()
-    }];
+    with_volume(&cd, &mut cfg, false);
     let c = cd.launch(&p, "ckill", cfg);
     assert!(!cd.mounts_under(&cd.state()).is_empty());
     kill9(cd.shim_pid(&p).expect("the pod's shim"));

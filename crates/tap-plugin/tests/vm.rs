@@ -15,7 +15,6 @@ use sandnet_model::{Family, Interface, LinkKind, Route, RouteScope};
 use sandnet_vm::{Accel, GuestKernel, Initramfs, InitramfsSpec, Qemu, VmSpec};
 use serde_json::{json, Value};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `sh -c script` in the guest: exit code and output.
@@ -91,13 +90,7 @@ async fn a_vmm_on_the_tap_reaches_the_bridge_in_both_families() {
     assert_eq!(res.ips.len(), 2, "{r}");
 
     // QEMU by hand in the pod namespace, on the tap, with the result's MAC.
-    let agent = std::env::var("SANDNET_TEST_AGENT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/x86_64-unknown-linux-gnu/release/sandnet-agent")
-        });
-    assert!(agent.exists(), "no static agent at {}", agent.display());
+    let agent = sandnet_testkit::static_agent();
     let kernel = GuestKernel::locate(&GuestKernel::default_dir()).expect("guest kernel");
     let initrd =
         Initramfs::build_cached(&InitramfsSpec::new(&agent, &kernel), &w.dir).expect("initramfs");

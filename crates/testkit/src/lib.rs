@@ -454,3 +454,16 @@ impl Drop for Cli {
         let _ = std::fs::remove_file(&self.config);
     }
 }
+
+/// The static guest agent the VM tests boot: `$SANDNET_TEST_AGENT`, else the one
+/// `scripts/build-agent` leaves in the workspace's target directory. Panics if it is missing.
+pub fn static_agent() -> std::path::PathBuf {
+    let agent = std::env::var_os("SANDNET_TEST_AGENT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/x86_64-unknown-linux-gnu/release/sandnet-agent")
+        });
+    assert!(agent.exists(), "no static agent at {}", agent.display());
+    agent
+}

@@ -142,3 +142,16 @@ pub async fn exec_ms(sb: &sandnet_runtime::api::Sandbox, script: &str) -> u64 {
     );
     t.elapsed().as_millis() as u64
 }
+
+/// `Key:` of `/proc/<pid>/smaps_rollup` (or `status`) in KiB.
+pub fn proc_kib(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
