@@ -156,11 +156,7 @@ fn stale_netns_file_is_a_gone_namespace() {
     assert!(cache_entries(&h).is_empty(), "{:?}", cache_entries(&h));
     // Debian's bridge (1.1.1) finds the addresses whose masquerade rules it removes on the
     // pod's link: without the namespace it cannot, and those rules stay in H.
-    let left: Vec<String> = h
-        .leftovers()
-        .into_iter()
-        .filter(|l| !l.starts_with("iptables -t nat"))
-        .collect();
+    let left = h.settled_leftovers(|l| !l.starts_with("iptables -t nat"));
     assert!(left.is_empty(), "left behind:\n  {}", left.join("\n  "));
 }
 

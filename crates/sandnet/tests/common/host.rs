@@ -472,9 +472,23 @@ impl Host {
         bad
     }
 
+    /// [`Host::leftovers`] that `keep` selects, once the kernel has had time to finish: a
+    /// namespace whose last reference went is torn down asynchronously (its veths, and so
+    /// their peers here, go a little later), so this waits up to 10 s for the list to empty.
+    pub fn settled_leftovers(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let bad: Vec<String> = self.leftovers().into_iter().filter(|l| keep(l)).collect();
+            if bad.is_empty() || Instant::now() >= deadline {
+                return bad;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Asserts that nothing of this test's sandboxes is left on the host.
     pub fn assert_clean(&self, after: &str) {
-        let bad = self.leftovers();
+        let bad = self.settled_leftovers(|_| true);
         assert!(
             bad.is_empty(),
             "after {after}, left behind:\n  {}",
