@@ -9,6 +9,7 @@
 
 pub mod endpoint;
 pub mod error;
+pub mod guard;
 pub mod hostns;
 pub mod interwork;
 pub mod mountinfo;

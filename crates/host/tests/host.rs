@@ -26,6 +26,9 @@ fn opts(model: Model, dir: &std::path::Path) -> AttachOptions {
         model,
         queues: 1,
         state_dir: dir.to_path_buf(),
+        // These tests send frames of their own making through the datapath; the guard
+        // has its own tests (guard.rs).
+        policy: sandnet_model::TapPolicy::unenforced(),
     }
 }
 

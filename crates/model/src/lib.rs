@@ -9,12 +9,14 @@
 
 mod interworking;
 mod mac;
+mod policy;
 mod printable;
 pub mod state_version;
 
 pub use interworking::InterworkingModel;
 pub use ipnet::IpNet;
 pub use mac::{MacAddr, ParseMacError};
+pub use policy::{Bandwidth, GuestSpoofing, RateLimit, TapPolicy, MAX_BURST_MS, MIN_BURST_BYTES};
 pub use printable::{printable, printable_lines};
 
 use serde::{Deserialize, Serialize};

@@ -204,6 +204,8 @@ impl Runtime {
                 crate::shared::SharedFs::None
             },
             hostname: req.hostname.clone().filter(|h| !h.is_empty()),
+            // Filled from the configuration and the request (see the config's keys).
+            tap_policy: sandnet_model::TapPolicy::default(),
         })
     }
 

@@ -113,6 +113,11 @@ pub struct RunSpec {
     /// its containers show).
     #[serde(default)]
     pub hostname: Option<String>,
+    /// What the host enforces on each NIC: anti-spoofing (`[runtime] guest_spoofing`) and
+    /// rate limits (Kata's `[hypervisor.qemu] rx/tx_rate_limiter_max_rate`, CNI's
+    /// `bandwidth`). A record written before policies existed enforced nothing.
+    #[serde(default = "sandnet_model::TapPolicy::unenforced")]
+    pub tap_policy: sandnet_model::TapPolicy,
 }
 
 fn yes() -> bool {

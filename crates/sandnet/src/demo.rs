@@ -83,6 +83,7 @@ pub async fn run(a: DemoArgs, root: &Path) -> Result<i32> {
         model,
         queues: 1,
         state_dir: dir.clone(),
+        policy: Default::default(),
     };
     let t = std::time::Instant::now();
     let eps = sandnet_host::attach(&pod_ns, &opts).await?;

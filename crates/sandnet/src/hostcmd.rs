@@ -30,6 +30,10 @@ pub struct AttachArgs {
     /// Queues per endpoint (multiqueue taps when more than one).
     #[arg(long, default_value_t = 1)]
     pub queues: u16,
+    /// Whether the guest may send from addresses that are not its own: block (the
+    /// default) or allow.
+    #[arg(long, default_value = "block")]
+    pub guest_spoofing: sandnet_model::GuestSpoofing,
     /// Allow the host's network namespace (PID 1's) or this process's own: attaching there
     /// takes its NICs away from the host.
     #[arg(long)]
@@ -160,6 +164,10 @@ pub async fn attach(a: AttachArgs, root: &Path) -> Result<i32> {
         model,
         queues: a.queues,
         state_dir: attach_state_dir(root),
+        policy: sandnet_model::TapPolicy {
+            spoofing: a.guest_spoofing,
+            ..Default::default()
+        },
     };
     let open_us = t0.elapsed().as_micros() as u64;
     let (eps, phases) = sandnet_host::attach_timed(&ns, &opts)

@@ -80,6 +80,7 @@ pub async fn add(conf: &NetConf, env: &Env) -> Result<Value, PluginError> {
         model: opts.model,
         queues: opts.queues,
         state_dir: adir.clone(),
+        policy: opts.policy,
     };
     let a = match attach_link(&ns, &nl, &scan, &hopts, &env.ifname).await {
         Ok(a) => a,

@@ -30,8 +30,9 @@ pub struct Options {
     pub tap_name: Option<String>,
     /// The state directory (records and attach plans).
     pub state_dir: PathBuf,
-    // Anti-spoofing (`antiSpoofing`) goes here once sandnet-host has it; until then the
-    // field is refused with code 2 (see `refuse_unimplemented`).
+    /// What the host enforces on the NIC (`antiSpoofing`, the `bandwidth` capability);
+    /// nothing unless asked, as tc-redirect-tap.
+    pub policy: sandnet_model::TapPolicy,
 }
 
 /// Reads the state directory alone (DEL and GC need nothing else, and must work even when
@@ -122,6 +123,7 @@ impl Options {
             uid: id("uid")?,
             gid: id("gid")?,
             state_dir: state_dir(conf)?,
+            policy: sandnet_model::TapPolicy::unenforced(),
         })
     }
 }

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::endpoint::{Endpoint, ALIAS_PREFIX};
 use crate::error::{HostError, Result};
-use crate::tap;
+use crate::{guard, tap};
 use futures::future::BoxFuture;
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVtapMode,
@@ -77,6 +77,23 @@ async fn attach(cx: &AttachCx<'_>, p: &PlannedEndpoint) -> Result<AttachedEndpoi
     let during = p
         .link_mac_during
         .ok_or_else(|| HostError::InvalidArgument("macvtap plan without a link MAC".into()))?;
+    let policy = &cx.opts.policy;
+    if policy.bandwidth.ingress.is_some() {
+        // Frames into the guest go from the link's receive path straight into the
+        // macvtap's queue: no qdisc is on their way without an IFB device.
+        return Err(HostError::InvalidArgument(format!(
+            "model macvtap cannot limit traffic into the guest ({}): use model tcfilter, or no ingress limit",
+            e.name
+        )));
+    }
+    // The guard goes on the link first: nothing of the guest's passes unchecked.
+    let nic = guard::Nic {
+        link: e.index,
+        link_name: &e.name,
+        mac: e.mac,
+        addresses: &e.addresses,
+    };
+    guard::apply(nl, &nic, None, policy).await?;
     // macvlan refuses an address equal to its lower device's: move the link's MAC first.
     nl.set_mac(e.index, during, &e.name).await?;
     let mut msg = LinkMessage::default();

@@ -39,7 +39,7 @@ use crate::endpoint::{endpoints, is_sandnet_alias, Endpoint};
 use crate::error::{HostError, Result};
 use crate::netns::{NetNs, NetNsId};
 use futures::future::BoxFuture;
-use sandnet_model::{InterworkingModel, MacAddr};
+use sandnet_model::{InterworkingModel, MacAddr, TapPolicy};
 use sandnet_netlink::{link_detail, scan_detail, LinkDetail, Netlink, ScanResult};
 use serde::Serialize;
 use state::{lock_state, remove_state, save_state, state_path};
@@ -67,6 +67,8 @@ pub struct AttachOptions {
     pub queues: u16,
     /// Where the attach state is kept.
     pub state_dir: PathBuf,
+    /// What the host enforces on each NIC (anti-spoofing, rate limits; see [`crate::guard`]).
+    pub policy: TapPolicy,
 }
 
 impl Default for AttachOptions {
@@ -75,6 +77,7 @@ impl Default for AttachOptions {
             model: InterworkingModel::TcFilter,
             queues: 1,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            policy: TapPolicy::default(),
         }
     }
 }
@@ -172,6 +175,7 @@ pub trait Interworking: Send + Sync {
         _ns: &NetNs,
         plan: &[PlannedEndpoint],
         _queues: u16,
+        _policy: &TapPolicy,
     ) -> Result<Vec<PreOpened>> {
         Ok(plan.iter().map(|_| None).collect())
     }
@@ -369,7 +373,7 @@ async fn attach_inner(
     // Whatever must happen inside the namespace happens in one trip (tcfilter connects its
     // taps there); then every endpoint is finished concurrently (the kernel serialises
     // under RTNL, but the round trips overlap).
-    let pre = model.open_in_netns(ns, &state.endpoints, opts.queues);
+    let pre = model.open_in_netns(ns, &state.endpoints, opts.queues, &opts.policy);
     t.connect_us = lap.lap();
     let results = match pre {
         Ok(pre) => {
@@ -416,6 +420,17 @@ async fn attach_inner(
     Ok(attached)
 }
 
+/// Removes the guard (see [`crate::guard`]) from an endpoint's pod link, if it has one.
+async fn undo_guard(nl: &Netlink, p: &PlannedEndpoint, report: &mut DetachReport) -> Result<()> {
+    let e = &p.endpoint;
+    if crate::guard::remove(nl, e.index, &e.name).await? {
+        report
+            .actions
+            .push(format!("removed the guard (root qdisc) on {}", e.name));
+    }
+    Ok(())
+}
+
 /// Undoes an attachment from its plan, then sweeps anything else carrying sandnet's marks.
 /// Every step runs even when an earlier one failed; the failures are returned.
 async fn undo(
@@ -432,6 +447,9 @@ async fn undo(
         present.push(single::link_still_there(nl, p).await.unwrap_or(true));
     }
     for (p, _) in st.endpoints.iter().zip(&present).rev().filter(|(_, &t)| t) {
+        if let Err(e) = undo_guard(nl, p, report).await {
+            errors.push(e);
+        }
         if let Err(e) = model.undo_one(nl, p, UndoStage::LinksPresent, report).await {
             errors.push(e);
         }
@@ -445,6 +463,9 @@ async fn undo(
         }
     }
     if let Err(e) = sweep::sweep_filters(nl, report).await {
+        errors.push(e);
+    }
+    if let Err(e) = sweep::sweep_guards(nl, report).await {
         errors.push(e);
     }
     let d = state::dev_dir(state_dir, st.netns_id);
@@ -474,6 +495,9 @@ pub async fn detach(ns: &NetNs, state_dir: &Path) -> Result<DetachReport> {
                 errors.push(e);
             }
             if let Err(e) = sweep::sweep_filters(&nl, &mut report).await {
+                errors.push(e);
+            }
+            if let Err(e) = sweep::sweep_guards(&nl, &mut report).await {
                 errors.push(e);
             }
             errors

@@ -7,8 +7,9 @@
 
 use super::state::{lock_state, remove_state, save_state};
 use super::{
-    attach_error, check_queues, driver, is_sandnet_link, load_state, plan_endpoint, AttachCx,
-    AttachOptions, AttachState, AttachedEndpoint, DetachReport, PlannedEndpoint, UndoStage,
+    attach_error, check_queues, driver, is_sandnet_link, load_state, plan_endpoint, undo_guard,
+    AttachCx, AttachOptions, AttachState, AttachedEndpoint, DetachReport, PlannedEndpoint,
+    UndoStage,
 };
 use crate::endpoint::classify;
 use crate::error::{HostError, Result};
@@ -78,8 +79,13 @@ pub async fn attach_link(
     state.endpoints.push(p.clone());
     save_state(&opts.state_dir, &state, true)?;
 
+    // A namespace attached before keeps the policy it was attached with.
+    let opts = &AttachOptions {
+        policy: state.policy,
+        ..opts.clone()
+    };
     let pre = model
-        .open_in_netns(ns, std::slice::from_ref(&p), opts.queues)?
+        .open_in_netns(ns, std::slice::from_ref(&p), opts.queues, &opts.policy)?
         .pop()
         .flatten();
     let cx = AttachCx { ns, nl, opts, id };
@@ -171,6 +177,7 @@ async fn undo_endpoint(
     let model = driver(model);
     let link_there = link_still_there(nl, p).await?;
     if link_there {
+        undo_guard(nl, p, report).await?;
         model
             .undo_one(nl, p, UndoStage::LinksPresent, report)
             .await?;

@@ -8,7 +8,7 @@
 use crate::error::{HostError, Result};
 use crate::netns::NetNsId;
 use crate::Endpoint;
-use sandnet_model::{InterworkingModel, MacAddr, Route};
+use sandnet_model::{InterworkingModel, MacAddr, Route, TapPolicy};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write;
@@ -50,6 +50,9 @@ pub struct AttachState {
     pub model: InterworkingModel,
     /// Queues per endpoint.
     pub queues: u16,
+    /// What the host enforces on each NIC (a plan without it enforced nothing).
+    #[serde(default = "TapPolicy::unenforced")]
+    pub policy: TapPolicy,
     /// Whether attach finished.
     pub complete: bool,
     /// One entry per endpoint.
@@ -70,6 +73,7 @@ impl AttachState {
             netns_id: id,
             model: opts.model,
             queues: opts.queues,
+            policy: opts.policy,
             complete: false,
             endpoints,
         }
@@ -222,6 +226,7 @@ mod tests {
             netns_id: id,
             model: InterworkingModel::TcFilter,
             queues: 1,
+            policy: TapPolicy::default(),
             complete: false,
             endpoints: vec![],
         };

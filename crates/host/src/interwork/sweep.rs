@@ -54,3 +54,15 @@ pub(super) async fn sweep_filters(nl: &Netlink, report: &mut DetachReport) -> Re
     }
     Ok(())
 }
+
+/// Removes sandnet's root qdiscs (the guard, the ingress shaper) wherever they still are.
+pub(super) async fn sweep_guards(nl: &Netlink, report: &mut DetachReport) -> Result<()> {
+    for index in crate::guard::guarded_devices(nl).await? {
+        if crate::guard::remove(nl, index, &format!("link {index}")).await? {
+            report
+                .actions
+                .push(format!("removed sandnet's root qdisc on link {index}"));
+        }
+    }
+    Ok(())
+}

@@ -11,12 +11,13 @@ use super::{
 };
 use crate::endpoint::{Endpoint, ALIAS_PREFIX};
 use crate::error::{HostError, Result};
+use crate::guard::{self, wire::Request};
 use crate::netns::NetNs;
 use crate::{tap, tc};
 use futures::future::BoxFuture;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
-use sandnet_model::InterworkingModel;
+use sandnet_model::{InterworkingModel, TapPolicy};
 use sandnet_netlink::{open_route_socket, Netlink, NetlinkError, RequestBatch};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
@@ -54,12 +55,13 @@ impl Interworking for TcFilter {
         ns: &NetNs,
         plan: &[PlannedEndpoint],
         queues: u16,
+        policy: &TapPolicy,
     ) -> Result<Vec<PreOpened>> {
         let to = tap::TapOptions {
             queues,
             vnet_hdr: true,
         };
-        ns.run(|| connect_all(plan, to))?
+        ns.run(|| connect_all(plan, to, policy))?
     }
 
     fn attach_one<'a>(
@@ -114,6 +116,35 @@ enum Step {
     LinkToTap,
     /// Mark the tap (alias, group), give it the link's MTU, bring it up.
     Tap,
+}
+
+/// The guard's requests (see [`crate::guard`]) of one endpoint, in three parts sent at
+/// different points of the batch: the pod link's root qdisc and classes (with the other
+/// grafts on the link), its rules (with the other filters), and the tap's shaper (while
+/// the tap is still down).
+struct GuardParts {
+    setup: Vec<Request>,
+    rules: Vec<Request>,
+    tap: Vec<Request>,
+}
+
+impl GuardParts {
+    fn new(p: &PlannedEndpoint, ti: u32, policy: &TapPolicy) -> GuardParts {
+        let e = &p.endpoint;
+        let nic = guard::Nic {
+            link: e.index,
+            link_name: &e.name,
+            mac: e.mac,
+            addresses: &e.addresses,
+        };
+        let mut setup = guard::link_requests(&nic, policy);
+        let rules = setup.split_off(setup.len().min(guard::SETUP_REQUESTS));
+        GuardParts {
+            setup,
+            rules,
+            tap: guard::tap_requests(ti, &p.tap_name, policy),
+        }
+    }
 }
 
 /// The steps in the order the batch sends them, each for every endpoint before the next.
@@ -181,7 +212,11 @@ impl Step {
 /// the taps that are fully connected persistent — a tap is marked before it is made
 /// persistent, since until then it vanishes with its fds. One result per endpoint; the
 /// outer error is the netlink socket's own failure.
-fn connect_all(plan: &[PlannedEndpoint], to: tap::TapOptions) -> Result<Vec<PreOpened>> {
+fn connect_all(
+    plan: &[PlannedEndpoint],
+    to: tap::TapOptions,
+    policy: &TapPolicy,
+) -> Result<Vec<PreOpened>> {
     let sock = open_route_socket().map_err(|source| NetlinkError::Io {
         what: "open socket".into(),
         source,
@@ -196,11 +231,38 @@ fn connect_all(plan: &[PlannedEndpoint], to: tap::TapOptions) -> Result<Vec<PreO
         .collect();
     let mut batch = RequestBatch::new();
     let mut slots: Vec<Vec<usize>> = vec![Vec::with_capacity(STEPS.len()); plan.len()];
+    let mut guards: Vec<Option<GuardParts>> = plan
+        .iter()
+        .zip(&taps)
+        .map(|(p, t)| {
+            t.as_ref()
+                .ok()
+                .map(|(_, ti)| GuardParts::new(p, *ti, policy))
+        })
+        .collect();
+    let mut guard_slots: Vec<Vec<usize>> = vec![vec![]; plan.len()];
+    let mut push_guard = |batch: &mut RequestBatch, part: fn(&mut GuardParts) -> Vec<Request>| {
+        for (g, slot) in guards.iter_mut().zip(&mut guard_slots) {
+            if let Some(g) = g {
+                for (msg, flags, what) in part(g) {
+                    slot.push(batch.push(msg, flags, what));
+                }
+            }
+        }
+    };
     for s in STEPS {
+        if s == Step::Tap {
+            push_guard(&mut batch, |g| std::mem::take(&mut g.tap));
+        }
         for ((p, t), slot) in plan.iter().zip(&taps).zip(&mut slots) {
             if let Ok((_, ti)) = t {
                 slot.push(s.push(&mut batch, p, *ti));
             }
+        }
+        match s {
+            Step::LinkQdisc => push_guard(&mut batch, |g| std::mem::take(&mut g.setup)),
+            Step::LinkToTap => push_guard(&mut batch, |g| std::mem::take(&mut g.rules)),
+            _ => {}
         }
     }
     let mut answers: Vec<Option<sandnet_netlink::Result<()>>> =
@@ -209,7 +271,8 @@ fn connect_all(plan: &[PlannedEndpoint], to: tap::TapOptions) -> Result<Vec<PreO
         .iter()
         .zip(taps)
         .zip(slots)
-        .map(|((p, t), slots)| {
+        .zip(guard_slots)
+        .map(|(((p, t), slots), guard_slots)| {
             let (fds, ti) = t?;
             let rs = slots
                 .iter()
@@ -217,6 +280,13 @@ fn connect_all(plan: &[PlannedEndpoint], to: tap::TapOptions) -> Result<Vec<PreO
                 .map(|r| r.unwrap_or(Ok(())))
                 .collect();
             finish_steps(sock.as_fd(), p, ti, rs)?;
+            // The guard's requests have no retries: a refusal is the endpoint's failure.
+            for i in guard_slots {
+                answers
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .unwrap_or(Ok(()))?;
+            }
             tap::set_persist(&fds[0], &p.tap_name, true)?;
             Ok(OpenedTap { fds, index: ti })
         })

@@ -132,6 +132,7 @@ impl Supervisor {
             model: self.spec.model,
             queues: self.spec.queues,
             state_dir: attach_dir(&self.root),
+            policy: self.spec.tap_policy,
         };
         let state_dir = opts.state_dir.clone();
         let mut a = attach_link(ns, nl, scan, &opts, link)

@@ -94,6 +94,7 @@ pub(super) async fn attach_all(
         model: spec.model,
         queues: spec.queues,
         state_dir: attach_dir(root),
+        policy: spec.tap_policy,
     };
     let eps = attach_scanned(ns, nl, &scan, &opts)
         .await
