@@ -12,6 +12,11 @@
 //! action carries sandnet's cookie. The first round of each size checks that both left
 //! that. Detach: sandnet's against `tc qdisc del` per link plus one `ip link del group`.
 //!
+//! sandnet runs twice per round: without the guard (`--guest-spoofing allow`, the same
+//! work as the scripts) and with it (`block`, the default: the pod link's HTB root qdisc,
+//! its classes and the anti-spoofing rules, see `sandnet_host::guard`); `g/sn` is the
+//! guard's cost as the ratio of the two.
+//!
 //! Per round the ratio sandnet/baseline is taken (below 1 = sandnet faster); the median of
 //! the rounds' ratios is printed, with the medians of the times and where sandnet's attach
 //! spent its time (from `attach --json`'s `timings`).
@@ -178,10 +183,21 @@ const PHASES: [&str; 10] = [
     "exit",
 ];
 
-/// Times one `sandnet attach --json` and splits it into [`PHASES`].
-fn sandnet_attach(state: &Path, ns: &str) -> (Duration, Vec<f64>) {
+/// Times one `sandnet attach --json` with the guard (`block`) or without (`allow`) and
+/// splits it into [`PHASES`].
+fn sandnet_attach(state: &Path, ns: &str, spoofing: &str) -> (Duration, Vec<f64>) {
     let spawned = monotonic_ns();
-    let (d, out) = time_cmd(&mut sandnet(state, &["attach", "--netns", ns, "--json"]));
+    let (d, out) = time_cmd(&mut sandnet(
+        state,
+        &[
+            "attach",
+            "--netns",
+            ns,
+            "--json",
+            "--guest-spoofing",
+            spoofing,
+        ],
+    ));
     let v: serde_json::Value = serde_json::from_slice(&out).expect("attach --json");
     let t = &v["timings"];
     let us = |k: &str| t[k].as_u64().unwrap_or(0) as f64 / 1e3;
@@ -278,10 +294,13 @@ fn main() {
     println!(
         "  ratio = median over rounds of sandnet/baseline in that round (below 1 = sandnet faster)"
     );
+    println!("  sn = sandnet without the guard; sn+g = with it (the default); g/sn = their ratio");
     println!(
-        "{:>4} | {:>8} {:>8} {:>8} {:>7} {:>7} | {:>8} {:>8} {:>8} {:>7} {:>7}",
+        "{:>4} | {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>7} | {:>8} {:>8} {:>8} {:>7} {:>7}",
         "N",
         "sn att",
+        "sn+g",
+        "g/sn",
         "batch",
         "shell",
         "sn/bt",
@@ -311,16 +330,29 @@ fn main() {
             c.args(["-n", &ns, "-batch"]).arg(f);
             c
         };
-        let mut att: [Vec<f64>; 3] = Default::default(); // sandnet, batch, shell (ms)
-        let mut det: [Vec<f64>; 3] = Default::default();
+        // sandnet, batch, shell, sandnet with the guard (ms)
+        let mut att: [Vec<f64>; 4] = Default::default();
+        let mut det: [Vec<f64>; 4] = Default::default();
         let mut split_rounds: Vec<Vec<f64>> = vec![];
         for round in 0..rounds {
             // Alternate who goes first, so that neither always runs on a warmer kernel.
-            let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [1, 0, 2] };
+            let order: [usize; 4] = if round % 2 == 0 {
+                [0, 3, 1, 2]
+            } else {
+                [3, 1, 0, 2]
+            };
             for who in order {
                 let (a, d) = match who {
+                    3 => {
+                        let (a, _) = sandnet_attach(&state, &ns, "block");
+                        if round == 0 {
+                            guard_check(&pod, n);
+                        }
+                        let d = time_cmd(&mut sandnet(&state, &["detach", "--netns", &ns])).0;
+                        (a, d)
+                    }
                     0 => {
-                        let (a, split) = sandnet_attach(&state, &ns);
+                        let (a, split) = sandnet_attach(&state, &ns, "allow");
                         if round == 0 {
                             snapshot_check(&pod, n, "sandnet");
                         }
@@ -350,7 +382,7 @@ fn main() {
             .lines()
             .count();
         assert_eq!(links_left, 1 + n, "everything removed after the rounds");
-        let ratio = |v: &[Vec<f64>; 3], b: usize| {
+        let ratio = |v: &[Vec<f64>; 4], b: usize| {
             median(
                 v[0].iter()
                     .zip(&v[b])
@@ -359,10 +391,19 @@ fn main() {
             )
         };
         let med = |v: &Vec<f64>| median(v.clone());
+        let guard_ratio = median(
+            att[3]
+                .iter()
+                .zip(&att[0])
+                .map(|(g, s)| g / s)
+                .collect::<Vec<_>>(),
+        );
         println!(
-            "{:>4} | {:>8.2} {:>8.2} {:>8.1} {:>6.2}x {:>6.3}x | {:>8.2} {:>8.2} {:>8.1} {:>6.2}x {:>6.3}x",
+            "{:>4} | {:>8.2} {:>8.2} {:>6.2}x {:>8.2} {:>8.1} {:>6.2}x {:>6.3}x | {:>8.2} {:>8.2} {:>8.1} {:>6.2}x {:>6.3}x",
             n,
             med(&att[0]),
+            med(&att[3]),
+            guard_ratio,
             med(&att[1]),
             med(&att[2]),
             ratio(&att, 1),
@@ -392,6 +433,16 @@ fn main() {
         println!("{n:>4} | {}", cols.join(" "));
     }
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Checks, on the first round, that the guarded attach put sandnet's HTB on every link.
+fn guard_check(pod: &TestNs, n: usize) {
+    let qdiscs = run("tc", &["-n", &pod.name, "qdisc", "show"]);
+    let htb = qdiscs
+        .lines()
+        .filter(|l| l.starts_with("qdisc htb 5a4e: ") && l.contains(" root "))
+        .count();
+    assert_eq!(htb, n, "the guard on every link:\n{qdiscs}");
 }
 
 /// Checks, on the first round, that sandnet and the batch script left the same objects.

@@ -8,6 +8,10 @@
 //! reconciliation sees the namespace as it is. sandnet's own taps, qdiscs and macvtaps
 //! never become endpoints, so they cause no change.
 //!
+//! A changed address reaches the guard first (see `sandnet_host::guard`): the new address
+//! is allowed before the guest gets it, the old one forbidden only after the guest let it
+//! go, so the guest's traffic is never dropped half-way through a change.
+//!
 //! With the macvtap model a plugged link's addresses live in the guest (attach moved them
 //! off the link), so only links coming and going are followed there.
 
@@ -16,7 +20,7 @@ use crate::error::{agent, host, Result};
 use crate::sandbox::{NicState, Status};
 use sandnet_host::endpoint::endpoints;
 use sandnet_host::netlink::{Batch, DebounceConfig, Debouncer, NetEvent, NetlinkError};
-use sandnet_host::scan_detail;
+use sandnet_host::{guard, scan_detail};
 use sandnet_model::{Interface, InterworkingModel, IpNet, Route};
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -214,12 +218,34 @@ impl Supervisor {
                     mtu: now.mtu,
                     ..a.iface.clone()
                 };
+                // The guard allows a new address before the guest has it, and forgets an
+                // old one only after the guest dropped it.
+                let mac = d.interface.mac;
+                let both: Vec<IpNet> = addr_set(&a.iface.addresses)
+                    .union(&addr_set(&now.addresses))
+                    .copied()
+                    .collect();
+                if let Some(mac) = mac {
+                    if let Err(e) = guard::sync_addresses(&nl, d.index, link, mac, &both).await {
+                        done.errors
+                            .push(format!("allow the new addresses of {link}: {e}"));
+                        continue;
+                    }
+                }
                 match client.update_interface(&want).await {
                     Ok(_) => {
                         if let Some(a) = self.applied.get_mut(link) {
                             a.iface = want;
                         }
                         done.updated.push(link.clone());
+                        if let Some(mac) = mac {
+                            if let Err(e) =
+                                guard::sync_addresses(&nl, d.index, link, mac, &now.addresses).await
+                            {
+                                done.errors
+                                    .push(format!("forget the old addresses of {link}: {e}"));
+                            }
+                        }
                     }
                     Err(e) => done.errors.push(format!("update {link}: {e}")),
                 }
