@@ -178,6 +178,12 @@ impl PluginConf {
 }
 
 impl NetworkConfigList {
+    /// True when some plugin of the list declares the capability (so the runtime passes
+    /// its argument to that plugin, which then does the job).
+    pub fn has_capability(&self, cap: &str) -> bool {
+        self.plugins.iter().any(|p| p.has_capability(cap))
+    }
+
     /// Parses a `.conflist` document.
     pub fn from_bytes(bytes: &[u8]) -> Result<NetworkConfigList, CniError> {
         Self::parse_list(bytes, None)

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod attachments;
+mod bandwidth;
 mod cache;
 mod conf;
 mod error;
@@ -46,6 +47,7 @@ mod runtime;
 mod version;
 
 pub use attachments::{CachedAttachment, GcAttachment};
+pub use bandwidth::{quantity, BandwidthEntry, BandwidthParseError, BANDWIDTH_CAPABILITY};
 pub use cache::{CacheEntry, CACHE_KIND};
 pub use conf::{ConfFile, NetworkConfigList, PluginConf};
 pub use error::CniError;

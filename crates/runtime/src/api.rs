@@ -14,9 +14,10 @@ use crate::sandbox::{self, CniAttachment, Health, SandboxPaths, SandboxState};
 use crate::spec::{RunOutput, RunSpec, VmParams};
 use crate::teardown::{self, RemoveReport};
 use crate::{client, launch};
+pub use sandnet_cni::BandwidthEntry;
 use sandnet_host::NetNsRef;
-use sandnet_model::Dns;
 use sandnet_model::InterworkingModel as Model;
+use sandnet_model::{Dns, GuestSpoofing, RateLimit, TapPolicy};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +75,13 @@ pub struct SandboxRequest {
     pub shared_dir: bool,
     /// The guest's host name; the sandbox id when `None`.
     pub hostname: Option<String>,
+    /// Whether the guest may spoof (`run --guest-spoofing`); the configuration's
+    /// `[runtime] guest_spoofing` when `None`.
+    pub guest_spoofing: Option<GuestSpoofing>,
+    /// Rate limits in CNI's `bandwidth` form (`run --bandwidth`): passed to the CNI chain
+    /// when sandnet runs CNI and a plugin declares the capability, else enforced by sandnet
+    /// on the tap, where each direction given replaces the configuration's Kata limit.
+    pub bandwidth: Option<BandwidthEntry>,
     /// The configuration (VM parameters, CNI defaults, runtime policy).
     pub config: Config,
 }
@@ -94,6 +102,8 @@ impl SandboxRequest {
             use_factory: true,
             shared_dir: false,
             hostname: None,
+            guest_spoofing: None,
+            bandwidth: None,
             config,
         }
     }
@@ -161,9 +171,16 @@ impl Runtime {
                     source,
                 })?;
         }
+        let mut tap_policy = tap_policy(req);
         let cni = if (netns.is_none() || req.cni.force) && !cfg.runtime.disable_new_netns {
             let conf_dir = req.cni.conf_dir.clone().unwrap_or(cfg.cni.conf_dir.clone());
             let list = podnet::network_from_dir(&conf_dir)?;
+            let capability_args = podnet::bandwidth_capability(&list, req.bandwidth.as_ref());
+            if capability_args.is_some() {
+                // A plugin of the chain shapes: the configuration's limits stay, the
+                // request's are the plugin's alone.
+                tap_policy.bandwidth = cfg.tap_policy().bandwidth;
+            }
             let (host_netns, host_netns_id) = podnet::host_netns();
             Some(CniAttachment {
                 network: String::from_utf8_lossy(&list.bytes).into_owned(),
@@ -182,6 +199,7 @@ impl Runtime {
                 container_id: podnet::owned_name(&id),
                 ifname: "eth0".into(),
                 timeout_ms: cfg.cni.timeout.as_millis() as u64,
+                capability_args: capability_args.unwrap_or_default(),
             })
         } else {
             None
@@ -204,8 +222,7 @@ impl Runtime {
                 crate::shared::SharedFs::None
             },
             hostname: req.hostname.clone().filter(|h| !h.is_empty()),
-            // Filled from the configuration and the request (see the config's keys).
-            tap_policy: sandnet_model::TapPolicy::default(),
+            tap_policy,
         })
     }
 
@@ -293,6 +310,25 @@ impl Runtime {
     pub async fn gc(&self) -> Result<GcReport> {
         Ok(crate::gc::gc(&self.root).await?)
     }
+}
+
+/// What sandnet enforces on the sandbox's NICs: the configuration's policy, with the
+/// request's spoofing choice and, per direction given, its rate limits (bursts clamped by
+/// [`RateLimit::new`]: containerd's 2^32−1 bits become 100 ms of the rate).
+fn tap_policy(req: &SandboxRequest) -> TapPolicy {
+    let mut p = req.config.tap_policy();
+    if let Some(s) = req.guest_spoofing {
+        p.spoofing = s;
+    }
+    if let Some(b) = &req.bandwidth {
+        if let Some((rate, burst)) = b.ingress() {
+            p.bandwidth.ingress = RateLimit::new(rate, burst);
+        }
+        if let Some((rate, burst)) = b.egress() {
+            p.bandwidth.egress = RateLimit::new(rate, burst);
+        }
+    }
+    p
 }
 
 /// How a sandbox's VM ended.

@@ -74,12 +74,35 @@ fn host_netns_alive(c: &CniAttachment) -> bool {
 }
 
 fn cni_runtime(c: &CniAttachment, pod_netns: &Path) -> sandnet_cni::Runtime {
-    sandnet_cni::Runtime::new(
+    let mut rt = sandnet_cni::Runtime::new(
         c.container_id.clone(),
         pod_netns.to_path_buf(),
         c.ifname.clone(),
     )
-    .with_arg("IgnoreUnknown", "1")
+    .with_arg("IgnoreUnknown", "1");
+    for (k, v) in &c.capability_args {
+        rt = rt.with_capability(k.clone(), v.clone());
+    }
+    rt
+}
+
+/// Where a sandbox's requested `bandwidth` goes: to the CNI plugins when one of the chain
+/// declares the capability (it shapes on its own link, so sandnet does not shape again);
+/// else nowhere, and sandnet enforces it on the tap. Returns the capability arguments to
+/// record in the attachment.
+pub fn bandwidth_capability(
+    list: &sandnet_cni::NetworkConfigList,
+    bandwidth: Option<&sandnet_cni::BandwidthEntry>,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let b = bandwidth.filter(|b| !b.is_unlimited())?;
+    if !list.has_capability(sandnet_cni::BANDWIDTH_CAPABILITY) {
+        return None;
+    }
+    // The reference plugin wants a burst with every rate: sandnet's own largest (100 ms).
+    let b = b.with_bursts(|rate| sandnet_model::RateLimit::max_burst_bytes(rate) * 8);
+    let mut m = serde_json::Map::new();
+    m.insert(sandnet_cni::BANDWIDTH_CAPABILITY.into(), b.to_value());
+    Some(m)
 }
 
 /// CNI ADD for a sandbox's attachment in `pod_netns`.

@@ -255,6 +255,10 @@ pub struct CniAttachment {
     pub ifname: String,
     /// Plugin timeout in milliseconds.
     pub timeout_ms: u64,
+    /// Capability arguments (`runtimeConfig`) for the plugins that declare them, e.g.
+    /// `bandwidth`; passed on ADD and DEL.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub capability_args: serde_json::Map<String, serde_json::Value>,
 }
 
 impl SandboxState {

@@ -49,6 +49,17 @@ pub struct RunArgs {
     /// Queues per NIC.
     #[arg(long, default_value_t = 1)]
     pub queues: u16,
+    /// Whether the guest may send from a MAC or address that is not its NIC's: block or
+    /// allow (default: `[runtime] guest_spoofing`, else block).
+    #[arg(long, value_name = "block|allow")]
+    pub guest_spoofing: Option<sandnet_model::GuestSpoofing>,
+    /// Rate limits in the form of CNI's bandwidth capability:
+    /// `ingressRate=N,ingressBurst=N,egressRate=N,egressBurst=N` (any subset; bits/s and
+    /// bits, plain or `8M`, `1G`, `512Ki`); ingress is into the guest. Passed to a CNI
+    /// plugin that declares the capability, else enforced by sandnet (burst at most 100 ms
+    /// of the rate); a direction given replaces the configuration's Kata limit.
+    #[arg(long, value_name = "LIMITS")]
+    pub bandwidth: Option<sandnet_runtime::api::BandwidthEntry>,
     /// Configuration file (default: $SANDNET_CONFIG, else /etc/sandnet/sandnet.toml if present).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -147,6 +158,8 @@ pub async fn run(a: RunArgs, rt: &Runtime) -> Result<i32> {
         req.hotplug_network = Some(true);
     }
     req.use_factory = !a.no_factory;
+    req.guest_spoofing = a.guest_spoofing;
+    req.bandwidth = a.bandwidth;
     let spec = rt.spec(&req)?;
     let id = spec.id.clone();
     let bar = (!a.json && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {

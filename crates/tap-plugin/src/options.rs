@@ -1,14 +1,17 @@
 //! The plugin's options, from the plugin configuration, its `args.cni` object, `CNI_ARGS`
-//! and `runtimeConfig` (later sources win): `model`, `queues`, `uid`, `gid`, `tapName`;
-//! `stateDir` from the configuration only (a runtime must not move the plugin's state).
+//! and `runtimeConfig` (later sources win): `model`, `queues`, `uid`, `gid`, `tapName`,
+//! `antiSpoofing`; `stateDir` from the configuration only (a runtime must not move the
+//! plugin's state); rate limits from `runtimeConfig.bandwidth` only (the `bandwidth`
+//! capability, which a runtime passes when the plugin's configuration declares it).
 //! tc-redirect-tap's names are understood too (`TC_REDIRECT_TAP_NAME`/`_UID`/`_GID` in
 //! `CNI_ARGS`, `tap_name` in the configuration).
 
 use crate::error::PluginError;
 use crate::protocol::config::NetConf;
 use crate::protocol::env::Env;
+use sandnet_cni::{BandwidthEntry, BANDWIDTH_CAPABILITY};
 use sandnet_host::interwork::MAX_QUEUES;
-use sandnet_model::InterworkingModel;
+use sandnet_model::{Bandwidth, GuestSpoofing, InterworkingModel, RateLimit};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -70,7 +73,6 @@ impl Options {
                 .or_else(|| compat_conf.and_then(|k| conf.raw.get(k)).cloned())
                 .filter(|v| !v.is_null())
         };
-        refuse_unimplemented(&lookup)?;
         let model = match lookup("model") {
             None => InterworkingModel::TcFilter,
             Some(Value::String(s)) => match s.parse::<InterworkingModel>() {
@@ -123,7 +125,10 @@ impl Options {
             uid: id("uid")?,
             gid: id("gid")?,
             state_dir: state_dir(conf)?,
-            policy: sandnet_model::TapPolicy::unenforced(),
+            policy: sandnet_model::TapPolicy {
+                spoofing: anti_spoofing(lookup("antiSpoofing"))?,
+                bandwidth: bandwidth(conf)?,
+            },
         })
     }
 }
@@ -139,16 +144,38 @@ fn tc_redirect_tap_names(key: &str) -> (Option<&'static str>, Option<&'static st
     }
 }
 
-/// Fields the plugin knows but cannot honour yet: refused with code 2, so a configuration
-/// that asks for them never silently runs without them.
-fn refuse_unimplemented(lookup: &impl Fn(&str) -> Option<Value>) -> Result<(), PluginError> {
-    if lookup("antiSpoofing").is_some_and(|v| v != Value::Bool(false)) {
-        return Err(PluginError::UnsupportedField {
-            field: "antiSpoofing",
-            why: "anti-spoofing filters are not implemented in sandnet yet".into(),
-        });
+/// `antiSpoofing` (a boolean, or `true`/`false` in `CNI_ARGS`): blocked when true; allowed
+/// when false or absent, as tc-redirect-tap does.
+fn anti_spoofing(v: Option<Value>) -> Result<GuestSpoofing, PluginError> {
+    match v {
+        None | Some(Value::Bool(false)) => Ok(GuestSpoofing::Allow),
+        Some(Value::Bool(true)) => Ok(GuestSpoofing::Block),
+        Some(Value::String(s)) if s == "false" => Ok(GuestSpoofing::Allow),
+        Some(Value::String(s)) if s == "true" => Ok(GuestSpoofing::Block),
+        Some(v) => Err(PluginError::InvalidConfig(format!(
+            "antiSpoofing must be true or false, not {v}"
+        ))),
     }
-    Ok(())
+}
+
+/// `runtimeConfig.bandwidth` (rates in bits/s, bursts in bits): ingress is shaped on the
+/// tap, egress on the link; bursts are clamped as [`RateLimit::new`] says.
+fn bandwidth(conf: &NetConf) -> Result<Bandwidth, PluginError> {
+    let Some(v) = conf
+        .raw
+        .get("runtimeConfig")
+        .and_then(|r| r.get(BANDWIDTH_CAPABILITY))
+        .filter(|v| !v.is_null())
+    else {
+        return Ok(Bandwidth::default());
+    };
+    let b: BandwidthEntry = serde_json::from_value(v.clone())
+        .map_err(|e| PluginError::InvalidConfig(format!("runtimeConfig.bandwidth {v}: {e}")))?;
+    let limit = |l: Option<(u64, Option<u64>)>| l.and_then(|(r, b)| RateLimit::new(r, b));
+    Ok(Bandwidth {
+        ingress: limit(b.ingress()),
+        egress: limit(b.egress()),
+    })
 }
 
 /// A non-negative integer given as a JSON number or a decimal string (`CNI_ARGS`).
@@ -217,6 +244,32 @@ mod tests {
     }
 
     #[test]
+    fn anti_spoofing_and_bandwidth() {
+        let o = resolve(json!({}), &[]).unwrap();
+        assert_eq!(o.policy, sandnet_model::TapPolicy::unenforced());
+        let o = resolve(json!({"antiSpoofing": true}), &[]).unwrap();
+        assert_eq!(o.policy.spoofing, GuestSpoofing::Block);
+        let o = resolve(json!({"antiSpoofing": true}), &[("antiSpoofing", "false")]).unwrap();
+        assert_eq!(o.policy.spoofing, GuestSpoofing::Allow);
+        // containerd's burst (2^32-1 bits) is clamped to 100 ms of the rate.
+        let o = resolve(
+            json!({"capabilities": {"bandwidth": true},
+                   "runtimeConfig": {"bandwidth": {"ingressRate": 8_000_000u64,
+                       "ingressBurst": 4_294_967_295u64, "egressRate": 4_000_000u64,
+                       "egressBurst": 200_000u64}}}),
+            &[],
+        )
+        .unwrap();
+        let (i, e) = (o.policy.bandwidth.ingress, o.policy.bandwidth.egress);
+        assert_eq!(i, RateLimit::new(8_000_000, None));
+        assert_eq!(i.map(|l| l.burst_bytes), Some(100_000));
+        assert_eq!(
+            e.map(|l| (l.rate_bps, l.burst_bytes)),
+            Some((4_000_000, 25_000))
+        );
+    }
+
+    #[test]
     fn bad_options_are_config_errors() {
         for c in [
             json!({"model": "bogus"}),
@@ -229,10 +282,19 @@ mod tests {
             assert_eq!(resolve(c.clone(), &[]).unwrap_err().code(), 7, "{c}");
         }
         assert_eq!(
-            resolve(json!({"antiSpoofing": true}), &[])
+            resolve(json!({"antiSpoofing": "yes"}), &[])
                 .unwrap_err()
                 .code(),
-            2
+            7
+        );
+        assert_eq!(
+            resolve(
+                json!({"runtimeConfig": {"bandwidth": {"ingressRate": "fast"}}}),
+                &[]
+            )
+            .unwrap_err()
+            .code(),
+            7
         );
         assert_eq!(
             resolve(json!({"tapName": "a/b"}), &[]).unwrap_err().code(),

@@ -254,11 +254,11 @@ async fn bad_config_gives_the_cni_code_and_changes_nothing() {
             1,
         ),
         (
-            "anti-spoofing asked",
-            with("antiSpoofing", json!(true)),
+            "anti-spoofing not a boolean",
+            with("antiSpoofing", json!("on")),
             pod.as_str(),
             "eth0",
-            2,
+            7,
         ),
         (
             "garbage prevResult",

@@ -20,6 +20,7 @@ pub(super) const RUNTIME_KEYS: &[&str] = &[
     "internetworking_model",
     "disable_new_netns",
     "hotplug_network",
+    "guest_spoofing",
 ];
 /// `[runtime]` keys of Kata's file that sandnet ignores.
 pub(super) const KATA_RUNTIME_KEYS: &[&str] = &[
@@ -65,6 +66,8 @@ pub(super) const QEMU_KEYS: &[&str] = &[
     "shared_fs",
     "reclaim_guest_freed_memory",
     "tcg_tb_size",
+    "rx_rate_limiter_max_rate",
+    "tx_rate_limiter_max_rate",
 ];
 /// `[hypervisor.qemu]` keys of Kata's file that sandnet ignores.
 pub(super) const KATA_QEMU_KEYS: &[&str] = &[
@@ -122,8 +125,6 @@ pub(super) const KATA_QEMU_KEYS: &[&str] = &[
     "entropy_source",
     "valid_entropy_sources",
     "guest_hook_path",
-    "rx_rate_limiter_max_rate",
-    "tx_rate_limiter_max_rate",
     "guest_memory_dump_path",
     "guest_memory_dump_paging",
     "enable_guest_swap",

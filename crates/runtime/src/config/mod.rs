@@ -3,7 +3,8 @@
 //! The keys Kata users already know keep their names and meaning — `[runtime]`
 //! `internetworking_model` and `disable_new_netns`, `[hypervisor.qemu]` `path`, `kernel`,
 //! `initrd`, `machine_type`, `kernel_params`, `default_vcpus`, `default_memory`,
-//! `disable_vhost_net` — and sandnet adds `[runtime] hotplug_network`, `[hypervisor.qemu] accel` and `hotplug_ports`, `[netmon] enable` (Kata 1.x's section) and a `[cni]` section (`conf_dir`, `bin_dir`,
+//! `disable_vhost_net`, `rx_rate_limiter_max_rate`, `tx_rate_limiter_max_rate` — and sandnet
+//! adds `[runtime] hotplug_network` and `guest_spoofing`, `[hypervisor.qemu] accel` and `hotplug_ports`, `[netmon] enable` (Kata 1.x's section) and a `[cni]` section (`conf_dir`, `bin_dir`,
 //! `cache_dir`, `timeout`). A Kata file can be copied as it is: Kata settings sandnet does not use, other
 //! hypervisors' sections and keys nobody knows are reported as [`Warning`]s (and logged with
 //! `tracing::warn!`), never as errors. Values sandnet uses are checked: a bad one is a
@@ -24,6 +25,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use sandnet_model::GuestSpoofing;
 use sandnet_model::InterworkingModel as Model;
 use sandnet_vm::AccelMode;
 use thiserror::Error;
@@ -116,6 +118,9 @@ pub struct RuntimeConfig {
     /// while the namespace and CNI are still being prepared, then hot-plug every endpoint
     /// (default false: cold plug on QEMU's command line).
     pub hotplug_network: bool,
+    /// `guest_spoofing` (sandnet's own): `block` (default) drops what a guest sends from a
+    /// MAC or address that is not its NIC's; `allow` lets it through, as Kata does.
+    pub guest_spoofing: GuestSpoofing,
 }
 
 /// The `[hypervisor.qemu]` section.
@@ -157,6 +162,12 @@ pub struct QemuConfig {
     /// `tcg_tb_size` (sandnet's own): MiB of TCG translation cache when the VM runs under TCG
     /// (default [`DEFAULT_TCG_TB_SIZE_MIB`]); 0 leaves QEMU's own default (1 GiB).
     pub tcg_tb_size: u32,
+    /// `rx_rate_limiter_max_rate` (Kata's key): bits/s into the guest, on every NIC of the
+    /// sandbox; 0 (the default) is no limit.
+    pub rx_rate_limiter_max_rate: u64,
+    /// `tx_rate_limiter_max_rate` (Kata's key): bits/s out of the guest, on every NIC of
+    /// the sandbox; 0 (the default) is no limit.
+    pub tx_rate_limiter_max_rate: u64,
 }
 
 /// The `[cni]` section (sandnet's own): where CNI network configurations, plugins and the
@@ -181,6 +192,7 @@ impl Default for RuntimeConfig {
             internetworking_model: Model::TcFilter,
             disable_new_netns: false,
             hotplug_network: false,
+            guest_spoofing: GuestSpoofing::Block,
         }
     }
 }
@@ -201,6 +213,8 @@ impl Default for QemuConfig {
             shared_fs: crate::shared::SharedFs::default(),
             reclaim_guest_freed_memory: true,
             tcg_tb_size: DEFAULT_TCG_TB_SIZE_MIB,
+            rx_rate_limiter_max_rate: 0,
+            tx_rate_limiter_max_rate: 0,
         }
     }
 }
@@ -405,6 +419,7 @@ impl Config {
 
 mod keys;
 mod parse;
+mod policy;
 #[cfg(test)]
 mod tests;
 

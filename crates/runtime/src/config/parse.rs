@@ -28,6 +28,12 @@ impl Parser<'_> {
                 }
                 "disable_new_netns" => out.disable_new_netns = self.boolean(v, &key)?,
                 "hotplug_network" => out.hotplug_network = self.boolean(v, &key)?,
+                "guest_spoofing" => {
+                    let s = self.string(v, &key)?;
+                    out.guest_spoofing = s.parse().map_err(|_| {
+                        self.invalid(&key, format!("must be \"block\" or \"allow\", got {s:?}"))
+                    })?;
+                }
                 _ => self.ignore(key, k, RUNTIME_KEYS, KATA_RUNTIME_KEYS),
             }
         }
@@ -139,6 +145,8 @@ impl Parser<'_> {
                     }
                     out.tcg_tb_size = n as u32;
                 }
+                "rx_rate_limiter_max_rate" => out.rx_rate_limiter_max_rate = self.rate(v, &key)?,
+                "tx_rate_limiter_max_rate" => out.tx_rate_limiter_max_rate = self.rate(v, &key)?,
                 "hotplug_ports" => {
                     let n = self.integer(v, &key)?;
                     if !(0..=i64::from(MAX_HOTPLUG_PORTS)).contains(&n) {
@@ -285,6 +293,17 @@ impl Parser<'_> {
     pub(super) fn integer(&self, v: &Value, key: &str) -> Result<i64, ConfigError> {
         v.as_integer()
             .ok_or_else(|| self.wrong_type(key, "an integer", v))
+    }
+
+    /// A rate in bits per second (Kata's `*_rate_limiter_max_rate`): 0 is no limit.
+    pub(super) fn rate(&self, v: &Value, key: &str) -> Result<u64, ConfigError> {
+        let n = self.integer(v, key)?;
+        u64::try_from(n).map_err(|_| {
+            self.invalid(
+                key,
+                format!("must be a rate in bits/s, 0 for no limit, got {n}"),
+            )
+        })
     }
 
     /// A path: `None` for the empty string ("the default"), an error unless absolute.

@@ -47,6 +47,8 @@ pub struct Options {
     pub sandnet_config: Vec<String>,
     /// An IPv6 subnet for a second host-local range (dual-stack pods) and a `::/0` route.
     pub ipv6_subnet: Option<String>,
+    /// Plugins chained after the bridge in the conflist.
+    pub extra_plugins: Vec<Value>,
 }
 
 /// One private containerd.
@@ -86,8 +88,11 @@ impl Containerd {
             ipam["routes"] = json!([{"dst":"0.0.0.0/0"}, {"dst":"::/0"}]);
             ipam.as_object_mut().unwrap().remove("subnet");
         }
-        let conflist = json!({"cniVersion":"1.0.0","name":net,"plugins":[
-            {"type":"bridge","bridge":bridge,"isGateway":true,"ipMasq":true,"ipam":ipam}]});
+        let mut plugins = vec![
+            json!({"type":"bridge","bridge":bridge,"isGateway":true,"ipMasq":true,"ipam":ipam}),
+        ];
+        plugins.extend(opts.extra_plugins.iter().cloned());
+        let conflist = json!({"cniVersion":"1.0.0","name":net,"plugins":plugins});
         std::fs::write(dir.join("net.d/10-test.conflist"), conflist.to_string()).unwrap();
         let mut options = String::new();
         let sandnet_toml = dir.join("sandnet.toml");
@@ -132,6 +137,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
           Root = "{d}/runc"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sandnet]
         runtime_type = "io.containerd.sandnet.v2"
+        pod_annotations = ["io.katacontainers.*"]
 {options}"#,
             img = image::PAUSE_IMAGE
         );
@@ -337,9 +343,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     /// RunPodSandbox with `handler` ("sandnet" or "runc").
     pub fn run_pod(&self, name: &str, handler: &str) -> Result<String, tonic::Status> {
+        self.run_pod_with(self.pod_config(name), handler)
+    }
+
+    /// RunPodSandbox of `config` (e.g. [`Containerd::pod_config`] with annotations) with
+    /// `handler`.
+    pub fn run_pod_with(
+        &self,
+        config: PodSandboxConfig,
+        handler: &str,
+    ) -> Result<String, tonic::Status> {
         let mut c = self.client();
         let req = RunPodSandboxRequest {
-            config: Some(self.pod_config(name)),
+            config: Some(config),
             runtime_handler: handler.into(),
         };
         let id = self
