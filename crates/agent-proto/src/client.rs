@@ -16,6 +16,8 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_INTERFACES: usize = 256;
 /// Most routes accepted from `ListRoutes` and `UpdateRoutes`.
 pub const MAX_ROUTES: usize = 4096;
+/// Kata's agent service, as ttrpc names it.
+const AGENT_SERVICE: &str = "grpc.AgentService";
 /// Longest error message from the agent kept (the rest is cut off).
 pub const MAX_MESSAGE: usize = 512;
 
@@ -214,12 +216,13 @@ impl AgentClient {
         }
     }
 
-    /// A `grpc.AgentService` call whose answer is one repeated message field (number 1):
+    /// A call of `service` whose answer is one repeated message field (number 1):
     /// the entries are counted in the encoded answer and refused above `limit.1` before
     /// anything is decoded (an empty entry is 2 bytes on the wire but ~170 decoded, so a
     /// 4 MiB answer could otherwise cost hundreds of MiB).
-    async fn counted_call<Req: protobuf::Message, Resp: protobuf::Message>(
+    pub(crate) async fn counted_call<Req: protobuf::Message, Resp: protobuf::Message>(
         &self,
+        service: &str,
         method: &'static str,
         req: &Req,
         (what, max): (&'static str, usize),
@@ -230,7 +233,7 @@ impl AgentClient {
             source: ttrpc::Error::Others(e),
         };
         let creq = ttrpc::Request {
-            service: "grpc.AgentService".into(),
+            service: service.into(),
             method: method.into(),
             timeout_nano: i64::try_from(t.as_nanos()).unwrap_or(i64::MAX),
             payload: req
@@ -337,7 +340,7 @@ impl AgentClient {
         const M: &str = "ListInterfaces";
         let req = agent::ListInterfacesRequest::new();
         let r: agent::Interfaces = self
-            .counted_call(M, &req, ("interfaces", MAX_INTERFACES))
+            .counted_call(AGENT_SERVICE, M, &req, ("interfaces", MAX_INTERFACES))
             .await?;
         interfaces_reply(&r)
     }
@@ -346,7 +349,9 @@ impl AgentClient {
     pub async fn list_routes(&self) -> Result<Vec<Route>, ClientError> {
         const M: &str = "ListRoutes";
         let req = agent::ListRoutesRequest::new();
-        let r = self.counted_call(M, &req, ("routes", MAX_ROUTES)).await?;
+        let r = self
+            .counted_call(AGENT_SERVICE, M, &req, ("routes", MAX_ROUTES))
+            .await?;
         routes_reply(M, &r)
     }
 
@@ -436,7 +441,7 @@ fn count_field(mut b: &[u8], field: u64) -> Option<usize> {
     Some(n)
 }
 
-fn check_count(
+pub(crate) fn check_count(
     method: &'static str,
     what: &'static str,
     count: usize,

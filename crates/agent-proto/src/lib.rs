@@ -1,6 +1,6 @@
 //! sandnet's agent protocol: Kata Containers' agent API (ttrpc service
 //! `grpc.AgentService` and `grpc.Health`, messages of packages `types` and `grpc` with
-//! Kata's field numbers) plus sandnet's own `sandnet.Exec` service; the mapping between
+//! Kata's field numbers) plus sandnet's own `sandnet.Exec` and `sandnet.Stats` services; the mapping between
 //! those messages and sandnet's network model ([`convert`]), which also decodes Kata's
 //! `kata-network` JSON objects ([`kata_json`]); and a typed async client ([`AgentClient`]).
 //!
@@ -13,6 +13,7 @@ pub mod client;
 pub mod convert;
 pub mod kata_json;
 pub mod requests;
+pub mod stats;
 
 pub use client::{
     AgentClient, ClientError, ExecOutput, DEFAULT_CALL_TIMEOUT, MAX_INTERFACES, MAX_MESSAGE,
@@ -20,6 +21,7 @@ pub use client::{
 };
 pub use convert::ConvertError;
 pub use kata_json::{KataError, KataInterface, KataIpAddress, KataRoute};
+pub use stats::GuestCounters;
 
 /// Code generated from `protos/*.proto`: messages (`types`, `agent`, `health`, `sandnet`)
 /// and async ttrpc clients, server traits and `create_*` registration helpers (`*_ttrpc`).

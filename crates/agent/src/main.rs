@@ -21,6 +21,7 @@ mod net;
 mod sandbox;
 mod serial;
 mod service;
+mod stats;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;

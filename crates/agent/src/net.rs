@@ -408,6 +408,11 @@ impl NetApplier {
         Ok(scan_detail(&self.nl).await?.config)
     }
 
+    /// The netlink connection of the agent's namespace.
+    pub fn netlink(&self) -> &Netlink {
+        &self.nl
+    }
+
     /// Brings `lo` up (a guest's init must).
     pub async fn loopback_up(&self) -> Result<()> {
         if let Some(lo) = self.link_named("lo").await? {

@@ -1,5 +1,5 @@
 //! The ttrpc services: `grpc.AgentService` (networking and containers), `grpc.Health`,
-//! `sandnet.Exec`.
+//! `sandnet.Exec`; `sandnet.Stats` is in [`crate::stats`].
 
 use crate::container::{stdio::Stream, Containers};
 use crate::error::AgentError;
@@ -32,11 +32,12 @@ pub struct Agent {
 pub fn services(agent: Arc<Agent>) -> HashMap<String, ttrpc::r#async::Service> {
     let mut s = agent_ttrpc::create_agent_service(agent.clone());
     s.extend(health_ttrpc::create_health(agent.clone()));
-    s.extend(sandnet_ttrpc::create_exec(agent));
+    s.extend(sandnet_ttrpc::create_exec(agent.clone()));
+    s.extend(sandnet_ttrpc::create_stats(agent));
     s
 }
 
-fn log_result<T>(method: &str, started: Instant, r: &Result<T, AgentError>) {
+pub(crate) fn log_result<T>(method: &str, started: Instant, r: &Result<T, AgentError>) {
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match r {
         Ok(_) => tracing::info!(method, ms, "ok"),

@@ -52,6 +52,8 @@ pub enum Request {
         /// The routes.
         routes: Vec<Route>,
     },
+    /// The guest's own counters of its interfaces.
+    GuestStats,
 }
 
 /// The guest's network as its agent reports it.
@@ -115,6 +117,11 @@ pub enum Response {
     Removed {
         /// The pod link whose NIC is gone.
         link: String,
+    },
+    /// Answer to [`Request::GuestStats`].
+    GuestStats {
+        /// Every guest interface but loopback, as the agent counts it.
+        interfaces: Vec<sandnet_agent_proto::GuestCounters>,
     },
     /// The request failed.
     Error {

@@ -5,6 +5,8 @@ mod factorycmd;
 mod hostcmd;
 mod netcmd;
 mod sandboxcmd;
+mod statscmd;
+mod statsfmt;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -47,6 +49,9 @@ enum Cmd {
     Inspect(sandboxcmd::IdArgs),
     /// Run a command in a sandbox's guest; its exit status is passed through.
     Exec(sandboxcmd::ExecArgs),
+    /// Network counters of a running sandbox per NIC (tap, pod link, guard, guest), or
+    /// `--prometheus` for every running sandbox.
+    Stats(statscmd::StatsArgs),
     /// Stop sandboxes and remove everything they left (idempotent).
     Rm(sandboxcmd::RmArgs),
     /// Remove what dead sandboxes left behind (state, taps, CNI attachments, namespaces).
@@ -107,6 +112,7 @@ fn run(cli: Cli) -> Result<i32> {
             Cmd::Ps(a) => sandboxcmd::ps(a, sb).await,
             Cmd::Inspect(a) => sandboxcmd::inspect(a, sb).await,
             Cmd::Exec(a) => sandboxcmd::exec(a, sb).await,
+            Cmd::Stats(a) => statscmd::stats(a, sb).await,
             Cmd::Rm(a) => sandboxcmd::rm(a, sb).await,
             Cmd::Gc(a) => sandboxcmd::gc(a, sb).await,
             Cmd::Net(a) => netcmd::run(a, sb).await,

@@ -15,6 +15,7 @@ use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
 use sandnet_runtime::api::{PodNetns, Runtime, Sandbox, SandboxRequest};
 use sandnet_runtime::config::Config;
+use sandnet_runtime::pod::PodRef;
 use sandnet_runtime::sandbox::SandboxPaths;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -98,6 +99,13 @@ impl SandboxTask {
         if let Err(e) = sandbox.set_owner(std::process::id()) {
             log::warn!("{e}");
         }
+        // The pod's name and namespace label its counters (`sandnet stats --prometheus`).
+        let annotation = |k: &str| bundle.annotations.get(k).map(String::as_str);
+        if let Some(pod) = PodRef::new(annotation(SANDBOX_NAME), annotation(SANDBOX_NAMESPACE)) {
+            if let Err(e) = sandnet_runtime::pod::record(runtime.root(), &req.id, &pod) {
+                log::warn!("{e}");
+            }
+        }
         let pid = sandbox.state()?.qemu_pid.unwrap_or_default();
         Ok(Arc::new(SandboxTask {
             id: req.id.clone(),
@@ -138,6 +146,15 @@ impl SandboxTask {
     /// The supervisor's socket for container calls.
     pub fn agent_socket(&self) -> PathBuf {
         self.handle().containers_socket()
+    }
+
+    /// The network counters of its pod links (task Stats; `io.containerd.cgroups.v1.Metrics`
+    /// with only `network` set).
+    pub async fn stats(
+        &self,
+    ) -> Result<containerd_shim_protos::protobuf::well_known_types::any::Any, ShimError> {
+        let s = sandnet_runtime::stats::collect(self.runtime.root(), &self.id, false).await?;
+        crate::stats::to_network_metrics(&s).map_err(|e| ShimError::Internal(e.to_string()))
     }
 
     /// Its state now.

@@ -1,13 +1,21 @@
 //! A container's statistics as the agent reports them (Kata's `CgroupStats`), in the
-//! cgroups v2 metrics type containerd's CRI reads (`io.containerd.cgroups.v2.Metrics`).
+//! cgroups v2 metrics type containerd's CRI reads (`io.containerd.cgroups.v2.Metrics`);
+//! the sandbox task's are its network counters: each pod link's, as the pod's network
+//! namespace counts them (what a runc pod's `eth0` would show), in the cgroups v1 metrics
+//! type (`io.containerd.cgroups.v1.Metrics`), whose `network` field containerd 1.6 knows
+//! (the v2 type's `network` is newer than 1.6, which drops it).
 
+use containerd_shim_protos::cgroups::metrics::{Metrics as V1Metrics, NetworkStat};
 use containerd_shim_protos::cgroups_v2::metrics::{CPUStat, MemoryStat, Metrics, PidsStat};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use sandnet_agent_proto::agent::StatsContainerResponse;
+use sandnet_runtime::stats::SandboxStats;
 
 /// The Any type URL of the metrics.
 pub const METRICS_TYPE: &str = "io.containerd.cgroups.v2.Metrics";
+/// The Any type URL of the sandbox task's (network) metrics.
+pub const V1_METRICS_TYPE: &str = "io.containerd.cgroups.v1.Metrics";
 
 /// The agent's statistics as containerd's cgroups v2 metrics.
 pub fn metrics(r: &StatsContainerResponse) -> Metrics {
@@ -44,6 +52,43 @@ pub fn to_metrics(
     Ok(Any {
         type_url: METRICS_TYPE.into(),
         value: metrics(r).write_to_bytes()?,
+        ..Default::default()
+    })
+}
+
+/// A sandbox's network counters as containerd's metrics: one `NetworkStat` per pod link.
+pub fn network_metrics(s: &SandboxStats) -> V1Metrics {
+    V1Metrics {
+        network: s
+            .nics
+            .iter()
+            .filter_map(|n| {
+                let c = n.link.as_ref()?;
+                Some(NetworkStat {
+                    name: n.interface.clone(),
+                    rx_bytes: c.rx_bytes,
+                    rx_packets: c.rx_packets,
+                    rx_errors: c.rx_errors,
+                    rx_dropped: c.rx_dropped,
+                    tx_bytes: c.tx_bytes,
+                    tx_packets: c.tx_packets,
+                    tx_errors: c.tx_errors,
+                    tx_dropped: c.tx_dropped,
+                    ..Default::default()
+                })
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// [`network_metrics`] packed in an Any.
+pub fn to_network_metrics(
+    s: &SandboxStats,
+) -> Result<Any, containerd_shim_protos::protobuf::Error> {
+    Ok(Any {
+        type_url: V1_METRICS_TYPE.into(),
+        value: network_metrics(s).write_to_bytes()?,
         ..Default::default()
     })
 }
@@ -98,5 +143,44 @@ mod tests {
         assert_eq!(m.memory.usage, 1 << 20);
         assert_eq!(m.memory.usage_limit, 32 << 20);
         assert_eq!(m.memory.max_usage, 2 << 20);
+    }
+
+    #[test]
+    fn sandbox_network_to_metrics() {
+        use sandnet_host::guard::{GuardCounters, LinkCounters};
+        use sandnet_runtime::stats::NicStats;
+        let nic = |name: &str, link| NicStats {
+            interface: name.into(),
+            link_index: 2,
+            link,
+            tap: None,
+            tap_counters: None,
+            guard: GuardCounters::default(),
+            guest: None,
+        };
+        let s = SandboxStats {
+            id: "sb".into(),
+            pod: None,
+            nics: vec![
+                nic(
+                    "eth0",
+                    Some(LinkCounters {
+                        rx_bytes: 10,
+                        tx_packets: 2,
+                        tx_dropped: 1,
+                        ..Default::default()
+                    }),
+                ),
+                nic("gone", None),
+            ],
+            guest_error: None,
+        };
+        let any = to_network_metrics(&s).unwrap();
+        assert_eq!(any.type_url, V1_METRICS_TYPE);
+        let m = V1Metrics::parse_from_bytes(&any.value).unwrap();
+        assert_eq!(m.network.len(), 1);
+        let n = &m.network[0];
+        assert_eq!(n.name, "eth0");
+        assert_eq!((n.rx_bytes, n.tx_packets, n.tx_dropped), (10, 2, 1));
     }
 }

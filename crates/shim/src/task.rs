@@ -388,11 +388,10 @@ impl Task for TaskService {
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
         match self.target(&req.id)? {
-            Target::Sandbox(_) => Err(ShimError::Unsupported(format!(
-                "stats of sandbox task {}: not collected",
-                req.id
-            ))
-            .into()),
+            Target::Sandbox(s) => Ok(StatsResponse {
+                stats: MessageField::some(s.stats().await?),
+                ..Default::default()
+            }),
             Target::Container(c) => Ok(StatsResponse {
                 stats: MessageField::some(c.stats().await?),
                 ..Default::default()

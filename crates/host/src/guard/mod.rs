@@ -24,7 +24,7 @@ pub mod rules;
 mod stats;
 pub mod wire;
 
-pub use stats::{guard_counters, GuardCounters};
+pub use stats::{guard_counters, link_counters, GuardCounters, LinkCounters};
 
 use crate::error::{HostError, Result};
 use netlink_packet_route::tc::{TcAttribute, TcFilterU32Option, TcHandle, TcMessage, TcOption};

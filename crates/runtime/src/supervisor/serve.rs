@@ -145,7 +145,11 @@ impl Drop for AbortOnDrop {
 fn needs_loop(req: &Request) -> bool {
     !matches!(
         req,
-        Request::Inspect | Request::Exec { .. } | Request::ListIfaces | Request::ListRoutes
+        Request::Inspect
+            | Request::Exec { .. }
+            | Request::ListIfaces
+            | Request::ListRoutes
+            | Request::GuestStats
     )
 }
 
@@ -231,6 +235,10 @@ async fn answer(client: Option<AgentClient>, req: Request) -> Response {
             .list_routes()
             .await
             .map(|routes| Response::Routes { routes }),
+        Request::GuestStats => c
+            .interface_stats()
+            .await
+            .map(|interfaces| Response::GuestStats { interfaces }),
         Request::Stop { .. }
         | Request::Halt { .. }
         | Request::AddIface { .. }
