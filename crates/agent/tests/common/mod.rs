@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod containers;
+pub mod net;
+
 use sandnet_agent_proto::AgentClient;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
