@@ -4,18 +4,10 @@
 
 use sandnet_model::{GuestSpoofing, RateLimit, TapPolicy};
 use sandnet_runtime::api::{BandwidthEntry, PodNetns, Runtime, SandboxRequest};
-use sandnet_runtime::config::{Config, ConfigError, Warning};
+use sandnet_runtime::config::Config;
 
-fn parse(text: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
-    Config::from_toml_str(text, "/etc/sandnet/sandnet.toml")
-}
-
-fn parse_err(text: &str) -> ConfigError {
-    match parse(text) {
-        Ok(c) => panic!("expected an error for {text:?}, got {c:?}"),
-        Err(e) => e,
-    }
-}
+mod common;
+use common::{parse, parse_err};
 
 #[test]
 fn guest_spoofing_is_block_unless_allowed() {
