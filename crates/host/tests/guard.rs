@@ -221,12 +221,22 @@ fn cases(mac: [u8; 6], gw_mac: [u8; 6]) -> Vec<(String, Vec<u8>, bool)> {
 }
 
 async fn guarded_datapath(model: Model, spoofing: GuestSpoofing, tag: &str) {
+    guarded_datapath_with(model, spoofing, false, tag).await
+}
+
+/// With `limited`, passing frames go through the egress limit's class instead of HTB's
+/// direct queue.
+async fn guarded_datapath_with(model: Model, spoofing: GuestSpoofing, limited: bool, tag: &str) {
     let p = PodPair::new(tag);
     let mac = mac_bytes(&p.pod_mac("eth0"));
     let gw_mac = mac_bytes(p.host.link("veth0").unwrap()["address"].as_str().unwrap());
     let dir = TempDir::new(tag);
     let ns = NetNs::open(&p.pod.name.parse().unwrap()).unwrap();
-    let eps = attach(&ns, &opts(model, &dir, spoofing)).await.unwrap();
+    let mut o = opts(model, &dir, spoofing);
+    if limited {
+        o.policy.bandwidth.egress = sandnet_model::RateLimit::new(100_000_000, None);
+    }
+    let eps = attach(&ns, &o).await.unwrap();
     let e = &eps[0];
     let cases = cases(mac, gw_mac);
     let frames: Vec<(String, Vec<u8>)> = cases
@@ -256,6 +266,7 @@ async fn guarded_datapath(model: Model, spoofing: GuestSpoofing, tag: &str) {
                 assert_eq!(c.spoofed_dropped, dropped, "{c:?}");
             }
         }
+        GuestSpoofing::Allow if limited => assert!(c.link_guarded),
         GuestSpoofing::Allow => {
             assert!(
                 !c.link_guarded,
@@ -280,6 +291,16 @@ async fn guarded_datapath(model: Model, spoofing: GuestSpoofing, tag: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcfilter_blocks_spoofed_frames_and_counts_them() {
     guarded_datapath(Model::TcFilter, GuestSpoofing::Block, "gblk").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcfilter_blocks_the_same_with_an_egress_limit() {
+    guarded_datapath_with(Model::TcFilter, GuestSpoofing::Block, true, "glim").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_with_an_egress_limit_passes_everything_through_its_class() {
+    guarded_datapath_with(Model::TcFilter, GuestSpoofing::Allow, true, "galim").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,10 @@
 //! - **Anti-spoofing and the egress limit** live on the pod link's egress, which every
 //!   frame of the guest crosses on its way out: tcfilter redirects the tap's ingress there,
 //!   and a macvtap transmits through its lower device. An HTB root qdisc
-//!   [`GUARD_HANDLE`] has a pass class ([`PASS_CLASS`], at the egress limit's rate or
-//!   unlimited) and a sink class ([`SINK_CLASS`]) whose `pfifo limit 0` drops everything,
-//!   counted. u32 filters ([`rules`]) put the guest's own frames in the pass class and
+//!   [`GUARD_HANDLE`] has a sink class ([`SINK_CLASS`]) whose `pfifo limit 0` drops
+//!   everything, counted, and with an egress limit a pass class ([`PASS_CLASS`]) at its
+//!   rate; without one, passing frames take HTB's direct queue (classid `5a4e:0`), which
+//!   sends at once and costs no class. u32 filters ([`rules`]) put the guest's own frames in the pass class and
 //!   router advertisements, redirects and foreign neighbour advertisements in the sink;
 //!   anything else lands in the default class, the sink when spoofing is blocked.
 //! - **The ingress limit** is a TBF root qdisc on the tap (traffic into the guest is
@@ -58,32 +59,49 @@ pub struct Nic<'a> {
     pub addresses: &'a [IpNet],
 }
 
-/// How many of [`link_requests`]' requests set up the qdisc and its classes (the rest are
-/// rules).
-pub const SETUP_REQUESTS: usize = 4;
+/// The requests that put a policy on a pod link's egress, in two parts sent in order: the
+/// qdisc and its classes, then the rules.
+#[derive(Debug, Default)]
+pub struct LinkRequests {
+    /// The HTB root qdisc, its classes and the sink's leaf.
+    pub setup: Vec<Request>,
+    /// The u32 rules.
+    pub rules: Vec<Request>,
+}
+
+/// Where a policy's passing frames go: the pass class when the egress is limited, else
+/// HTB's direct queue.
+fn pass_target(policy: &TapPolicy) -> u32 {
+    if policy.bandwidth.egress.is_some() {
+        GUARD_HANDLE | PASS_CLASS
+    } else {
+        GUARD_HANDLE
+    }
+}
 
 /// The requests that put a policy on the pod link's egress (none when it needs nothing
-/// there), in order.
-pub fn link_requests(nic: &Nic<'_>, policy: &TapPolicy) -> Vec<Request> {
+/// there).
+pub fn link_requests(nic: &Nic<'_>, policy: &TapPolicy) -> LinkRequests {
+    let mut out = LinkRequests::default();
     if !policy.guards_link() {
-        return vec![];
+        return out;
     }
     let block = policy.spoofing == GuestSpoofing::Block;
     let (l, n) = (nic.link, nic.link_name);
-    let mut v = vec![
-        wire::htb_qdisc(l, n, block),
-        wire::htb_class(l, n, PASS_CLASS, policy.bandwidth.egress.as_ref()),
-    ];
-    if block {
-        v.push(wire::htb_class(l, n, SINK_CLASS, None));
-        v.push(wire::sink_leaf(l, n));
-        v.extend(
-            rules::all_rules(nic.mac, nic.addresses)
-                .iter()
-                .map(|r| wire::rule_filter(l, n, r)),
-        );
+    out.setup.push(wire::htb_qdisc(l, n, block));
+    if let Some(r) = &policy.bandwidth.egress {
+        out.setup.push(wire::htb_class(l, n, PASS_CLASS, Some(r)));
     }
-    v
+    if block {
+        out.setup.push(wire::htb_class(l, n, SINK_CLASS, None));
+        out.setup.push(wire::sink_leaf(l, n));
+        let pass = pass_target(policy);
+        out.rules = rules::all_rules(nic.mac, nic.addresses)
+            .iter()
+            .map(|r| wire::rule_filter(l, n, r, pass))
+            .collect();
+    }
+    out
 }
 
 /// The request that shapes traffic into the guest on its tap, if the policy limits it.
@@ -112,7 +130,9 @@ pub async fn apply(
     tap: Option<(u32, &str)>,
     policy: &TapPolicy,
 ) -> Result<()> {
-    send(nl, link_requests(nic, policy)).await?;
+    let r = link_requests(nic, policy);
+    send(nl, r.setup).await?;
+    send(nl, r.rules).await?;
     if let Some((ti, tn)) = tap {
         send(nl, tap_requests(ti, tn, policy)).await?;
     }
@@ -160,6 +180,7 @@ struct Dumped {
     proto: u16,
     handle: u32,
     keys: Vec<Key>,
+    class: Option<u32>,
 }
 
 /// The guard's u32 nodes on a link (none without a guard).
@@ -187,10 +208,15 @@ async fn dump_rules(nl: &Netlink, link: u32) -> Result<Vec<Dumped>> {
             let TcAttribute::Options(opts) = a else {
                 continue;
             };
+            let class = opts.iter().find_map(|o| match o {
+                TcOption::U32(TcFilterU32Option::ClassId(c)) => Some(u32::from(*c)),
+                _ => None,
+            });
             for o in opts {
                 if let TcOption::U32(TcFilterU32Option::Selector(sel)) = o {
                     out.push(Dumped {
                         proto,
+                        class,
                         handle: u32::from(f.header.handle),
                         keys: sel
                             .keys
@@ -227,6 +253,13 @@ pub async fn sync_addresses(
         return Ok(0);
     }
     let want: BTreeSet<IpAddr> = rules::allowed_addresses(mac, addrs).into_iter().collect();
+    // New rules pass frames where the existing passing rules do (the first fixed rule
+    // passes MLD reports).
+    let pass = dumped
+        .iter()
+        .find(|d| d.handle & 0xfff == u32::from(rules::FIRST_FIXED_NODE))
+        .and_then(|d| d.class)
+        .unwrap_or(GUARD_HANDLE);
     let mut reqs = vec![];
     // Existing address rules: (proto, advert?, address) → handle.
     let mut have = vec![];
@@ -265,7 +298,11 @@ pub async fn sync_addresses(
                 keys: r.keys,
                 verdict: Verdict::Pass,
             };
-            reqs.push((r.proto, node, wire::rule_filter(link, link_name, &rule)));
+            reqs.push((
+                r.proto,
+                node,
+                wire::rule_filter(link, link_name, &rule, pass),
+            ));
         }
     }
     let mut n = reqs.len();

@@ -123,8 +123,10 @@ pub fn sink_leaf(link: u32, name: &str) -> Request {
     )
 }
 
-/// A u32 filter node on the guard classifying into the pass or the sink class.
-pub fn rule_filter(link: u32, name: &str, r: &Rule) -> Request {
+/// A u32 filter node on the guard classifying into the sink class, or for a passing rule
+/// into `pass` (the pass class's id, or the qdisc's own `5a4e:0`: HTB's direct queue, which
+/// sends without shaping).
+pub fn rule_filter(link: u32, name: &str, r: &Rule, pass: u32) -> Request {
     let mut m = tc(link, GUARD_HANDLE, u32::from(r.node));
     m.header.info = (u32::from(prio_of(r.proto)) << 16) | u32::from(r.proto.to_be());
     let mut sel = TcU32Selector::default();
@@ -142,14 +144,12 @@ pub fn rule_filter(link: u32, name: &str, r: &Rule) -> Request {
         })
         .collect();
     let class = match r.verdict {
-        Verdict::Pass => PASS_CLASS,
-        Verdict::Drop => SINK_CLASS,
+        Verdict::Pass => pass,
+        Verdict::Drop => GUARD_HANDLE | SINK_CLASS,
     };
     m.attributes.push(TcAttribute::Kind("u32".into()));
     m.attributes.push(TcAttribute::Options(vec![
-        TcOption::U32(TcFilterU32Option::ClassId(TcHandle::from(
-            GUARD_HANDLE | class,
-        ))),
+        TcOption::U32(TcFilterU32Option::ClassId(TcHandle::from(class))),
         TcOption::U32(TcFilterU32Option::Selector(sel)),
     ]));
     (

@@ -137,8 +137,7 @@ impl GuardParts {
             mac: e.mac,
             addresses: &e.addresses,
         };
-        let mut setup = guard::link_requests(&nic, policy);
-        let rules = setup.split_off(setup.len().min(guard::SETUP_REQUESTS));
+        let guard::LinkRequests { setup, rules } = guard::link_requests(&nic, policy);
         GuardParts {
             setup,
             rules,
