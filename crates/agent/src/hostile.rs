@@ -4,8 +4,13 @@
 //! Raw modes speak bytes, not ttrpc: `silent` reads and never answers, `endless` writes junk
 //! forever, `oversized` answers each request with a frame claiming 64 MiB, `garbage` answers
 //! with a well-framed reply whose payload is not protobuf. Service modes run the real agent
-//! but lie in `ListInterfaces`/`ListRoutes`: `names` puts terminal escapes into interface
-//! names, `huge` answers with 500 000 interfaces.
+//! but lie in `ListInterfaces`/`ListRoutes` and `InterfaceStats`: `names` puts terminal
+//! escapes into interface names, `huge` answers with 500 000 interfaces.
+//!
+//! A hostile guest, too: `/init __send-frame IFACE HEXFRAME [COUNT]` (the agent is the
+//! guest's `/init`, run through `sandnet exec`) writes a raw Ethernet frame COUNT times
+//! through an `AF_PACKET` socket, for frames busybox cannot make (router advertisements,
+//! forged ARP); see [`send_frame_main`].
 //!
 //! Compiled only with the crate's `hostile` feature (off by default): the shipped agent has
 //! neither the flag nor this code. `scripts/build-agent` builds a second, test-only static
@@ -208,13 +213,130 @@ impl agent_ttrpc::AgentService for Liar {
     }
 }
 
-/// The services for a non-raw mode: the real health and exec services, a lying agent service.
+/// The services for a non-raw mode: the real health and exec services, lying agent and
+/// stats services.
 pub fn services(mode: Mode, inner: Arc<Agent>) -> HashMap<String, ttrpc::r#async::Service> {
     let mut s = agent_ttrpc::create_agent_service(Arc::new(Liar {
         inner: inner.clone(),
         mode,
     }));
     s.extend(health_ttrpc::create_health(inner.clone()));
-    s.extend(sandnet_ttrpc::create_exec(inner));
+    s.extend(sandnet_ttrpc::create_exec(inner.clone()));
+    s.extend(sandnet_ttrpc::create_stats(Arc::new(Liar { inner, mode })));
     s
+}
+
+#[async_trait]
+impl sandnet_ttrpc::Stats for Liar {
+    /// `huge`: 500 000 entries; `names`: every name with terminal escapes.
+    async fn interface_stats(
+        &self,
+        ctx: &TtrpcContext,
+        req: sandnet_agent_proto::sandnet::InterfaceStatsRequest,
+    ) -> ttrpc::Result<sandnet_agent_proto::sandnet::InterfaceStatsResponse> {
+        let mut r = sandnet_ttrpc::Stats::interface_stats(&*self.inner, ctx, req).await?;
+        match self.mode {
+            Mode::Huge => {
+                let one = sandnet_agent_proto::sandnet::InterfaceCounters {
+                    name: "x".into(),
+                    ..Default::default()
+                };
+                r.interfaces = vec![one; 500_000];
+            }
+            _ => {
+                for i in &mut r.interfaces {
+                    i.name = evil(&i.name);
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// The hidden first argument that makes the agent a raw-frame sender ([`send_frame_main`]).
+pub const SEND_FRAME_ARG: &str = "__send-frame";
+
+/// Parses `a1b2…` (whitespace and `:` ignored) into bytes.
+fn parse_hex(s: &str) -> anyhow::Result<Vec<u8>> {
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b':')
+        .collect();
+    if !digits.len().is_multiple_of(2) {
+        anyhow::bail!("odd number of hex digits");
+    }
+    digits
+        .chunks(2)
+        .map(|p| {
+            let t = std::str::from_utf8(p).context("hex digits")?;
+            u8::from_str_radix(t, 16).with_context(|| format!("{t:?} is not hex"))
+        })
+        .collect()
+}
+
+/// Sends `frame` `count` times on `iface` through an `AF_PACKET` socket; returns how many
+/// were sent.
+fn send_frames(iface: &str, frame: &[u8], count: u32) -> anyhow::Result<u32> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if frame.len() < 14 {
+        anyhow::bail!("a frame has at least 14 bytes, got {}", frame.len());
+    }
+    let index = nix::net::if_::if_nametoindex(iface).with_context(|| format!("no link {iface}"))?;
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("AF_PACKET socket");
+    }
+    // SAFETY: fd was just created and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_ifindex = index as i32;
+    sa.sll_halen = 6;
+    sa.sll_addr[..6].copy_from_slice(&frame[..6]);
+    for i in 0..count {
+        // SAFETY: sending from a valid buffer to a correctly sized sockaddr_ll.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sa as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error()).with_context(|| format!("frame {i}"));
+        }
+    }
+    Ok(count)
+}
+
+/// `__send-frame IFACE HEXFRAME [COUNT]`: sends the frame (COUNT times, default 1), prints
+/// `sent N` and exits 0; prints the error and exits 1 otherwise. Never returns.
+pub fn send_frame_main() -> ! {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let run = || -> anyhow::Result<u32> {
+        let [iface, hex, rest @ ..] = args.as_slice() else {
+            anyhow::bail!("usage: {SEND_FRAME_ARG} IFACE HEXFRAME [COUNT]");
+        };
+        let count = match rest {
+            [] => 1,
+            [n] => n.parse().with_context(|| format!("count {n:?}"))?,
+            _ => anyhow::bail!("usage: {SEND_FRAME_ARG} IFACE HEXFRAME [COUNT]"),
+        };
+        send_frames(iface, &parse_hex(hex)?, count)
+    };
+    match run() {
+        Ok(n) => {
+            println!("sent {n}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("{SEND_FRAME_ARG}: {e:#}");
+            std::process::exit(1)
+        }
+    }
 }

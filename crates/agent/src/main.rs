@@ -68,6 +68,12 @@ fn main() {
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(container::HELPER_ARG)) {
         container::helper_main();
     }
+    // A raw-frame sender for tests of the host's guard (hostile test builds only).
+    #[cfg(feature = "hostile")]
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(hostile::SEND_FRAME_ARG))
+    {
+        hostile::send_frame_main();
+    }
     let pid1 = std::process::id() == 1;
     if pid1 {
         init::mount_pseudo_fs();

@@ -119,6 +119,20 @@ async fn huge_interface_lists_are_refused() {
         "{:?}",
         errs[0]
     );
+    // The guest's counters too: refused from the count, before anything is decoded.
+    let errs = fails_cleanly("huge stats", || c.interface_stats()).await;
+    assert!(
+        matches!(
+            errs[0],
+            ClientError::TooMany {
+                count: 500_000,
+                max: MAX_INTERFACES,
+                ..
+            }
+        ),
+        "{:?}",
+        errs[0]
+    );
 }
 
 #[tokio::test]
@@ -157,4 +171,8 @@ async fn escape_sequences_in_names_print_escaped() {
     for r in &routes {
         assert!(r.device.contains('\x1b') && !printable(&r.device).contains('\x1b'));
     }
+    // The guest's counters are only taken with names the host can show as they are.
+    let e = c.interface_stats().await.expect_err("escapes in names");
+    assert!(matches!(e, ClientError::Convert { .. }), "{e:?}");
+    assert_eq!(printable(&e.to_string()), e.to_string());
 }

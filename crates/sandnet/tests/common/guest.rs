@@ -212,3 +212,26 @@ pub fn guest_ping(sb: &Sandbox<'_>, addr: &str) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Makes every guest this test binary boots run the test-only agent with the `hostile`
+/// feature (`$SANDNET_AGENT`, inherited by `sandnet` and its supervisors), in whatever
+/// mode the kernel command line asks (none: it serves as the shipped one does, plus the
+/// raw-frame sender `/init __send-frame`). `scripts/build-agent` builds it.
+pub fn use_hostile_agent() {
+    static AGENT: std::sync::Once = std::sync::Once::new();
+    AGENT.call_once(|| {
+        // target/debug/sandnet → target/x86_64-unknown-linux-gnu/release/
+        let agent = std::path::Path::new(env!("CARGO_BIN_EXE_sandnet"))
+            .ancestors()
+            .nth(2)
+            .expect("the target directory")
+            .join("x86_64-unknown-linux-gnu/release/sandnet-agent-hostile");
+        assert!(
+            agent.is_file(),
+            "{} is missing: build it with scripts/build-agent",
+            agent.display()
+        );
+        // The same value for every test of the binary.
+        std::env::set_var("SANDNET_AGENT", &agent);
+    });
+}
