@@ -17,7 +17,7 @@ pub use interworking::InterworkingModel;
 pub use ipnet::IpNet;
 pub use mac::{MacAddr, ParseMacError};
 pub use policy::{Bandwidth, GuestSpoofing, RateLimit, TapPolicy, MAX_BURST_MS, MIN_BURST_BYTES};
-pub use printable::{printable, printable_lines};
+pub use printable::{one_line, printable, printable_lines};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -32,9 +32,25 @@ pub fn printable_lines(s: &str) -> String {
     s.split('\n').map(printable).collect::<Vec<_>>().join("\n")
 }
 
+/// `s` on one line: its lines trimmed, empty ones dropped, joined with ` | ` (for a
+/// message that must fit one log line or one protocol field).
+pub fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_joins_trimmed_lines() {
+        assert_eq!(one_line("a\n\n b \n"), "a | b");
+        assert_eq!(one_line("x"), "x");
+    }
 
     #[test]
     fn escapes_terminal_controls_only() {

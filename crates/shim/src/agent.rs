@@ -99,7 +99,7 @@ impl std::fmt::Debug for Agent {
 }
 
 fn one_line(s: &str) -> String {
-    let mut m = crate::error::one_line(s);
+    let mut m = sandnet_model::one_line(s);
     if m.len() > MAX_MESSAGE {
         let mut end = MAX_MESSAGE;
         while !m.is_char_boundary(end) {

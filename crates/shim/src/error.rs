@@ -4,6 +4,7 @@ use crate::agent::AgentError;
 use crate::io::IoError;
 use crate::rootfs::RootfsError;
 use containerd_shim_protos::ttrpc;
+use sandnet_model::one_line;
 use sandnet_runtime::error::RuntimeError;
 use std::path::PathBuf;
 
@@ -118,15 +119,6 @@ fn agent_line(id: &str, e: &AgentError) -> String {
     }
 }
 
-/// `s` on one line (newlines become ` | `).
-pub fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +139,5 @@ mod tests {
             "container c1: exec /x: no such file"
         );
         assert_eq!(st("boom").to_string(), "container c1: StartContainer: boom");
-        assert_eq!(one_line("a\n\n b \n"), "a | b");
     }
 }

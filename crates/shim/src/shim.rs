@@ -190,7 +190,7 @@ impl Shim for SandnetShim {
             let log = std::fs::read_to_string("shim.stderr").unwrap_or_default();
             return Err(Error::Other(format!(
                 "shim daemon exited ({status}) before serving: {}",
-                crate::error::one_line(&log)
+                sandnet_model::one_line(&log)
             )));
         }
         std::fs::write("address", &address).map_err(io("write ./address"))?;

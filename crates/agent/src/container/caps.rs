@@ -1,8 +1,23 @@
 //! Linux capabilities by name, and applying a process's sets (bounding, effective,
 //! permitted, inheritable, ambient) with raw `capset(2)`/`prctl(2)`.
 
-use super::spec::CapSets;
+use serde::{Deserialize, Serialize};
 use std::io;
+
+/// Capability sets as bit masks (bit N = capability number N).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapSets {
+    /// Bounding set.
+    pub bounding: u64,
+    /// Effective set.
+    pub effective: u64,
+    /// Permitted set.
+    pub permitted: u64,
+    /// Inheritable set.
+    pub inheritable: u64,
+    /// Ambient set.
+    pub ambient: u64,
+}
 
 /// Capability names, index = capability number.
 const NAMES: &[&str] = &[

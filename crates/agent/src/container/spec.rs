@@ -2,6 +2,7 @@
 //! checked on the way: what is unknown or malformed fails the request here, before anything
 //! is created, with one line saying which value.
 
+use super::caps::CapSets;
 use sandnet_agent_proto::{agent, oci};
 use serde::{Deserialize, Serialize};
 
@@ -79,21 +80,6 @@ pub struct MountPlan {
     pub propagation: u64,
     /// The other options, joined with commas: the file system's data.
     pub data: String,
-}
-
-/// Capability sets as bit masks (bit N = capability number N).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapSets {
-    /// Bounding set.
-    pub bounding: u64,
-    /// Effective set.
-    pub effective: u64,
-    /// Permitted set.
-    pub permitted: u64,
-    /// Inheritable set.
-    pub inheritable: u64,
-    /// Ambient set.
-    pub ambient: u64,
 }
 
 /// One resource limit.
