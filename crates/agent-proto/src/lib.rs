@@ -21,7 +21,7 @@ pub use client::{
 };
 pub use convert::ConvertError;
 pub use kata_json::{KataError, KataInterface, KataIpAddress, KataRoute};
-pub use stats::GuestCounters;
+pub use stats::{interface_counters, GuestCounters};
 
 /// Code generated from `protos/*.proto`: messages (`types`, `agent`, `health`, `sandnet`)
 /// and async ttrpc clients, server traits and `create_*` registration helpers (`*_ttrpc`).

@@ -5,7 +5,7 @@
 use crate::client::{check_count, AgentClient, ClientError, MAX_INTERFACES};
 use crate::convert::ConvertError;
 use crate::generated::sandnet;
-use sandnet_model::MacAddr;
+use sandnet_model::{LinkCounters, MacAddr};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
@@ -24,22 +24,30 @@ pub struct GuestCounters {
     /// Its MAC, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Packets received.
-    pub rx_packets: u64,
-    /// Receive errors.
-    pub rx_errors: u64,
-    /// Received packets dropped.
-    pub rx_dropped: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Packets sent.
-    pub tx_packets: u64,
-    /// Send errors.
-    pub tx_errors: u64,
-    /// Packets dropped on the way out.
-    pub tx_dropped: u64,
+    /// Its counters.
+    #[serde(flatten)]
+    pub counters: LinkCounters,
+}
+
+/// The wire entry of one guest interface (what the agent sends).
+pub fn interface_counters(
+    name: String,
+    hw_addr: String,
+    c: &LinkCounters,
+) -> sandnet::InterfaceCounters {
+    sandnet::InterfaceCounters {
+        name,
+        hw_addr,
+        rx_bytes: c.rx_bytes,
+        rx_packets: c.rx_packets,
+        rx_errors: c.rx_errors,
+        rx_dropped: c.rx_dropped,
+        tx_bytes: c.tx_bytes,
+        tx_packets: c.tx_packets,
+        tx_errors: c.tx_errors,
+        tx_dropped: c.tx_dropped,
+        ..Default::default()
+    }
 }
 
 impl AgentClient {
@@ -100,14 +108,16 @@ pub fn stats_reply(r: &sandnet::InterfaceStatsResponse) -> Result<Vec<GuestCount
             Ok(GuestCounters {
                 name: i.name.clone(),
                 mac,
-                rx_bytes: i.rx_bytes,
-                rx_packets: i.rx_packets,
-                rx_errors: i.rx_errors,
-                rx_dropped: i.rx_dropped,
-                tx_bytes: i.tx_bytes,
-                tx_packets: i.tx_packets,
-                tx_errors: i.tx_errors,
-                tx_dropped: i.tx_dropped,
+                counters: LinkCounters {
+                    rx_bytes: i.rx_bytes,
+                    rx_packets: i.rx_packets,
+                    rx_errors: i.rx_errors,
+                    rx_dropped: i.rx_dropped,
+                    tx_bytes: i.tx_bytes,
+                    tx_packets: i.tx_packets,
+                    tx_errors: i.tx_errors,
+                    tx_dropped: i.tx_dropped,
+                },
             })
         })
         .collect()
@@ -144,7 +154,7 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].name, "eth0");
         assert_eq!(r[0].mac.unwrap().to_string(), "02:00:00:00:00:01");
-        assert_eq!((r[0].rx_bytes, r[0].tx_packets), (10, 2));
+        assert_eq!((r[0].counters.rx_bytes, r[0].counters.tx_packets), (10, 2));
         assert_eq!(r[1].mac, None);
     }
 

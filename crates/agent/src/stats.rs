@@ -9,7 +9,7 @@ use sandnet_agent_proto::sandnet::{
     InterfaceCounters, InterfaceStatsRequest, InterfaceStatsResponse,
 };
 use sandnet_agent_proto::ttrpc::{self, r#async::TtrpcContext};
-use sandnet_agent_proto::{client::MAX_INTERFACES, sandnet_ttrpc};
+use sandnet_agent_proto::{client::MAX_INTERFACES, interface_counters, sandnet_ttrpc};
 use std::time::Instant;
 
 /// One link's entry; `None` for loopback.
@@ -17,31 +17,23 @@ fn counters(l: &LinkMessage) -> Option<InterfaceCounters> {
     if l.header.flags.contains(LinkFlags::Loopback) {
         return None;
     }
-    let mut c = InterfaceCounters::new();
+    let mut name = String::new();
+    let mut hw_addr = String::new();
     for a in &l.attributes {
         match a {
-            LinkAttribute::IfName(n) => c.name = n.clone(),
+            LinkAttribute::IfName(n) => name = n.clone(),
             LinkAttribute::Address(m) if m.len() == 6 => {
-                c.hw_addr = m
+                hw_addr = m
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect::<Vec<_>>()
                     .join(":");
             }
-            LinkAttribute::Stats64(s) => {
-                c.rx_bytes = s.rx_bytes;
-                c.rx_packets = s.rx_packets;
-                c.rx_errors = s.rx_errors;
-                c.rx_dropped = s.rx_dropped;
-                c.tx_bytes = s.tx_bytes;
-                c.tx_packets = s.tx_packets;
-                c.tx_errors = s.tx_errors;
-                c.tx_dropped = s.tx_dropped;
-            }
             _ => {}
         }
     }
-    Some(c)
+    let c = sandnet_netlink::link_counters(l).unwrap_or_default();
+    Some(interface_counters(name, hw_addr, &c))
 }
 
 #[async_trait]

@@ -49,7 +49,7 @@ async fn interface_stats_are_the_kernels() {
     assert_eq!(names, ["d0", "d0p"], "no loopback: {got:?}");
     let a = got.iter().find(|i| i.name == "d0").unwrap();
     assert_eq!(a.mac.map(|m| m.to_string()).as_deref(), Some(MAC));
-    assert!(a.tx_packets > 0, "{a:?}");
+    assert!(a.counters.tx_packets > 0, "{a:?}");
     for (i, before, after) in [
         (a, &d0, &d0_after),
         (
@@ -59,14 +59,14 @@ async fn interface_stats_are_the_kernels() {
         ),
     ] {
         let pairs = [
-            (i.rx_bytes, "rx", "bytes"),
-            (i.rx_packets, "rx", "packets"),
-            (i.rx_errors, "rx", "errors"),
-            (i.rx_dropped, "rx", "dropped"),
-            (i.tx_bytes, "tx", "bytes"),
-            (i.tx_packets, "tx", "packets"),
-            (i.tx_errors, "tx", "errors"),
-            (i.tx_dropped, "tx", "dropped"),
+            (i.counters.rx_bytes, "rx", "bytes"),
+            (i.counters.rx_packets, "rx", "packets"),
+            (i.counters.rx_errors, "rx", "errors"),
+            (i.counters.rx_dropped, "rx", "dropped"),
+            (i.counters.tx_bytes, "tx", "bytes"),
+            (i.counters.tx_packets, "tx", "packets"),
+            (i.counters.tx_errors, "tx", "errors"),
+            (i.counters.tx_dropped, "tx", "dropped"),
         ];
         for (v, dir, k) in pairs {
             let (b, a) = (

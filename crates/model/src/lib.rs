@@ -7,12 +7,14 @@
 
 #![warn(missing_docs)]
 
+mod counters;
 mod interworking;
 mod mac;
 mod policy;
 mod printable;
 pub mod state_version;
 
+pub use counters::LinkCounters;
 pub use interworking::InterworkingModel;
 pub use ipnet::IpNet;
 pub use mac::{MacAddr, ParseMacError};

@@ -22,7 +22,7 @@ pub use debounce::{Batch, DebounceConfig, Debouncer, LinkChange};
 pub use error::{NetlinkError, Result};
 pub use events::{Change, ChangeKind, EventStream, Family, NetEvent, Op};
 pub use scan::{
-    address_of, link_detail, neighbor_from_message, route_from_message, scan, scan_detail,
-    LinkDetail, ScanResult,
+    address_of, link_counters, link_detail, neighbor_from_message, route_from_message, scan,
+    scan_detail, LinkDetail, ScanResult,
 };
 pub use socket::open_route_socket;

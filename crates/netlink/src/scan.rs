@@ -157,6 +157,23 @@ pub async fn scan_detail(nl: &Netlink) -> Result<ScanResult> {
     })
 }
 
+/// A link message's traffic counters (`IFLA_STATS64`); `None` when it carries none.
+pub fn link_counters(l: &LinkMessage) -> Option<sandnet_model::LinkCounters> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Stats64(s) => Some(sandnet_model::LinkCounters {
+            rx_bytes: s.rx_bytes,
+            rx_packets: s.rx_packets,
+            rx_errors: s.rx_errors,
+            rx_dropped: s.rx_dropped,
+            tx_bytes: s.tx_bytes,
+            tx_packets: s.tx_packets,
+            tx_errors: s.tx_errors,
+            tx_dropped: s.tx_dropped,
+        }),
+        _ => None,
+    })
+}
+
 /// The model's view of one link message.
 pub fn link_detail(l: &LinkMessage) -> LinkDetail {
     let mut name = String::new();

@@ -61,16 +61,7 @@ pub fn table(s: &SandboxStats) -> String {
         row(
             &mut out,
             "guest",
-            n.guest.as_ref().map(|g| {
-                (
-                    g.rx_bytes,
-                    g.rx_packets,
-                    g.rx_dropped,
-                    g.tx_bytes,
-                    g.tx_packets,
-                    g.tx_dropped,
-                )
-            }),
+            n.guest.as_ref().map(|g| six(&g.counters)),
         );
         let g = &n.guard;
         let _ = writeln!(
@@ -92,32 +83,48 @@ pub fn table(s: &SandboxStats) -> String {
 /// One metric: its name, its help, and its value for a NIC (`None`: no sample).
 type Metric = (&'static str, &'static str, fn(&NicStats) -> Option<u64>);
 
+/// Whose counters a metric reads.
+#[derive(Clone, Copy)]
+enum Part {
+    Tap,
+    Link,
+    Guest,
+}
+
+fn counters(n: &NicStats, p: Part) -> Option<&LinkCounters> {
+    match p {
+        Part::Tap => n.tap_counters.as_ref(),
+        Part::Link => n.link.as_ref(),
+        Part::Guest => n.guest.as_ref().map(|g| &g.counters),
+    }
+}
+
 macro_rules! link_metrics {
-    ($($name:literal, $help:literal, $src:ident, $field:ident;)*) => {
-        &[$(($name, $help, |n: &NicStats| n.$src.as_ref().map(|c| c.$field)),)*]
+    ($($name:literal, $help:literal, $part:ident, $field:ident;)*) => {
+        &[$(($name, $help, |n: &NicStats| counters(n, Part::$part).map(|c| c.$field)),)*]
     };
 }
 
 /// Every metric, in the order printed.
 const METRICS: &[Metric] = link_metrics![
-    "sandnet_nic_tap_rx_bytes_total", "Bytes the tap received (from the guest).", tap_counters, rx_bytes;
-    "sandnet_nic_tap_rx_packets_total", "Packets the tap received (from the guest).", tap_counters, rx_packets;
-    "sandnet_nic_tap_rx_dropped_total", "Packets from the guest the tap dropped.", tap_counters, rx_dropped;
-    "sandnet_nic_tap_tx_bytes_total", "Bytes the tap sent (to the guest).", tap_counters, tx_bytes;
-    "sandnet_nic_tap_tx_packets_total", "Packets the tap sent (to the guest).", tap_counters, tx_packets;
-    "sandnet_nic_tap_tx_dropped_total", "Packets to the guest the tap dropped.", tap_counters, tx_dropped;
-    "sandnet_nic_link_rx_bytes_total", "Bytes the pod link received.", link, rx_bytes;
-    "sandnet_nic_link_rx_packets_total", "Packets the pod link received.", link, rx_packets;
-    "sandnet_nic_link_rx_dropped_total", "Packets the pod link dropped on receive.", link, rx_dropped;
-    "sandnet_nic_link_tx_bytes_total", "Bytes the pod link sent.", link, tx_bytes;
-    "sandnet_nic_link_tx_packets_total", "Packets the pod link sent.", link, tx_packets;
-    "sandnet_nic_link_tx_dropped_total", "Packets the pod link dropped on send.", link, tx_dropped;
-    "sandnet_nic_guest_rx_bytes_total", "Bytes the guest NIC received (the guest's count).", guest, rx_bytes;
-    "sandnet_nic_guest_rx_packets_total", "Packets the guest NIC received (the guest's count).", guest, rx_packets;
-    "sandnet_nic_guest_rx_dropped_total", "Packets the guest NIC dropped on receive (the guest's count).", guest, rx_dropped;
-    "sandnet_nic_guest_tx_bytes_total", "Bytes the guest NIC sent (the guest's count).", guest, tx_bytes;
-    "sandnet_nic_guest_tx_packets_total", "Packets the guest NIC sent (the guest's count).", guest, tx_packets;
-    "sandnet_nic_guest_tx_dropped_total", "Packets the guest NIC dropped on send (the guest's count).", guest, tx_dropped;
+    "sandnet_nic_tap_rx_bytes_total", "Bytes the tap received (from the guest).", Tap, rx_bytes;
+    "sandnet_nic_tap_rx_packets_total", "Packets the tap received (from the guest).", Tap, rx_packets;
+    "sandnet_nic_tap_rx_dropped_total", "Packets from the guest the tap dropped.", Tap, rx_dropped;
+    "sandnet_nic_tap_tx_bytes_total", "Bytes the tap sent (to the guest).", Tap, tx_bytes;
+    "sandnet_nic_tap_tx_packets_total", "Packets the tap sent (to the guest).", Tap, tx_packets;
+    "sandnet_nic_tap_tx_dropped_total", "Packets to the guest the tap dropped.", Tap, tx_dropped;
+    "sandnet_nic_link_rx_bytes_total", "Bytes the pod link received.", Link, rx_bytes;
+    "sandnet_nic_link_rx_packets_total", "Packets the pod link received.", Link, rx_packets;
+    "sandnet_nic_link_rx_dropped_total", "Packets the pod link dropped on receive.", Link, rx_dropped;
+    "sandnet_nic_link_tx_bytes_total", "Bytes the pod link sent.", Link, tx_bytes;
+    "sandnet_nic_link_tx_packets_total", "Packets the pod link sent.", Link, tx_packets;
+    "sandnet_nic_link_tx_dropped_total", "Packets the pod link dropped on send.", Link, tx_dropped;
+    "sandnet_nic_guest_rx_bytes_total", "Bytes the guest NIC received (the guest's count).", Guest, rx_bytes;
+    "sandnet_nic_guest_rx_packets_total", "Packets the guest NIC received (the guest's count).", Guest, rx_packets;
+    "sandnet_nic_guest_rx_dropped_total", "Packets the guest NIC dropped on receive (the guest's count).", Guest, rx_dropped;
+    "sandnet_nic_guest_tx_bytes_total", "Bytes the guest NIC sent (the guest's count).", Guest, tx_bytes;
+    "sandnet_nic_guest_tx_packets_total", "Packets the guest NIC sent (the guest's count).", Guest, tx_packets;
+    "sandnet_nic_guest_tx_dropped_total", "Packets the guest NIC dropped on send (the guest's count).", Guest, tx_dropped;
 ];
 
 /// The guard's metrics.
@@ -225,7 +232,10 @@ mod tests {
             },
             guest: Some(GuestCounters {
                 name: name.into(),
-                rx_bytes: 98,
+                counters: LinkCounters {
+                    rx_bytes: 98,
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
         }

@@ -3,11 +3,11 @@
 
 use super::{GUARD_HANDLE, PASS_CLASS, SINK_CLASS};
 use crate::error::Result;
-use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcStats};
 use netlink_packet_route::RouteNetlinkMessage;
+pub use sandnet_model::LinkCounters;
 use sandnet_netlink::Netlink;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// What the guard of one NIC counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -94,43 +94,10 @@ pub async fn guard_counters(nl: &Netlink, link: u32, tap: Option<u32>) -> Result
     Ok(c)
 }
 
-/// A link's own counters, as `ip -s link` shows them (`IFLA_STATS64`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkCounters {
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Packets received.
-    pub rx_packets: u64,
-    /// Receive errors.
-    pub rx_errors: u64,
-    /// Received packets dropped.
-    pub rx_dropped: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Packets sent.
-    pub tx_packets: u64,
-    /// Send errors.
-    pub tx_errors: u64,
-    /// Packets dropped on the way out.
-    pub tx_dropped: u64,
-}
-
 /// Reads a link's counters; `None` when there is no such link (or it reports none).
 pub async fn link_counters(nl: &Netlink, index: u32) -> Result<Option<LinkCounters>> {
     let Some(l) = nl.link_by_index(index).await? else {
         return Ok(None);
     };
-    Ok(l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Stats64(s) => Some(LinkCounters {
-            rx_bytes: s.rx_bytes,
-            rx_packets: s.rx_packets,
-            rx_errors: s.rx_errors,
-            rx_dropped: s.rx_dropped,
-            tx_bytes: s.tx_bytes,
-            tx_packets: s.tx_packets,
-            tx_errors: s.tx_errors,
-            tx_dropped: s.tx_dropped,
-        }),
-        _ => None,
-    }))
+    Ok(sandnet_netlink::link_counters(&l))
 }
