@@ -198,29 +198,38 @@ fn redirect_message(from: u32, to: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewTrafficFilter(m)
 }
 
-/// Every filter on a device's ingress, with whether it is one of sandnet's.
-async fn ingress_filters(nl: &Netlink, index: u32) -> Result<Vec<(TcMessage, Option<u32>)>> {
+/// The filters under qdisc (or class) `parent` of a device; none when there is no such
+/// parent or device.
+pub(crate) async fn filters(nl: &Netlink, index: u32, parent: u32) -> Result<Vec<TcMessage>> {
     let mut m = tc_message(index);
-    m.header.parent = TcHandle::from(INGRESS_HANDLE);
+    m.header.parent = TcHandle::from(parent);
     let msgs = match nl
         .dump(RouteNetlinkMessage::GetTrafficFilter(m), || {
-            format!("list filters of link {index}")
+            format!("list filters of link {index} under {parent:#x}")
         })
         .await
     {
         Ok(v) => v,
-        // No ingress qdisc, or no such device: no filters.
         Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => return Ok(vec![]),
         Err(e) => return Err(e.into()),
     };
     Ok(msgs
         .into_iter()
         .filter_map(|m| match m {
-            RouteNetlinkMessage::NewTrafficFilter(f) => {
-                let ours = our_redirect_target(&f);
-                Some((f, ours))
-            }
+            RouteNetlinkMessage::NewTrafficFilter(f) => Some(f),
             _ => None,
+        })
+        .collect())
+}
+
+/// Every filter on a device's ingress, with whether it is one of sandnet's.
+async fn ingress_filters(nl: &Netlink, index: u32) -> Result<Vec<(TcMessage, Option<u32>)>> {
+    Ok(filters(nl, index, INGRESS_HANDLE)
+        .await?
+        .into_iter()
+        .map(|f| {
+            let ours = our_redirect_target(&f);
+            (f, ours)
         })
         .collect())
 }

@@ -185,24 +185,8 @@ struct Dumped {
 
 /// The guard's u32 nodes on a link (none without a guard).
 async fn dump_rules(nl: &Netlink, link: u32) -> Result<Vec<Dumped>> {
-    let mut m = TcMessage::default();
-    m.header.index = link as i32;
-    m.header.parent = TcHandle::from(GUARD_HANDLE);
-    let msgs = match nl
-        .dump(RouteNetlinkMessage::GetTrafficFilter(m), || {
-            format!("list guard rules of link {link}")
-        })
-        .await
-    {
-        Ok(v) => v,
-        Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => return Ok(vec![]),
-        Err(e) => return Err(e.into()),
-    };
     let mut out = vec![];
-    for msg in msgs {
-        let RouteNetlinkMessage::NewTrafficFilter(f) = msg else {
-            continue;
-        };
+    for f in crate::tc::filters(nl, link, GUARD_HANDLE).await? {
         let proto = u16::from_be((f.header.info & 0xffff) as u16);
         for a in &f.attributes {
             let TcAttribute::Options(opts) = a else {
