@@ -6,6 +6,9 @@
 //! and the test-only static agent with the `hostile` feature (`scripts/build-agent` builds
 //! it as `sandnet-agent-hostile`; the shipped `sandnet-agent` has no hostile mode).
 
+#[path = "common/guest.rs"]
+mod guest;
+
 use sandnet_testkit::{pids_mentioning, unique, Cli, PodPair};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -32,22 +35,7 @@ impl Drop for Removed<'_> {
 
 /// A `sandnet` command line whose guests run the hostile agent (`$SANDNET_AGENT`).
 fn hostile_cli(tag: &str) -> Cli {
-    static AGENT: std::sync::Once = std::sync::Once::new();
-    AGENT.call_once(|| {
-        // target/debug/sandnet → target/x86_64-unknown-linux-gnu/release/
-        let agent = Path::new(env!("CARGO_BIN_EXE_sandnet"))
-            .ancestors()
-            .nth(2)
-            .expect("the target directory")
-            .join("x86_64-unknown-linux-gnu/release/sandnet-agent-hostile");
-        assert!(
-            agent.is_file(),
-            "{} is missing: build it with scripts/build-agent",
-            agent.display()
-        );
-        // The same value for every test of this file; `sandnet` and its guests inherit it.
-        std::env::set_var("SANDNET_AGENT", &agent);
-    });
+    guest::use_hostile_agent();
     Cli::new(env!("CARGO_BIN_EXE_sandnet"), tag)
 }
 
