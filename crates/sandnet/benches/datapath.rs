@@ -175,13 +175,7 @@ fn medf(mut v: Vec<f64>) -> f64 {
 
 /// `tc -s class show` of the pod link (HTB classes print as text only).
 fn guard_classes(pod: &TestNs) -> String {
-    let o = Command::new("ip")
-        .args([
-            "netns", "exec", &pod.name, "tc", "-s", "class", "show", "dev", "eth0",
-        ])
-        .output()
-        .expect("tc");
-    ok(o, "tc class show")
+    pod.tc_text(&["-s", "class", "show", "dev", "eth0"])
 }
 
 fn main() {

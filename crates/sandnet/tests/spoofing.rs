@@ -61,25 +61,9 @@ fn dual_stack_pod(tag: &str) -> PodPair {
     p
 }
 
-/// `tc ARGS…` in a namespace (text: this `tc` prints HTB classes only as text, even with
-/// `-j`).
-fn tc_text(ns: &TestNs, args: &[&str]) -> String {
-    let o = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "tc"])
-        .args(args)
-        .output()
-        .expect("tc");
-    assert!(
-        o.status.success(),
-        "tc {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// The drops of the guard's sink class on the pod link, `None` when there is no guard.
 fn sink_drops(pod: &TestNs) -> Option<u64> {
-    let text = tc_text(pod, &["-s", "class", "show", "dev", "eth0"]);
+    let text = pod.tc_text(&["-s", "class", "show", "dev", "eth0"]);
     let class = text
         .split("class ")
         .find(|c| c.starts_with("htb 5a4e:2 "))?;
@@ -497,7 +481,8 @@ fn with_guest_spoofing_allow_the_same_frames_pass() {
 /// Whether the guard's rules on the pod link match an IPv4 address (u32 prints it in hex).
 fn guard_matches(pod: &TestNs, ip: &str) -> bool {
     let h = hex(&ipv4(ip));
-    tc_text(pod, &["filter", "show", "dev", "eth0"]).contains(&format!("match {h}/ffffffff"))
+    pod.tc_text(&["filter", "show", "dev", "eth0"])
+        .contains(&format!("match {h}/ffffffff"))
 }
 
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {

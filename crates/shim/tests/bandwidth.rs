@@ -22,17 +22,7 @@ const EGRESS: u64 = 6_000_000;
 
 /// `tc -j ARGS…` in containerd's network namespace.
 fn tc_json(cd: &Containerd, args: &[&str]) -> Value {
-    let o = Command::new("ip")
-        .args(["netns", "exec", &cd.ns.name, "tc", "-j"])
-        .args(args)
-        .output()
-        .expect("tc");
-    assert!(
-        o.status.success(),
-        "tc {args:?}: {}",
-        common::text(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap_or(json!([]))
+    cd.ns.tc_json(args)
 }
 
 /// `tc ARGS…` in the pod's network namespace (entered through QEMU, which runs in it).

@@ -24,19 +24,7 @@ fn tap_of(w: &World) -> String {
 
 /// `tc class show dev DEV` in the pod (this iproute2 has no JSON for classes).
 fn classes(w: &World, dev: &str) -> String {
-    sandnet_testkit::run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &w.pod.name,
-            "tc",
-            "class",
-            "show",
-            "dev",
-            dev,
-        ],
-    )
+    w.pod.tc_text(&["class", "show", "dev", dev])
 }
 
 #[tokio::test]

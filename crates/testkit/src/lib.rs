@@ -98,6 +98,14 @@ impl TestNs {
         serde_json::from_str(&s).unwrap_or_else(|e| panic!("tc -j {args:?}: {e}: {s}"))
     }
 
+    /// `tc ARGS…` inside the namespace, as text (this `tc` prints HTB classes only as
+    /// text, even with `-j`); panics on failure.
+    pub fn tc_text(&self, args: &[&str]) -> String {
+        let mut a = vec!["netns", "exec", &self.name, "tc"];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    }
+
     /// Names of all links in the namespace.
     pub fn link_names(&self) -> Vec<String> {
         self.ip_json(&["link", "show"])
