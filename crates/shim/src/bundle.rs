@@ -15,11 +15,6 @@ pub const SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
 /// CRI's annotation with the pod's Kubernetes namespace.
 pub const SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
 
-/// The pod annotation that overrides `[runtime] guest_spoofing` for one pod (`block` or
-/// `allow`), named in Kata's style after the key; containerd passes it to the shim when
-/// the runtime's `pod_annotations` lists it (e.g. `["io.katacontainers.*"]`).
-pub const GUEST_SPOOFING: &str = "io.katacontainers.config.runtime.guest_spoofing";
-
 /// What a task's bundle asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskKind {

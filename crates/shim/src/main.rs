@@ -6,6 +6,7 @@
 //! (`-sandnet-state-dir ROOT __supervise ID`), so installing this one file is enough.
 
 mod agent;
+mod annotations;
 mod bundle;
 mod container;
 mod error;

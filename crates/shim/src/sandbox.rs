@@ -4,7 +4,7 @@
 //! network back and forgets it. When the VM ends, every container process in it ends too
 //! (exit status 255, as Kata reports an unknown end).
 
-use crate::bundle::{config_path, Bundle, GUEST_SPOOFING, SANDBOX_NAME, SANDBOX_NAMESPACE};
+use crate::bundle::{config_path, Bundle, SANDBOX_NAME, SANDBOX_NAMESPACE};
 use crate::error::ShimError;
 use crate::events::Events;
 use crate::process::ProcessTable;
@@ -85,12 +85,7 @@ impl SandboxTask {
         // The pod's host name is the guest's, so its containers show it (they share the
         // pod's UTS namespace under runc).
         sreq.hostname = Some(bundle.hostname.clone()).filter(|h| !h.is_empty());
-        if let Some(v) = bundle.annotations.get(GUEST_SPOOFING) {
-            sreq.guest_spoofing = Some(
-                v.parse()
-                    .map_err(|e| ShimError::Config(format!("annotation {GUEST_SPOOFING}: {e}")))?,
-            );
-        }
+        crate::annotations::apply(&bundle.annotations, &mut sreq)?;
         let sandbox = runtime
             .run(&sreq, &mut |step| log::info!("sandbox {}: {step}", req.id))
             .await?;

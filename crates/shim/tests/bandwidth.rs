@@ -7,7 +7,9 @@
 //! shape again: containerd ran CNI, and sandnet's configuration sets no limit, so the pod
 //! namespace has no tbf and the guard's pass class is unlimited. A second pod with the
 //! annotation `io.katacontainers.config.runtime.guest_spoofing: allow` (passed on by
-//! containerd's `pod_annotations`) gets no guard.
+//! containerd's `pod_annotations`) gets no guard, and a third with Kata's
+//! `io.katacontainers.config.hypervisor.{rx,tx}_rate_limiter_max_rate` is limited by
+//! sandnet on the tap and the pod link.
 //! Needs root, containerd, Debian's CNI plugins, the guest kernel and the static agent.
 
 mod common;
@@ -134,6 +136,38 @@ fn reference_bandwidth_plugin_shapes_the_host_veth_and_sandnet_does_not() {
     );
     cd.stop_pod(&allow).expect("StopPodSandbox");
     cd.remove_pod(&allow).expect("RemovePodSandbox");
+
+    // Kata's rate-limiter annotations limit that pod's NICs on sandnet's side: a tbf at
+    // the rx rate on the tap, the guard's pass class at the tx rate on the pod link.
+    let mut config = cd.pod_config("bwkata");
+    config.annotations.insert(
+        "io.katacontainers.config.hypervisor.rx_rate_limiter_max_rate".into(),
+        INGRESS.to_string(),
+    );
+    config.annotations.insert(
+        "io.katacontainers.config.hypervisor.tx_rate_limiter_max_rate".into(),
+        EGRESS.to_string(),
+    );
+    let kata = cd
+        .run_pod_with(config, "sandnet")
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\ncontainerd log:\n{}", cd.log()));
+    let qemu3 = cd.qemu_pid(&kata).expect("QEMU's pid");
+    let all: Value = serde_json::from_str(&pod_tc(qemu3, &["-j", "qdisc", "show"]))
+        .expect("tc -j qdisc show in the pod");
+    let tap_tbf = all.as_array().into_iter().flatten().any(|q| {
+        q["kind"] == "tbf"
+            && q["dev"].as_str().is_some_and(|d| d.starts_with("sntap"))
+            && q["options"]["rate"] == INGRESS / 8
+    });
+    assert!(tap_tbf, "no tbf at the rx rate on the tap: {all}");
+    let classes = pod_tc(qemu3, &["class", "show", "dev", "eth0"]);
+    let pass = classes.lines().find(|l| l.contains("htb 5a4e:1 root"));
+    assert!(
+        pass.is_some_and(|l| l.contains(&format!(" rate {}Mbit ", EGRESS / 1_000_000))),
+        "no pass class at the tx rate: {classes}"
+    );
+    cd.stop_pod(&kata).expect("StopPodSandbox");
+    cd.remove_pod(&kata).expect("RemovePodSandbox");
 
     cd.stop_pod(&id).expect("StopPodSandbox");
     cd.remove_pod(&id).expect("RemovePodSandbox");
