@@ -92,8 +92,8 @@ fn ingress_qdisc_message(index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewQueueDiscipline(m)
 }
 
-/// The indexes of every device that has an ingress qdisc (one dump for the namespace).
-pub async fn ingress_qdisc_indexes(nl: &Netlink) -> Result<std::collections::HashSet<u32>> {
+/// Every qdisc of the namespace (one dump).
+pub async fn qdiscs(nl: &Netlink) -> Result<Vec<TcMessage>> {
     let msgs = nl
         .dump(
             RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
@@ -101,18 +101,30 @@ pub async fn ingress_qdisc_indexes(nl: &Netlink) -> Result<std::collections::Has
         )
         .await?;
     Ok(msgs
-        .iter()
+        .into_iter()
         .filter_map(|m| match m {
-            RouteNetlinkMessage::NewQueueDiscipline(q)
-                if q.attributes
-                    .iter()
-                    .any(|a| matches!(a, TcAttribute::Kind(k) if k == "ingress")) =>
-            {
-                Some(q.header.index as u32)
-            }
+            RouteNetlinkMessage::NewQueueDiscipline(q) => Some(q),
             _ => None,
         })
         .collect())
+}
+
+/// The indexes of the devices among `qdiscs` that have an ingress qdisc.
+pub fn ingress_indexes(qdiscs: &[TcMessage]) -> std::collections::HashSet<u32> {
+    qdiscs
+        .iter()
+        .filter(|q| {
+            q.attributes
+                .iter()
+                .any(|a| matches!(a, TcAttribute::Kind(k) if k == "ingress"))
+        })
+        .map(|q| q.header.index as u32)
+        .collect()
+}
+
+/// The indexes of every device that has an ingress qdisc (one dump for the namespace).
+pub async fn ingress_qdisc_indexes(nl: &Netlink) -> Result<std::collections::HashSet<u32>> {
+    Ok(ingress_indexes(&qdiscs(nl).await?))
 }
 
 /// Removes a device's ingress qdisc (and so every filter on it); absent is not an error.
@@ -198,17 +210,10 @@ fn redirect_message(from: u32, to: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewTrafficFilter(m)
 }
 
-/// The filters under qdisc (or class) `parent` of a device; none when there is no such
-/// parent or device.
-pub(crate) async fn filters(nl: &Netlink, index: u32, parent: u32) -> Result<Vec<TcMessage>> {
-    let mut m = tc_message(index);
-    m.header.parent = TcHandle::from(parent);
-    let msgs = match nl
-        .dump(RouteNetlinkMessage::GetTrafficFilter(m), || {
-            format!("list filters of link {index} under {parent:#x}")
-        })
-        .await
-    {
+/// A dump of one device's filters or classes; none when the device, or the parent asked
+/// for, is not there.
+async fn dump_of(nl: &Netlink, req: RouteNetlinkMessage, what: String) -> Result<Vec<TcMessage>> {
+    let msgs = match nl.dump(req, || what).await {
         Ok(v) => v,
         Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => return Ok(vec![]),
         Err(e) => return Err(e.into()),
@@ -216,9 +221,35 @@ pub(crate) async fn filters(nl: &Netlink, index: u32, parent: u32) -> Result<Vec
     Ok(msgs
         .into_iter()
         .filter_map(|m| match m {
-            RouteNetlinkMessage::NewTrafficFilter(f) => Some(f),
+            RouteNetlinkMessage::NewTrafficFilter(f) | RouteNetlinkMessage::NewTrafficClass(f) => {
+                Some(f)
+            }
             _ => None,
         })
+        .collect())
+}
+
+/// The filters under qdisc (or class) `parent` of a device; none when there is no such
+/// parent or device.
+pub(crate) async fn filters(nl: &Netlink, index: u32, parent: u32) -> Result<Vec<TcMessage>> {
+    let mut m = tc_message(index);
+    m.header.parent = TcHandle::from(parent);
+    let what = format!("list filters of link {index} under {parent:#x}");
+    dump_of(nl, RouteNetlinkMessage::GetTrafficFilter(m), what).await
+}
+
+/// The classes of a device; none when it has no classful qdisc or is gone.
+pub(crate) async fn classes(nl: &Netlink, index: u32) -> Result<Vec<TcMessage>> {
+    let what = format!("list classes of link {index}");
+    let all = dump_of(
+        nl,
+        RouteNetlinkMessage::GetTrafficClass(tc_message(index)),
+        what,
+    )
+    .await?;
+    Ok(all
+        .into_iter()
+        .filter(|c| c.header.index as u32 == index)
         .collect())
 }
 

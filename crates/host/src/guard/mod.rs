@@ -29,7 +29,6 @@ pub use stats::{guard_counters, link_counters, GuardCounters, LinkCounters};
 
 use crate::error::{HostError, Result};
 use netlink_packet_route::tc::{TcAttribute, TcFilterU32Option, TcHandle, TcMessage, TcOption};
-use netlink_packet_route::RouteNetlinkMessage;
 use rules::{address_of, address_rules, node_range, Key, Rule, Verdict};
 use sandnet_model::{GuestSpoofing, IpNet, MacAddr, TapPolicy};
 use sandnet_netlink::Netlink;
@@ -140,27 +139,18 @@ pub async fn apply(
 }
 
 /// Whether a qdisc message is one of sandnet's root qdiscs.
-fn is_guard_root(q: &TcMessage) -> bool {
+pub(crate) fn is_guard_root(q: &TcMessage) -> bool {
     u32::from(q.header.handle) == GUARD_HANDLE && q.header.parent == TcHandle::ROOT
 }
 
-/// The indexes of the devices carrying sandnet's root qdisc (one dump).
-pub async fn guarded_devices(nl: &Netlink) -> Result<BTreeSet<u32>> {
-    let msgs = nl
-        .dump(
-            RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
-            || "list qdiscs".to_string(),
-        )
-        .await?;
-    Ok(msgs
+/// The indexes of the devices among `qdiscs` (see [`crate::tc::qdiscs`]) that carry
+/// sandnet's root qdisc.
+pub fn guarded_devices(qdiscs: &[TcMessage]) -> BTreeSet<u32> {
+    qdiscs
         .iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewQueueDiscipline(q) if is_guard_root(q) => {
-                Some(q.header.index as u32)
-            }
-            _ => None,
-        })
-        .collect())
+        .filter(|q| is_guard_root(q))
+        .map(|q| q.header.index as u32)
+        .collect()
 }
 
 /// Removes sandnet's root qdisc of a device; absent (or the device gone) is not an error.

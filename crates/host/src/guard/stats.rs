@@ -1,10 +1,9 @@
 //! The counters of a guest NIC's host side: the guard's, read from the kernel's qdisc and
 //! class statistics, and a link's own (`IFLA_STATS64`).
 
-use super::{GUARD_HANDLE, PASS_CLASS, SINK_CLASS};
+use super::{is_guard_root, GUARD_HANDLE, PASS_CLASS, SINK_CLASS};
 use crate::error::Result;
-use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcStats};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::tc::{TcAttribute, TcMessage, TcStats};
 pub use sandnet_model::LinkCounters;
 use sandnet_netlink::Netlink;
 use serde::Serialize;
@@ -35,41 +34,19 @@ fn stats(m: &TcMessage) -> Option<&TcStats> {
     })
 }
 
-async fn dump(nl: &Netlink, msg: RouteNetlinkMessage, index: u32) -> Result<Vec<TcMessage>> {
-    let class = matches!(msg, RouteNetlinkMessage::GetTrafficClass(_));
-    match nl
-        .dump(msg, || format!("read tc statistics of link {index}"))
-        .await
-    {
-        Ok(v) => Ok(v
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewQueueDiscipline(q) if !class => Some(q),
-                RouteNetlinkMessage::NewTrafficClass(c) if class => Some(c),
-                _ => None,
-            })
-            .filter(|q| q.header.index as u32 == index)
-            .collect()),
-        Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => Ok(vec![]),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn on(index: u32) -> TcMessage {
-    let mut m = TcMessage::default();
-    m.header.index = index as i32;
-    m
-}
-
-/// Reads the counters of a NIC's guard on its pod link and shaper on its tap.
+/// Reads the counters of a NIC's guard on its pod link and shaper on its tap (one dump of
+/// the namespace's qdiscs, and one of the link's classes when it is guarded).
 pub async fn guard_counters(nl: &Netlink, link: u32, tap: Option<u32>) -> Result<GuardCounters> {
     let mut c = GuardCounters::default();
-    let qdiscs = dump(nl, RouteNetlinkMessage::GetQueueDiscipline(on(link)), link).await?;
-    c.link_guarded = qdiscs
-        .iter()
-        .any(|q| u32::from(q.header.handle) == GUARD_HANDLE && q.header.parent == TcHandle::ROOT);
+    let qdiscs = crate::tc::qdiscs(nl).await?;
+    let ours = |index: u32| {
+        qdiscs
+            .iter()
+            .find(|q| q.header.index as u32 == index && is_guard_root(q))
+    };
+    c.link_guarded = ours(link).is_some();
     if c.link_guarded {
-        for cl in dump(nl, RouteNetlinkMessage::GetTrafficClass(on(link)), link).await? {
+        for cl in crate::tc::classes(nl, link).await? {
             let Some(s) = stats(&cl) else { continue };
             let h = u32::from(cl.header.handle);
             if h == GUARD_HANDLE | SINK_CLASS {
@@ -80,15 +57,11 @@ pub async fn guard_counters(nl: &Netlink, link: u32, tap: Option<u32>) -> Result
             }
         }
     }
-    if let Some(tap) = tap {
-        for q in dump(nl, RouteNetlinkMessage::GetQueueDiscipline(on(tap)), tap).await? {
-            if u32::from(q.header.handle) == GUARD_HANDLE && q.header.parent == TcHandle::ROOT {
-                c.tap_shaped = true;
-                if let Some(s) = stats(&q) {
-                    c.ingress_limit_dropped = u64::from(s.drops);
-                    c.ingress_limit_delayed = u64::from(s.overlimits);
-                }
-            }
+    if let Some(q) = tap.and_then(ours) {
+        c.tap_shaped = true;
+        if let Some(s) = stats(q) {
+            c.ingress_limit_dropped = u64::from(s.drops);
+            c.ingress_limit_delayed = u64::from(s.overlimits);
         }
     }
     Ok(c)

@@ -462,10 +462,7 @@ async fn undo(
             errors.push(e);
         }
     }
-    if let Err(e) = sweep::sweep_filters(nl, report).await {
-        errors.push(e);
-    }
-    if let Err(e) = sweep::sweep_guards(nl, report).await {
+    if let Err(e) = sweep::sweep_tc(nl, report).await {
         errors.push(e);
     }
     let d = state::dev_dir(state_dir, st.netns_id);
@@ -494,10 +491,7 @@ pub async fn detach(ns: &NetNs, state_dir: &Path) -> Result<DetachReport> {
             if let Err(e) = sweep::delete_our_links(&nl, None, &mut report).await {
                 errors.push(e);
             }
-            if let Err(e) = sweep::sweep_filters(&nl, &mut report).await {
-                errors.push(e);
-            }
-            if let Err(e) = sweep::sweep_guards(&nl, &mut report).await {
+            if let Err(e) = sweep::sweep_tc(&nl, &mut report).await {
                 errors.push(e);
             }
             errors

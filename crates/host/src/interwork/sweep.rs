@@ -41,10 +41,12 @@ pub(super) async fn delete_our_links(
     Ok(())
 }
 
-/// Removes sandnet's filters wherever they still are (only devices with an ingress qdisc
-/// can have any).
-pub(super) async fn sweep_filters(nl: &Netlink, report: &mut DetachReport) -> Result<()> {
-    for index in tc::ingress_qdisc_indexes(nl).await? {
+/// Removes sandnet's tc objects wherever they still are, from one dump of the qdiscs:
+/// its redirect filters (only devices with an ingress qdisc can have any) and its root
+/// qdiscs (the guard, the ingress shaper).
+pub(super) async fn sweep_tc(nl: &Netlink, report: &mut DetachReport) -> Result<()> {
+    let qdiscs = tc::qdiscs(nl).await?;
+    for index in tc::ingress_indexes(&qdiscs) {
         for f in tc::ingress_summary(nl, index).await?.ours {
             tc::del_filter(nl, &f).await?;
             report
@@ -52,12 +54,7 @@ pub(super) async fn sweep_filters(nl: &Netlink, report: &mut DetachReport) -> Re
                 .push(format!("removed redirect filter on link {index}"));
         }
     }
-    Ok(())
-}
-
-/// Removes sandnet's root qdiscs (the guard, the ingress shaper) wherever they still are.
-pub(super) async fn sweep_guards(nl: &Netlink, report: &mut DetachReport) -> Result<()> {
-    for index in crate::guard::guarded_devices(nl).await? {
+    for index in crate::guard::guarded_devices(&qdiscs) {
         if crate::guard::remove(nl, index, &format!("link {index}")).await? {
             report
                 .actions
