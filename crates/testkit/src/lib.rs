@@ -329,6 +329,19 @@ pub fn has_tag(f: &[u8], tag: &[u8]) -> bool {
     f.len() >= 14 + tag.len() && &f[14..14 + tag.len()] == tag
 }
 
+/// The names of the entries of a directory, sorted; none when it cannot be read.
+pub fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// A directory under the system temp dir, removed on drop (also when the test panics).
 #[derive(Debug)]
 pub struct TempDir(std::path::PathBuf);

@@ -191,30 +191,15 @@ impl Env {
 
     /// The IPs host-local holds for a network (its data dir's address files).
     pub fn reservations(&self, network: &str) -> Vec<String> {
-        let d = self.ipam_dir().join(network);
-        let mut v: Vec<String> = std::fs::read_dir(&d)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        sandnet_testkit::dir_names(&self.ipam_dir().join(network))
+            .into_iter()
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect()
     }
 
     /// The cache entries' file names.
     pub fn cache_entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.cache_dir().join("results"))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        sandnet_testkit::dir_names(&self.cache_dir().join("results"))
     }
 
     /// Writes an executable script plugin into the test's bin dir.

@@ -93,15 +93,7 @@ impl World {
 
     /// The plugin's records (file names).
     pub fn records(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.state_dir().join("attachments"))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        sandnet_testkit::dir_names(&self.state_dir().join("attachments"))
     }
 
     /// sandnet's attach plans (file names).
@@ -195,30 +187,15 @@ pub fn plugin_conf(list: &NetworkConfigList, index: usize, prev: Option<&Value>)
 /// The ingress filters of a device in a namespace (`tc -j filter show`), empty when it
 /// has no ingress qdisc.
 pub fn ingress_filters(ns: &TestNs, dev: &str) -> Vec<Value> {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &ns.name, "tc", "-j", "filter", "show", "dev", dev, "ingress",
-        ])
-        .output()
-        .unwrap();
-    serde_json::from_slice::<Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
+    ns.tc_json(&["filter", "show", "dev", dev, "ingress"])
+        .as_array()
+        .cloned()
         .unwrap_or_default()
 }
 
 /// Whether a device has an ingress qdisc.
 pub fn has_ingress(ns: &TestNs, dev: &str) -> bool {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &ns.name, "tc", "-j", "qdisc", "show", "dev", dev,
-        ])
-        .output()
-        .unwrap();
-    serde_json::from_slice::<Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .any(|q| q["kind"] == "ingress")
+    ns.tc_json(&["qdisc", "show", "dev", dev])
+        .as_array()
+        .is_some_and(|a| a.iter().any(|q| q["kind"] == "ingress"))
 }
