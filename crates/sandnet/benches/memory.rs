@@ -16,7 +16,7 @@
 mod pod;
 
 use pod::{exec_ms, median, proc_kib};
-use sandnet_runtime::api::{PodNetns, Runtime, SandboxRequest};
+use sandnet_runtime::api::{PodNetns, SandboxRequest};
 use sandnet_runtime::config::Config;
 use sandnet_testkit::{PodPair, TempDir};
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,11 +96,7 @@ async fn round(
     accels: &mut BTreeSet<String>,
 ) -> BTreeMap<&'static str, u64> {
     let pair = PodPair::new("bmem");
-    let rt = Runtime::new(
-        state.to_path_buf(),
-        env!("CARGO_BIN_EXE_sandnet"),
-        vec!["--state-dir".into(), state.as_os_str().to_owned()],
-    );
+    let rt = pod::runtime(state);
     let mut cfg = Config::default();
     if let Some(tb) = v.tb_mib {
         cfg.qemu.tcg_tb_size = tb;

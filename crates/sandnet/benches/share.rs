@@ -11,7 +11,7 @@
 mod pod;
 
 use pod::{exec_ms, median, proc_kib};
-use sandnet_runtime::api::{PodNetns, Runtime, SandboxRequest};
+use sandnet_runtime::api::{PodNetns, SandboxRequest};
 use sandnet_runtime::config::Config;
 use sandnet_runtime::shared::SharedFs;
 use sandnet_testkit::{PodPair, TempDir};
@@ -35,11 +35,7 @@ async fn round(
     accels: &mut BTreeSet<String>,
 ) -> BTreeMap<&'static str, u64> {
     let pair = PodPair::new("bsh");
-    let rt = Runtime::new(
-        state.to_path_buf(),
-        env!("CARGO_BIN_EXE_sandnet"),
-        vec!["--state-dir".into(), state.as_os_str().to_owned()],
-    );
+    let rt = pod::runtime(state);
     let mut cfg = Config::default();
     cfg.qemu.shared_fs = fs;
     let mut req = SandboxRequest::new(cfg);

@@ -8,6 +8,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The runtime library driving this build's `sandnet`, with its state root at `state`.
+pub fn runtime(state: &std::path::Path) -> sandnet_runtime::api::Runtime {
+    sandnet_runtime::api::Runtime::new(
+        state.to_path_buf(),
+        env!("CARGO_BIN_EXE_sandnet"),
+        vec!["--state-dir".into(), state.as_os_str().to_owned()],
+    )
+}
+
 /// The accelerator `run --json` reported, with its reason shortened for a summary line.
 pub fn accel_label(out: &Value) -> String {
     let why = out["accel_reason"].as_str().unwrap_or("");
