@@ -30,26 +30,20 @@ fn rate(a: &HashMap<String, String>, key: &str) -> Result<Option<u64>, ShimError
         .transpose()
 }
 
-/// Applies the pod's annotations to its sandbox request; a malformed one is an error
-/// naming it (the pod is refused, as Kata refuses a bad annotation).
+/// Applies the pod's annotations to its sandbox request: each replaces the configuration
+/// key it is named after, so they mean what the keys mean (a rate of 0 is no limit). A
+/// malformed one is an error naming it (the pod is refused, as Kata refuses a bad
+/// annotation).
 pub fn apply(a: &HashMap<String, String>, req: &mut SandboxRequest) -> Result<(), ShimError> {
     if let Some(v) = a.get(GUEST_SPOOFING) {
-        req.guest_spoofing = Some(
-            v.parse::<GuestSpoofing>()
-                .map_err(|e| bad(GUEST_SPOOFING, e))?,
-        );
+        req.config.runtime.guest_spoofing =
+            v.parse::<GuestSpoofing>().map_err(|e| bad(GUEST_SPOOFING, e))?;
     }
-    let (rx, tx) = (rate(a, RX_RATE)?, rate(a, TX_RATE)?);
-    if rx.is_some() || tx.is_some() {
-        // A rate of 0 replaces the configuration's limit with none, as in Kata.
-        let mut b = req.bandwidth.unwrap_or_default();
-        if let Some(r) = rx {
-            b.ingress_rate = r;
-        }
-        if let Some(r) = tx {
-            b.egress_rate = r;
-        }
-        req.bandwidth = Some(b);
+    if let Some(r) = rate(a, RX_RATE)? {
+        req.config.qemu.rx_rate_limiter_max_rate = r;
+    }
+    if let Some(r) = rate(a, TX_RATE)? {
+        req.config.qemu.tx_rate_limiter_max_rate = r;
     }
     Ok(())
 }
@@ -73,19 +67,23 @@ mod tests {
     fn nothing_annotated_changes_nothing() {
         let mut r = req();
         apply(&ann(&[("other", "x")]), &mut r).unwrap();
-        assert_eq!((r.guest_spoofing, r.bandwidth), (None, None));
+        assert_eq!(r.config.tap_policy(), req().config.tap_policy());
     }
 
     #[test]
-    fn kata_rate_limiters_become_the_pods_bandwidth() {
+    fn kata_rate_limiters_become_the_pods_limits() {
         let mut r = req();
         apply(&ann(&[(RX_RATE, "8000000"), (TX_RATE, "6000000")]), &mut r).unwrap();
-        let b = r.bandwidth.unwrap();
-        assert_eq!((b.ingress_rate, b.egress_rate), (8_000_000, 6_000_000));
-        assert_eq!(b.ingress(), Some((8_000_000, None)));
+        let b = r.config.tap_policy().bandwidth;
+        assert_eq!(b.ingress.map(|l| l.rate_bps), Some(8_000_000));
+        assert_eq!(b.egress.map(|l| l.rate_bps), Some(6_000_000));
+        // 0 lifts a limit the configuration set, as the key's 0 means.
+        r.config.qemu.rx_rate_limiter_max_rate = 1_000_000;
+        apply(&ann(&[(RX_RATE, "0")]), &mut r).unwrap();
+        assert_eq!(r.config.tap_policy().bandwidth.ingress, None);
         let mut r = req();
         apply(&ann(&[(GUEST_SPOOFING, "allow")]), &mut r).unwrap();
-        assert_eq!(r.guest_spoofing, Some(GuestSpoofing::Allow));
+        assert_eq!(r.config.tap_policy().spoofing, GuestSpoofing::Allow);
     }
 
     #[test]
