@@ -15,7 +15,6 @@ use netlink_packet_route::tc::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use sandnet_netlink::{Netlink, RequestBatch};
-use std::time::Duration;
 
 /// The cookie on every action sandnet adds.
 pub const COOKIE: &[u8] = b"sandnet/v1";
@@ -45,33 +44,9 @@ fn tc_message(index: u32) -> TcMessage {
     m
 }
 
-/// Adds an ingress qdisc to a device. Returns `false` if one was already there. Retries
-/// `EBUSY` a few times, as Kata does.
-pub async fn add_ingress_qdisc(nl: &Netlink, index: u32, name: &str) -> Result<bool> {
-    let mut tries = 0;
-    loop {
-        match nl
-            .ack(
-                ingress_qdisc_message(index),
-                NLM_F_CREATE | NLM_F_EXCL,
-                || qdisc_what(name),
-            )
-            .await
-        {
-            Ok(()) => return Ok(true),
-            Err(e) if e.is_exists() => return Ok(false),
-            Err(e) if e.errno() == Some(libc::EBUSY) && tries < 5 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Queues the creation of an ingress qdisc on a device in a batch (see
-/// [`add_ingress_qdisc`]: the kernel's `EEXIST` there means one was already there, and
-/// `EBUSY` is worth asking again); returns its place in the batch.
+/// Queues the creation of an ingress qdisc on a device in a batch (the kernel's `EEXIST`
+/// means one was already there, and `EBUSY` is worth asking again, as Kata does); returns
+/// its place in the batch.
 pub fn push_ingress_qdisc(b: &mut RequestBatch, index: u32, name: &str) -> usize {
     b.push(
         ingress_qdisc_message(index),
@@ -143,25 +118,9 @@ pub async fn del_ingress_qdisc(nl: &Netlink, index: u32, name: &str) -> Result<(
     }
 }
 
-/// Adds `tc filter add dev FROM parent ffff: protocol all u32 match u8 0 0 action mirred
-/// egress redirect dev TO`, with sandnet's cookie on the action.
-pub async fn add_redirect(
-    nl: &Netlink,
-    from: u32,
-    to: u32,
-    from_name: &str,
-    to_name: &str,
-) -> Result<()> {
-    nl.ack(
-        redirect_message(from, to),
-        NLM_F_CREATE | NLM_F_EXCL,
-        || redirect_what(from_name, to_name),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Queues [`add_redirect`]'s filter in a batch; returns its place in the batch.
+/// Queues `tc filter add dev FROM parent ffff: protocol all u32 match u8 0 0 action mirred
+/// egress redirect dev TO`, with sandnet's cookie on the action, in a batch; returns its
+/// place in the batch.
 pub fn push_redirect(
     b: &mut RequestBatch,
     from: u32,

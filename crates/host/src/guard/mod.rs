@@ -292,11 +292,3 @@ pub async fn sync_addresses(
     }
     Ok(n)
 }
-
-/// Whether a link's guard blocks spoofing (it has address rules).
-pub async fn blocks_spoofing(nl: &Netlink, link: u32) -> Result<bool> {
-    Ok(dump_rules(nl, link)
-        .await?
-        .iter()
-        .any(|d| d.handle & 0xfff != 0))
-}

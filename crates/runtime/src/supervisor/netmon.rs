@@ -21,7 +21,7 @@ use crate::sandbox::{NicState, Status};
 use sandnet_host::endpoint::endpoints;
 use sandnet_host::netlink::{Batch, DebounceConfig, Debouncer, NetEvent, NetlinkError};
 use sandnet_host::{guard, scan_detail};
-use sandnet_model::{Interface, InterworkingModel, IpNet, Route};
+use sandnet_model::{GuestSpoofing, Interface, InterworkingModel, IpNet, Route};
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::time::Instant;
@@ -219,8 +219,11 @@ impl Supervisor {
                     ..a.iface.clone()
                 };
                 // The guard allows a new address before the guest has it, and forgets an
-                // old one only after the guest dropped it.
-                let mac = d.interface.mac;
+                // old one only after the guest dropped it (only a blocking guard has
+                // address rules, and only a changed set needs them changed).
+                let guarded = self.spec.tap_policy.spoofing == GuestSpoofing::Block
+                    && addr_set(&now.addresses) != addr_set(&a.iface.addresses);
+                let mac = d.interface.mac.filter(|_| guarded);
                 let both: Vec<IpNet> = addr_set(&a.iface.addresses)
                     .union(&addr_set(&now.addresses))
                     .copied()
