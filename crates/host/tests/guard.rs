@@ -206,11 +206,11 @@ fn cases(mac: [u8; 6], gw_mac: [u8; 6]) -> Vec<(String, Vec<u8>, bool)> {
             false,
         ),
         (
-            "drop-ipv4-other-mac-any",
+            "drop-ipv4-foreignmac-foreignsrc",
             f.ipv4(
                 other_mac,
                 Ipv4Addr::new(10, 9, 9, 9),
-                "drop-ipv4-other-mac-any",
+                "drop-ipv4-foreignmac-foreignsrc",
             ),
             false,
         ),

@@ -2,7 +2,11 @@
 //! QEMU were killed, take the pod link's HTB (its classes and u32 rules with it) and the
 //! tap's TBF out of a pod namespace the caller owns (sandnet does not delete it).
 
-use sandnet_testkit::{unique, Cli, PodPair};
+#[path = "common/guest.rs"]
+mod guest;
+
+use guest::{Env, Sandbox};
+use sandnet_testkit::PodPair;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -47,19 +51,15 @@ fn kinds(p: &PodPair, dev: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs a guarded, shaped sandbox in `p`; returns its id and tap.
-fn run(cli: &Cli, p: &PodPair, tag: &str) -> (String, String) {
-    let id = unique(tag);
-    let v: Value = cli.ok_json(&[
-        "run",
-        "--json",
-        "--name",
-        &id,
-        "--netns",
+/// Runs a guarded, shaped sandbox in `p` (removed by its guard, also when the test fails
+/// half-way); returns it and its tap.
+fn run<'a>(env: &'a Env, p: &PodPair, tag: &str) -> (Sandbox<'a>, String) {
+    let (sb, v) = Sandbox::run(
+        env,
+        tag,
         &p.pod.name,
-        "--bandwidth",
-        "ingressRate=8M,egressRate=8M",
-    ]);
+        &["--bandwidth", "ingressRate=8M,egressRate=8M"],
+    );
     assert!(v["interfaces"].is_array(), "{v}");
     let tap = p
         .pod
@@ -75,7 +75,7 @@ fn run(cli: &Cli, p: &PodPair, tag: &str) -> (String, String) {
         kinds(p, &tap).contains(&"tbf".to_string()),
         "shaper on {tap}"
     );
-    (id, tap)
+    (sb, tap)
 }
 
 fn assert_no_leftovers(p: &PodPair, tap: &str, after: &str) {
@@ -86,23 +86,22 @@ fn assert_no_leftovers(p: &PodPair, tap: &str, after: &str) {
 
 #[test]
 fn rm_takes_the_guard_and_the_shapers_out_of_the_callers_netns() {
-    let cli = Cli::new(env!("CARGO_BIN_EXE_sandnet"), "gcl-rm");
+    let env = Env::new("gcl-rm");
     let p = PodPair::new("gclrm");
-    let (id, tap) = run(&cli, &p, "gclrm");
-    cli.ok(&["rm", &id]);
+    let (sb, tap) = run(&env, &p, "gclrm");
+    env.ok(&["rm", &sb.id]);
     assert_no_leftovers(&p, &tap, "rm");
     assert!(p.pod.link("eth0").is_some(), "the caller's link stays");
 }
 
 #[test]
 fn gc_after_a_crash_takes_them_out_too() {
-    let cli = Cli::new(env!("CARGO_BIN_EXE_sandnet"), "gcl-gc");
+    let env = Env::new("gcl-gc");
     let p = PodPair::new("gclgc");
-    let (id, tap) = run(&cli, &p, "gclgc");
-    let rec: Value = serde_json::from_slice(
-        &std::fs::read(cli.state.join(&id).join("sandbox.json")).expect("record"),
-    )
-    .expect("record JSON");
+    let (sb, tap) = run(&env, &p, "gclgc");
+    let rec: Value =
+        serde_json::from_slice(&std::fs::read(sb.dir().join("sandbox.json")).expect("record"))
+            .expect("record JSON");
     for k in ["supervisor_pid", "qemu_pid"] {
         let pid = rec[k].as_u64().unwrap_or_else(|| panic!("{k} in {rec}")) as i32;
         // SAFETY: plain kill(2) of a process this test started (through sandnet).
@@ -111,8 +110,8 @@ fn gc_after_a_crash_takes_them_out_too() {
     // The record still names a sandbox whose processes are gone: gc removes what it left.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let o = cli.run(&["gc"]);
-        if o.status.success() && !cli.state.join(&id).exists() {
+        let o = env.run(&["gc"]);
+        if o.status.success() && !sb.dir().exists() {
             break;
         }
         assert!(

@@ -219,26 +219,18 @@ fn host_qdiscs(h: &Host) -> serde_json::Value {
     serde_json::from_str(&h.exec(&["tc", "-j", "qdisc", "show"])).expect("tc -j qdisc show")
 }
 
-/// The pod namespace's qdiscs with their counters, for a failure message.
+/// The pod namespace's qdiscs with their counters (`tc -s -j`); fails when `tc` does, or
+/// shows no `eth0`, so that a check of what is absent cannot pass on an empty answer.
 fn qdiscs(h: &Host, id: &str) -> String {
-    let o = sh(
+    let pod = format!("sandnet-{id}");
+    let out = sh_ok(
         "ip",
         &[
-            "netns",
-            "exec",
-            &h.ns,
-            "ip",
-            "netns",
-            "exec",
-            &format!("sandnet-{id}"),
-            "tc",
-            "-s",
-            "-j",
-            "qdisc",
-            "show",
+            "netns", "exec", &h.ns, "ip", "netns", "exec", &pod, "tc", "-s", "-j", "qdisc", "show",
         ],
     );
-    text(&o.stdout)
+    assert!(out.contains(r#""dev":"eth0""#), "no qdisc of eth0 in {out}");
+    out
 }
 
 fn mbit(r: f64) -> String {

@@ -20,7 +20,7 @@
 mod guest;
 
 use guest::{guest_ping, ping_from, use_hostile_agent, Env, Sandbox};
-use sandnet_testkit::{mac_bytes, PacketSocket, PodPair, TestNs};
+use sandnet_testkit::{htb_class_drops, mac_bytes, PacketSocket, PodPair, TestNs};
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -63,16 +63,10 @@ fn dual_stack_pod(tag: &str) -> PodPair {
 
 /// The drops of the guard's sink class on the pod link, `None` when there is no guard.
 fn sink_drops(pod: &TestNs) -> Option<u64> {
-    let text = pod.tc_text(&["-s", "class", "show", "dev", "eth0"]);
-    let class = text
-        .split("class ")
-        .find(|c| c.starts_with("htb 5a4e:2 "))?;
-    let n = class
-        .split("(dropped ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|n| n.trim().parse().ok());
-    Some(n.unwrap_or_else(|| panic!("no drops in {class}")))
+    htb_class_drops(
+        &pod.tc_text(&["-s", "class", "show", "dev", "eth0"]),
+        "5a4e:2",
+    )
 }
 
 /// Whether the pod link carries the guard's root qdisc.
@@ -445,9 +439,13 @@ fn a_hostile_guests_spoofed_frames_are_dropped_and_counted() {
     }
 
     // The guest's own traffic still flows, and none of it is dropped.
-    let before = sink_drops(&p.pod);
+    let before = sink_drops(&p.pod).expect("the guard's sink class");
     legitimate_traffic_flows(&sb, &p);
-    assert_eq!(sink_drops(&p.pod), before, "legitimate traffic was dropped");
+    assert_eq!(
+        sink_drops(&p.pod),
+        Some(before),
+        "legitimate traffic was dropped"
+    );
     env.ok(&["rm", &sb.id]);
     assert!(!guarded(&p.pod), "the guard left on the pod link after rm");
 }
@@ -519,14 +517,14 @@ fn an_address_added_in_the_pod_is_usable_once_the_monitor_applied_it() {
     eprintln!("{new4} answered {:?} after it was added", t.elapsed());
     assert!(guard_matches(&p.pod, new4));
     // A ping from the guest sourced from it passes the guard.
-    let before = sink_drops(&p.pod);
+    let before = sink_drops(&p.pod).expect("the guard's sink class");
     let ok = (0..5).any(|_| {
         sb.exec(&["ping", "-c1", "-W3", "-I", new4, GW4])
             .status
             .success()
     });
     assert!(ok, "the guest cannot ping from {new4}");
-    assert_eq!(sink_drops(&p.pod), before, "its traffic was dropped");
+    assert_eq!(sink_drops(&p.pod), Some(before), "its traffic was dropped");
 
     // The old address removed (the new one, secondary in the pod, stays): gone from the
     // guest, then from the guard, and a guest that takes it back anyway is dropped.

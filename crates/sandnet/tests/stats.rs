@@ -37,24 +37,11 @@ fn ip_stats(ns: &str, dev: &str) -> Value {
     v[0]["stats64"].clone()
 }
 
-/// The drops of the guard's sink class on `dev`, by `tc -s class show` (iproute2 6.1's
-/// `tc -j` prints classes as text anyway, so the text is read: the class line, then
-/// ` Sent N bytes M pkt (dropped D, …`).
+/// The drops of the guard's sink class on `dev`, by `tc -s class show`.
 fn sink_drops(ns: &str, dev: &str) -> u64 {
     let o = sh_ok("tc", &["-s", "-n", ns, "class", "show", "dev", dev]);
-    let mut lines = o.lines();
-    while let Some(l) = lines.next() {
-        if l.starts_with("class htb 5a4e:2 ") {
-            let sent = lines.next().unwrap_or_default();
-            return sent
-                .split("(dropped ")
-                .nth(1)
-                .and_then(|r| r.split(',').next())
-                .and_then(|d| d.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no drop count in {sent:?}"));
-        }
-    }
-    panic!("no sink class 5a4e:2 on {dev}: {o}")
+    sandnet_testkit::htb_class_drops(&o, "5a4e:2")
+        .unwrap_or_else(|| panic!("no sink class 5a4e:2 on {dev}: {o}"))
 }
 
 fn u(v: &Value) -> u64 {

@@ -329,6 +329,23 @@ pub fn has_tag(f: &[u8], tag: &[u8]) -> bool {
     f.len() >= 14 + tag.len() && &f[14..14 + tag.len()] == tag
 }
 
+/// The drops of HTB class `class` (e.g. `5a4e:2`) in the text of `tc -s class show`
+/// (this iproute2 prints classes as text even with `-j`): the class line, then
+/// ` Sent N bytes M pkt (dropped D, …`. `None` when there is no such class; panics when the
+/// class has no drop count.
+pub fn htb_class_drops(tc_text: &str, class: &str) -> Option<u64> {
+    let mut lines = tc_text.lines();
+    lines.find(|l| l.starts_with(&format!("class htb {class} ")))?;
+    let sent = lines.next().unwrap_or_default();
+    Some(
+        sent.split("(dropped ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|d| d.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no drop count for {class} in {sent:?}")),
+    )
+}
+
 /// The names of the entries of a directory, sorted; none when it cannot be read.
 pub fn dir_names(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
