@@ -140,7 +140,7 @@ fn make_net(field: &'static str, ip: IpAddr, len_str: &str) -> Result<IpNet, Con
     IpNet::new(ip, len).map_err(|_| bad())
 }
 
-fn check_name(name: &str) -> Result<(), ConvertError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ConvertError> {
     if name.is_empty() {
         return Err(ConvertError::Missing("interface name"));
     }

@@ -3,7 +3,7 @@
 //! and printable; MACs that parse).
 
 use crate::client::{check_count, AgentClient, ClientError, MAX_INTERFACES};
-use crate::convert::ConvertError;
+use crate::convert::{ConvertError, MAX_IFNAME_LEN};
 use crate::generated::sandnet;
 use sandnet_model::{LinkCounters, MacAddr};
 use serde::{Deserialize, Serialize};
@@ -13,8 +13,6 @@ use std::str::FromStr;
 const STATS_SERVICE: &str = "sandnet.Stats";
 /// The method.
 const METHOD: &str = "InterfaceStats";
-/// Longest interface name accepted (`IFNAMSIZ` - 1).
-pub const MAX_NAME_LEN: usize = 15;
 
 /// One guest interface's counters, as the guest kernel keeps them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,19 +60,14 @@ impl AgentClient {
     }
 }
 
-/// A name the host shows: 1-15 ASCII characters, none of them a control character, a
-/// space, `/` or `:`.
+/// An interface name as the other calls check it ([`crate::convert`]), and printable
+/// ASCII besides: these names end up in text output and Prometheus labels.
 fn check_name(name: &str) -> Result<(), ConvertError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .chars()
-            .all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
-    if ok {
+    crate::convert::check_name(name)?;
+    if name.chars().all(|c| c.is_ascii_graphic()) {
         Ok(())
     } else {
-        // A guest may send megabytes here; the error keeps enough to recognise it.
-        let shown: String = name.chars().take(2 * MAX_NAME_LEN).collect();
+        let shown: String = name.chars().take(2 * MAX_IFNAME_LEN).collect();
         Err(ConvertError::BadName(shown))
     }
 }

@@ -4,7 +4,7 @@
 use crate::error::AgentError;
 use crate::service::{log_result, Agent};
 use async_trait::async_trait;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
 use sandnet_agent_proto::sandnet::{
     InterfaceCounters, InterfaceStatsRequest, InterfaceStatsResponse,
 };
@@ -17,23 +17,10 @@ fn counters(l: &LinkMessage) -> Option<InterfaceCounters> {
     if l.header.flags.contains(LinkFlags::Loopback) {
         return None;
     }
-    let mut name = String::new();
-    let mut hw_addr = String::new();
-    for a in &l.attributes {
-        match a {
-            LinkAttribute::IfName(n) => name = n.clone(),
-            LinkAttribute::Address(m) if m.len() == 6 => {
-                hw_addr = m
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":");
-            }
-            _ => {}
-        }
-    }
+    let d = sandnet_netlink::link_detail(l);
+    let mac = d.interface.mac.map(|m| m.to_string()).unwrap_or_default();
     let c = sandnet_netlink::link_counters(l).unwrap_or_default();
-    Some(interface_counters(name, hw_addr, &c))
+    Some(interface_counters(d.interface.name, mac, &c))
 }
 
 #[async_trait]
@@ -67,6 +54,7 @@ impl sandnet_ttrpc::Stats for Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_route::link::LinkAttribute;
     use netlink_packet_route::link::Stats64;
 
     #[test]

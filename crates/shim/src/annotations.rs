@@ -36,8 +36,9 @@ fn rate(a: &HashMap<String, String>, key: &str) -> Result<Option<u64>, ShimError
 /// annotation).
 pub fn apply(a: &HashMap<String, String>, req: &mut SandboxRequest) -> Result<(), ShimError> {
     if let Some(v) = a.get(GUEST_SPOOFING) {
-        req.config.runtime.guest_spoofing =
-            v.parse::<GuestSpoofing>().map_err(|e| bad(GUEST_SPOOFING, e))?;
+        req.config.runtime.guest_spoofing = v
+            .parse::<GuestSpoofing>()
+            .map_err(|e| bad(GUEST_SPOOFING, e))?;
     }
     if let Some(r) = rate(a, RX_RATE)? {
         req.config.qemu.rx_rate_limiter_max_rate = r;

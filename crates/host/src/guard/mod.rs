@@ -58,6 +58,18 @@ pub struct Nic<'a> {
     pub addresses: &'a [IpNet],
 }
 
+impl<'a> Nic<'a> {
+    /// The NIC of an endpoint: its link, and the MAC and addresses the guest gets from it.
+    pub fn of(e: &'a crate::Endpoint) -> Nic<'a> {
+        Nic {
+            link: e.index,
+            link_name: &e.name,
+            mac: e.mac,
+            addresses: &e.addresses,
+        }
+    }
+}
+
 /// The requests that put a policy on a pod link's egress, in two parts sent in order: the
 /// qdisc and its classes, then the rules.
 #[derive(Debug, Default)]

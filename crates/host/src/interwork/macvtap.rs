@@ -87,13 +87,7 @@ async fn attach(cx: &AttachCx<'_>, p: &PlannedEndpoint) -> Result<AttachedEndpoi
         )));
     }
     // The guard goes on the link first: nothing of the guest's passes unchecked.
-    let nic = guard::Nic {
-        link: e.index,
-        link_name: &e.name,
-        mac: e.mac,
-        addresses: &e.addresses,
-    };
-    guard::apply(nl, &nic, None, policy).await?;
+    guard::apply(nl, &guard::Nic::of(e), None, policy).await?;
     // macvlan refuses an address equal to its lower device's: move the link's MAC first.
     nl.set_mac(e.index, during, &e.name).await?;
     let mut msg = LinkMessage::default();

@@ -131,13 +131,7 @@ struct GuardParts {
 impl GuardParts {
     fn new(p: &PlannedEndpoint, ti: u32, policy: &TapPolicy) -> GuardParts {
         let e = &p.endpoint;
-        let nic = guard::Nic {
-            link: e.index,
-            link_name: &e.name,
-            mac: e.mac,
-            addresses: &e.addresses,
-        };
-        let guard::LinkRequests { setup, rules } = guard::link_requests(&nic, policy);
+        let guard::LinkRequests { setup, rules } = guard::link_requests(&guard::Nic::of(e), policy);
         GuardParts {
             setup,
             rules,
