@@ -8,7 +8,7 @@ use crate::pod::PodRef;
 use crate::sandbox::{Health, NicState, SandboxState};
 use sandnet_agent_proto::GuestCounters;
 use sandnet_host::guard::{guard_counters, link_counters, GuardCounters, LinkCounters};
-use sandnet_host::{NetNs, NetNsRef, Netlink};
+use sandnet_host::Netlink;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -71,7 +71,15 @@ pub async fn collect(root: &Path, id: &str, guest: bool) -> Result<SandboxStats>
             })
         }
     }
-    let (ns, ns_id) = pod_netns(&st)?;
+    // By its path, else (a path bind-mounted where this process does not see it, e.g. in
+    // containerd's own mount namespace) as QEMU's, which sits in it.
+    let ns = crate::podnet::reach_netns(root, &st).ok_or_else(|| {
+        RuntimeError::Refused(format!(
+            "sandbox {id}: {} is no longer its network namespace",
+            st.netns_path.display()
+        ))
+    })?;
+    let ns_id = ns.id().map_err(host("open the pod network namespace"))?;
     let nl = ns
         .netlink()
         .map_err(host("open netlink in the pod namespace"))?;
@@ -99,37 +107,6 @@ pub async fn collect(root: &Path, id: &str, guest: bool) -> Result<SandboxStats>
     Ok(out)
 }
 
-/// The sandbox's pod namespace, checked to be the one it runs in: by its path, else (a
-/// path bind-mounted where this process does not see it, e.g. in containerd's own mount
-/// namespace) as QEMU's, which sits in it.
-fn pod_netns(st: &SandboxState) -> Result<(NetNs, sandnet_host::NetNsId)> {
-    let by_path =
-        NetNs::open(&NetNsRef::path(&st.netns_path)).and_then(|ns| ns.id().map(|i| (ns, i)));
-    let err = match (by_path, st.netns_id) {
-        (Ok((ns, got)), Some(want)) if got == want => return Ok((ns, got)),
-        (Ok((ns, got)), None) => return Ok((ns, got)),
-        (Ok(_), Some(_)) => None,
-        (Err(e), _) => Some(e),
-    };
-    if let (Some(want), Some(pid)) = (st.netns_id, st.qemu_pid) {
-        let qemu = NetNs::open(&NetNsRef::path(format!("/proc/{pid}/ns/net")))
-            .and_then(|ns| ns.id().map(|i| (ns, i)));
-        if let Ok((ns, got)) = qemu {
-            if got == want {
-                return Ok((ns, got));
-            }
-        }
-    }
-    Err(match err {
-        Some(e) => host("open the pod network namespace")(e),
-        None => RuntimeError::Refused(format!(
-            "sandbox {}: {} is no longer its network namespace",
-            st.id,
-            st.netns_path.display()
-        )),
-    })
-}
-
 /// The tap of each endpoint of the namespace's attach plan, by pod link index.
 fn tap_names(root: &Path, ns_id: sandnet_host::NetNsId) -> Result<BTreeMap<u32, String>> {
     let plan = sandnet_host::interwork::load_state(&crate::teardown::attach_dir(root), ns_id)
@@ -144,18 +121,14 @@ fn tap_names(root: &Path, ns_id: sandnet_host::NetNsId) -> Result<BTreeMap<u32, 
 /// A NIC's host side: its pod link, its tap, its guard.
 async fn host_side(nl: &Netlink, link: &str, index: u32, tap: Option<&String>) -> Result<NicStats> {
     let step = "read the counters of a guest NIC";
-    let tap_index = match tap {
-        Some(t) => nl
-            .link_by_name(t)
-            .await
-            .map_err(|e| host(step)(e.into()))?
-            .map(|l| l.header.index),
+    let tap_link = match tap {
+        Some(t) => nl.link_by_name(t).await.map_err(|e| host(step)(e.into()))?,
         None => None,
     };
-    let tap_counters = match tap_index {
-        Some(i) => link_counters(nl, i).await.map_err(host(step))?,
-        None => None,
-    };
+    let tap_index = tap_link.as_ref().map(|l| l.header.index);
+    let tap_counters = tap_link
+        .as_ref()
+        .and_then(sandnet_host::netlink::link_counters);
     Ok(NicStats {
         interface: link.to_string(),
         link_index: index,
