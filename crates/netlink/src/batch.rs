@@ -79,19 +79,13 @@ impl RequestBatch {
                 buf.extend_from_slice(bytes);
             }
             send_to_kernel(sock, &buf).map_err(io_err("send requests"))?;
+            let seqs: Vec<u32> = chunk.iter().map(|r| r.0).collect();
             let mut answers: Vec<Option<i32>> = vec![None; chunk.len()];
             let mut pending = chunk.len();
-            let first = chunk[0].0;
             let mut rbuf = vec![0u8; 64 * 1024];
             while pending > 0 {
                 let n = recv(sock, &mut rbuf).map_err(io_err("read acknowledgements"))?;
-                for (seq, errno) in acks(&rbuf[..n]) {
-                    let i = seq.wrapping_sub(first) as usize;
-                    if i < chunk.len() && chunk[i].0 == seq && answers[i].is_none() {
-                        answers[i] = Some(errno);
-                        pending -= 1;
-                    }
-                }
+                pending -= record(&seqs, &mut answers, &acks(&rbuf[..n]));
             }
             for ((_, _, what), errno) in chunk.iter().zip(answers) {
                 out.push(match errno {
@@ -112,6 +106,23 @@ fn io_err(what: &'static str) -> impl Fn(io::Error) -> NetlinkError {
         what: what.to_string(),
         source,
     }
+}
+
+/// Files each acknowledgement under the request of its sequence number; returns how many
+/// requests got their first answer. The numbers of one batch are not consecutive when
+/// other threads of the process build batches at the same time (they share the counter),
+/// so a request is found by its number, not by its distance from the first.
+fn record(seqs: &[u32], answers: &mut [Option<i32>], acks: &[(u32, i32)]) -> usize {
+    let mut n = 0;
+    for &(seq, errno) in acks {
+        if let Some(i) = seqs.iter().position(|&s| s == seq) {
+            if answers[i].is_none() {
+                answers[i] = Some(errno);
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// The (sequence number, positive errno or 0) of every `NLMSG_ERROR` in a datagram.
@@ -212,6 +223,23 @@ mod tests {
         b.resize(len, 0);
         b.resize((len + 3) & !3, 0);
         b
+    }
+
+    #[test]
+    fn acknowledgements_find_their_request_when_numbers_interleave() {
+        // Another thread took 101 and 103 between this batch's requests.
+        let seqs = [100, 102, 104];
+        let mut answers = vec![None; 3];
+        assert_eq!(record(&seqs, &mut answers, &[(102, 0), (101, 0)]), 1);
+        assert_eq!(
+            record(
+                &seqs,
+                &mut answers,
+                &[(104, libc::EEXIST), (100, 0), (102, 0)]
+            ),
+            2
+        );
+        assert_eq!(answers, vec![Some(0), Some(0), Some(libc::EEXIST)]);
     }
 
     #[test]
