@@ -28,6 +28,13 @@ fn module_of(src: &Path, file: &Path) -> String {
     first.trim_end_matches(".rs").to_string()
 }
 
+/// The identifier a path starts with.
+fn first_segment(path: &str) -> String {
+    path.chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
 /// The top-level modules a file names through `crate::…` paths (code only, comments
 /// skipped); names the crate root re-exports are resolved through `lib.rs`'s `pub use`.
 fn uses(
@@ -40,14 +47,23 @@ fn uses(
         let mut rest = line;
         while let Some(i) = rest.find("crate::") {
             rest = &rest[i + "crate::".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            if modules.contains(&name) {
-                out.insert(name);
-            } else if let Some(m) = reexports.get(&name) {
-                out.insert(m.clone());
+            // `crate::{a, b::c}` names each item of the group (on this line).
+            let names: Vec<String> = match rest.strip_prefix('{') {
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|item| first_segment(item.trim()))
+                    .collect(),
+                None => vec![first_segment(rest)],
+            };
+            for name in names {
+                if modules.contains(&name) {
+                    out.insert(name);
+                } else if let Some(m) = reexports.get(&name) {
+                    out.insert(m.clone());
+                }
             }
         }
     }

@@ -18,7 +18,7 @@ fn pings(cd: &Containerd, ip: &str) -> bool {
 
 #[test]
 fn dual_stack_pod_reports_and_answers_both_addresses() {
-    let v6_net = format!("fd5f:{:x}::", std::process::id() % 0xffff);
+    let v6_net = format!("fd5f:{:x}::", std::process::id() % 0xfffe + 1);
     let cd = Containerd::start(
         "dual",
         Options {

@@ -133,7 +133,7 @@ impl AgentNs {
     /// Like [`AgentNs::new`], with a cgroup of the test's own as the agent's
     /// `--cgroup-root` (for containers).
     pub fn with_cgroup(test: &str) -> AgentNs {
-        let cg = TestCgroup::new(&format!("sna-{test}-{}", std::process::id()));
+        let cg = TestCgroup::new(&sandnet_testkit::unique(&format!("sna-{test}")));
         let root = cg.agent.to_string_lossy().into_owned();
         let mut me = AgentNs::with_args(test, &[], &["--cgroup-root", &root]);
         me.cgroup = Some(cg);
@@ -142,7 +142,7 @@ impl AgentNs {
 
     /// Like [`AgentNs::new`] with extra agent arguments (e.g. `--hostile MODE`).
     pub fn with_args(test: &str, setup: &[&[&str]], extra: &[&str]) -> AgentNs {
-        let ns = format!("sna-{test}-{}", std::process::id());
+        let ns = sandnet_testkit::unique(&format!("sna-{test}"));
         let dir = std::env::temp_dir().join(&ns);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
