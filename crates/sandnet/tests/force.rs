@@ -140,7 +140,11 @@ fn stale_netns_file_is_a_gone_namespace() {
     let ip = run_shadowable(&h, &id);
     kill_sandbox_processes(&h, &id);
     let file = netns_file(&id);
-    sh_ok("umount", &[&file]);
+    // A killed process closes its files only after it has left /proc's command lines, and
+    // its open namespace fd keeps the mount busy until then.
+    wait_until("the netns mount unmounted", Duration::from_secs(10), || {
+        sh("umount", &[&file]).status.success()
+    });
     assert!(Path::new(&file).is_file(), "a plain file is left at {file}");
     assert!(reservation_of(&h, &ip));
 
